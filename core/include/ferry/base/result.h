@@ -67,6 +67,10 @@ public:
 	{
 		return ok() ? *this : Result(error().context(ctx));
 	}
+	Result context(std::string_view ctx) &&
+	{
+		return ok() ? std::move(*this) : Result(error().context(ctx));
+	}
 
 private:
 	std::variant<T, Error> v_;

@@ -1,0 +1,321 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+#include <ferry/sys/userfaultfd.h>
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <ferry/sys/mapping.h>
+
+namespace ferry {
+
+namespace {
+
+struct FeatureName {
+	uint64_t bit;
+	const char *name;
+};
+
+constexpr FeatureName kFeatureNames[] = {
+	{ UFFD_FEATURE_PAGEFAULT_FLAG_WP, "PAGEFAULT_FLAG_WP" },
+	{ UFFD_FEATURE_EVENT_FORK, "EVENT_FORK" },
+	{ UFFD_FEATURE_EVENT_REMAP, "EVENT_REMAP" },
+	{ UFFD_FEATURE_EVENT_REMOVE, "EVENT_REMOVE" },
+	{ UFFD_FEATURE_MISSING_HUGETLBFS, "MISSING_HUGETLBFS" },
+	{ UFFD_FEATURE_MISSING_SHMEM, "MISSING_SHMEM" },
+	{ UFFD_FEATURE_EVENT_UNMAP, "EVENT_UNMAP" },
+	{ UFFD_FEATURE_SIGBUS, "SIGBUS" },
+	{ UFFD_FEATURE_THREAD_ID, "THREAD_ID" },
+	{ UFFD_FEATURE_MINOR_HUGETLBFS, "MINOR_HUGETLBFS" },
+	{ UFFD_FEATURE_MINOR_SHMEM, "MINOR_SHMEM" },
+	{ UFFD_FEATURE_EXACT_ADDRESS, "EXACT_ADDRESS" },
+	{ UFFD_FEATURE_WP_HUGETLBFS_SHMEM, "WP_HUGETLBFS_SHMEM" },
+	{ UFFD_FEATURE_WP_UNPOPULATED, "WP_UNPOPULATED" },
+	{ UFFD_FEATURE_POISON, "POISON" },
+	{ UFFD_FEATURE_WP_ASYNC, "WP_ASYNC" },
+	{ UFFD_FEATURE_MOVE, "MOVE" },
+};
+
+// userfaultfd(2) may be refused to unprivileged callers (vm.unprivileged_userfaultfd=0);
+// UFFD_USER_MODE_ONLY is still allowed then (it only misses kernel-mode faults, which a
+// TCG guest or plain process does not need), and /dev/userfaultfd is the 6.1+ way for
+// callers given access to that device node.
+Result<UniqueFd> openUffd()
+{
+	constexpr int kFlags = O_CLOEXEC | O_NONBLOCK;
+	int fd = static_cast<int>(::syscall(SYS_userfaultfd, kFlags));
+	if (fd < 0 && errno == EPERM)
+		fd = static_cast<int>(::syscall(SYS_userfaultfd, kFlags | UFFD_USER_MODE_ONLY));
+	if (fd >= 0)
+		return UniqueFd(fd);
+	int err = errno;
+	UniqueFd dev(::open("/dev/userfaultfd", O_RDWR | O_CLOEXEC));
+	if (dev) {
+		fd = ::ioctl(dev.get(), USERFAULTFD_IOC_NEW, kFlags);
+		if (fd >= 0)
+			return UniqueFd(fd);
+	}
+	return Error::fromErrno("userfaultfd", err);
+}
+
+Status doApi(int fd, uint64_t features)
+{
+	uffdio_api api{};
+	api.api = UFFD_API;
+	api.features = features;
+	if (::ioctl(fd, UFFDIO_API, &api) < 0) {
+		int err = errno;
+		if (err == EINVAL) {
+			auto supported = Userfaultfd::probeFeatures();
+			if (supported.ok() && (features & ~*supported))
+				return Error::format(ENOTSUP,
+						     "UFFDIO_API: kernel lacks userfaultfd features {}",
+						     Userfaultfd::featureNames(features & ~*supported));
+		}
+		return Error::fromErrno("UFFDIO_API", err);
+	}
+	if ((api.features & features) != features)
+		return Error::format(ENOTSUP, "UFFDIO_API: kernel lacks userfaultfd features {}",
+				     Userfaultfd::featureNames(features & ~api.features));
+	return okStatus();
+}
+
+} // namespace
+
+const char *toString(UffdOutcome outcome)
+{
+	switch (outcome) {
+	case UffdOutcome::Done:
+		return "done";
+	case UffdOutcome::Exists:
+		return "exists";
+	case UffdOutcome::Retry:
+		return "retry";
+	case UffdOutcome::Gone:
+		return "gone";
+	}
+	return "?";
+}
+
+std::string Userfaultfd::featureNames(uint64_t features)
+{
+	std::string s;
+	for (const auto &f : kFeatureNames) {
+		if (!(features & f.bit))
+			continue;
+		if (!s.empty())
+			s += '|';
+		s += f.name;
+		features &= ~f.bit;
+	}
+	if (features) {
+		if (!s.empty())
+			s += '|';
+		s += fmt::format("{:#x}", features);
+	}
+	return s.empty() ? "none" : s;
+}
+
+Result<uint64_t> Userfaultfd::probeFeatures()
+{
+	FERRY_ASSIGN(UniqueFd fd, openUffd());
+	// With features = 0 the kernel answers with everything it supports.
+	uffdio_api api{};
+	api.api = UFFD_API;
+	if (::ioctl(fd.get(), UFFDIO_API, &api) < 0)
+		return Error::fromErrno("UFFDIO_API probe");
+	return static_cast<uint64_t>(api.features);
+}
+
+Result<Userfaultfd> Userfaultfd::create(uint64_t features)
+{
+	FERRY_ASSIGN(UniqueFd fd, openUffd());
+	FERRY_TRY(doApi(fd.get(), features));
+	return Userfaultfd(std::move(fd), features);
+}
+
+Result<Userfaultfd> Userfaultfd::adopt(UniqueFd fd, uint64_t features, bool needApi)
+{
+	if (!fd)
+		return Error(EBADF, "adopt userfaultfd: invalid fd");
+	if (needApi)
+		FERRY_TRY(doApi(fd.get(), features));
+	return Userfaultfd(std::move(fd), features);
+}
+
+Status Userfaultfd::registerRange(void *addr, size_t len, uint32_t modes)
+{
+	uffdio_register reg{};
+	reg.range.start = reinterpret_cast<uintptr_t>(addr);
+	reg.range.len = len;
+	reg.mode = modes;
+	if (::ioctl(fd_.get(), UFFDIO_REGISTER, &reg) < 0)
+		return Error::fromErrno(fmt::format("UFFDIO_REGISTER {} +{:#x} modes {:#x}", addr,
+						    len, modes));
+	lastRangeIoctls_ = reg.ioctls;
+	return okStatus();
+}
+
+Status Userfaultfd::unregisterRange(void *addr, size_t len)
+{
+	uffdio_range range{ reinterpret_cast<uintptr_t>(addr), len };
+	if (::ioctl(fd_.get(), UFFDIO_UNREGISTER, &range) < 0)
+		return Error::fromErrno(fmt::format("UFFDIO_UNREGISTER {} +{:#x}", addr, len));
+	return okStatus();
+}
+
+Result<UffdOutcome> Userfaultfd::fill(Fill kind, void *dst, const void *src, size_t len,
+				      bool dontWake)
+{
+	static constexpr const char *kNames[] = { "UFFDIO_COPY", "UFFDIO_ZEROPAGE",
+						  "UFFDIO_CONTINUE" };
+	const uintptr_t begin = reinterpret_cast<uintptr_t>(dst);
+	const uintptr_t end = begin + len;
+	uintptr_t cur = begin;
+	bool existed = false;
+
+	while (cur < end) {
+		int r;
+		int64_t progress; // bytes done, or -errno (the kernel writes it back)
+		switch (kind) {
+		case Fill::Copy: {
+			uffdio_copy c{};
+			c.dst = cur;
+			c.src = reinterpret_cast<uintptr_t>(src) + (cur - begin);
+			c.len = end - cur;
+			c.mode = dontWake ? UFFDIO_COPY_MODE_DONTWAKE : 0;
+			r = ::ioctl(fd_.get(), UFFDIO_COPY, &c);
+			progress = c.copy;
+			break;
+		}
+		case Fill::Zero: {
+			uffdio_zeropage z{};
+			z.range = { cur, end - cur };
+			z.mode = dontWake ? UFFDIO_ZEROPAGE_MODE_DONTWAKE : 0;
+			r = ::ioctl(fd_.get(), UFFDIO_ZEROPAGE, &z);
+			progress = z.zeropage;
+			break;
+		}
+		case Fill::Continue:
+		default: {
+			uffdio_continue c{};
+			c.range = { cur, end - cur };
+			c.mode = dontWake ? UFFDIO_CONTINUE_MODE_DONTWAKE : 0;
+			r = ::ioctl(fd_.get(), UFFDIO_CONTINUE, &c);
+			progress = c.mapped;
+			break;
+		}
+		}
+		if (r == 0)
+			return existed ? UffdOutcome::Exists : UffdOutcome::Done;
+		const int err = errno;
+		// A partial fill returns EAGAIN with the bytes done: the kernel stopped at a page
+		// it could not fill; go on from there to learn why.
+		if (progress > 0) {
+			cur += static_cast<uint64_t>(progress);
+			continue;
+		}
+		switch (err) {
+		case EEXIST:
+			// Already mapped (by an earlier fill, or for shmem by another mapping of
+			// the same file): leave it and fill the rest.
+			existed = true;
+			cur += pageSize();
+			continue;
+		case EAGAIN:
+			return UffdOutcome::Retry;
+		case ESRCH:
+		case ENOSPC:
+		case ENOMEM:
+			return UffdOutcome::Gone;
+		default:
+			return Error::fromErrno(fmt::format("{} {:#x} +{:#x}", kNames[int(kind)], cur,
+							    end - cur),
+						err);
+		}
+	}
+	return existed ? UffdOutcome::Exists : UffdOutcome::Done;
+}
+
+Result<UffdOutcome> Userfaultfd::copy(void *dst, const void *src, size_t len, bool dontWake)
+{
+	return fill(Fill::Copy, dst, src, len, dontWake);
+}
+
+Result<UffdOutcome> Userfaultfd::zeroPage(void *dst, size_t len, bool dontWake)
+{
+	return fill(Fill::Zero, dst, nullptr, len, dontWake);
+}
+
+Result<UffdOutcome> Userfaultfd::continueRange(void *dst, size_t len, bool dontWake)
+{
+	return fill(Fill::Continue, dst, nullptr, len, dontWake);
+}
+
+Result<UffdOutcome> Userfaultfd::writeProtect(void *addr, size_t len, bool protect, bool dontWake)
+{
+	uffdio_writeprotect wp{};
+	wp.range = { reinterpret_cast<uintptr_t>(addr), len };
+	wp.mode = (protect ? UFFDIO_WRITEPROTECT_MODE_WP : 0) |
+		  (dontWake ? UFFDIO_WRITEPROTECT_MODE_DONTWAKE : 0);
+	if (::ioctl(fd_.get(), UFFDIO_WRITEPROTECT, &wp) == 0)
+		return UffdOutcome::Done;
+	const int err = errno;
+	switch (err) {
+	case EAGAIN:
+		return UffdOutcome::Retry;
+	case ESRCH:
+	case ENOSPC:
+	case ENOMEM:
+		return UffdOutcome::Gone;
+	default:
+		return Error::fromErrno(fmt::format("UFFDIO_WRITEPROTECT {} +{:#x} {}", addr, len,
+						    protect ? "on" : "off"),
+					err);
+	}
+}
+
+Status Userfaultfd::wake(void *addr, size_t len)
+{
+	uffdio_range range{ reinterpret_cast<uintptr_t>(addr), len };
+	if (::ioctl(fd_.get(), UFFDIO_WAKE, &range) < 0)
+		return Error::fromErrno(fmt::format("UFFDIO_WAKE {} +{:#x}", addr, len));
+	return okStatus();
+}
+
+Result<size_t> Userfaultfd::readEvents(std::vector<uffd_msg> &out, size_t max)
+{
+	out.clear();
+	if (max == 0)
+		return size_t{ 0 };
+	out.resize(max);
+	// An adopted fd may lack O_NONBLOCK (its creator chose): check readiness first, which
+	// is enough with the single-reader contract. A read returns as many whole messages as
+	// are pending and fit.
+	pollfd pfd{ fd_.get(), POLLIN, 0 };
+	int ready;
+	do {
+		ready = ::poll(&pfd, 1, 0);
+	} while (ready < 0 && errno == EINTR);
+	if (ready < 0)
+		return Error::fromErrno("poll userfaultfd");
+	if (ready == 0 || !(pfd.revents & POLLIN)) {
+		out.clear();
+		return size_t{ 0 };
+	}
+	ssize_t n;
+	do {
+		n = ::read(fd_.get(), out.data(), max * sizeof(uffd_msg));
+	} while (n < 0 && errno == EINTR);
+	if (n < 0) {
+		out.clear();
+		if (errno == EAGAIN)
+			return size_t{ 0 };
+		return Error::fromErrno("read userfaultfd");
+	}
+	out.resize(static_cast<size_t>(n) / sizeof(uffd_msg));
+	return out.size();
+}
+
+} // namespace ferry

@@ -1,0 +1,379 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+#include <ferry/sys/userfaultfd.h>
+
+#include <gtest/gtest.h>
+
+#include <poll.h>
+
+#include <atomic>
+#include <cstring>
+#include <thread>
+
+#include <ferry/sys/mapping.h>
+#include <ferry/sys/scm.h>
+
+#include "child_process.h"
+
+using namespace ferry;
+
+namespace {
+
+constexpr int kTimeoutMs = 10000;
+
+// Userfaultfd needs CAP_SYS_PTRACE or vm.unprivileged_userfaultfd=1 (or USER_MODE_ONLY):
+// skip with the reason when it is refused.
+#define REQUIRE_UFFD(features)                                                                 \
+	do {                                                                                   \
+		auto probe_ = Userfaultfd::probeFeatures();                                    \
+		if (!probe_.ok())                                                              \
+			GTEST_SKIP() << "userfaultfd unavailable: " << probe_.error().message(); \
+		if ((*probe_ & (features)) != (features))                                       \
+			GTEST_SKIP() << "kernel lacks userfaultfd features "                    \
+				     << Userfaultfd::featureNames((features) & ~*probe_);      \
+	} while (0)
+
+void fillPattern(uint8_t *p, size_t len, uint32_t seed)
+{
+	for (size_t i = 0; i < len; i++)
+		p[i] = static_cast<uint8_t>((i * 131 + seed * 7 + (i >> 12)) & 0xff);
+}
+
+// Serves missing faults in [base, base+len) from `source` until `pages` faults were served
+// or the timeout expires. Returns the number served.
+size_t serveMissing(Userfaultfd &uffd, uint8_t *base, const uint8_t *source, size_t pages)
+{
+	std::vector<uffd_msg> msgs;
+	size_t served = 0;
+	const size_t page = pageSize();
+	while (served < pages) {
+		pollfd p{ uffd.fd(), POLLIN, 0 };
+		if (::poll(&p, 1, kTimeoutMs) <= 0)
+			break;
+		auto n = uffd.readEvents(msgs);
+		if (!n.ok())
+			break;
+		for (const uffd_msg &m : msgs) {
+			if (m.event != UFFD_EVENT_PAGEFAULT)
+				continue;
+			uintptr_t addr = m.arg.pagefault.address & ~(page - 1);
+			size_t off = addr - reinterpret_cast<uintptr_t>(base);
+			auto r = uffd.copy(base + off, source + off, page);
+			// Two threads faulting on one page yield one message each: Exists is fine.
+			if (r.ok() && (*r == UffdOutcome::Done || *r == UffdOutcome::Exists))
+				served++;
+		}
+	}
+	return served;
+}
+
+} // namespace
+
+TEST(Userfaultfd, ProbeReportsFeaturesThisKernelSupports)
+{
+	auto features = Userfaultfd::probeFeatures();
+	if (!features.ok())
+		GTEST_SKIP() << "userfaultfd unavailable: " << features.error().message();
+	RecordProperty("features", Userfaultfd::featureNames(*features));
+	// Anything that probes at all has had missing-mode faults since 4.3.
+	EXPECT_NE(*features, 0u);
+	std::cout << "userfaultfd features: " << Userfaultfd::featureNames(*features) << "\n";
+}
+
+TEST(Userfaultfd, CreateNamesFeaturesTheKernelLacks)
+{
+	REQUIRE_UFFD(0);
+	const uint64_t bogus = uint64_t(1) << 62;
+	auto uffd = Userfaultfd::create(bogus);
+	ASSERT_FALSE(uffd.ok());
+	EXPECT_EQ(uffd.error().code(), ENOTSUP);
+	EXPECT_NE(uffd.error().message().find("0x4000000000000000"), std::string::npos)
+		<< uffd.error().message();
+}
+
+TEST(Userfaultfd, ServesMissingFaultsWithCopyByteForByte)
+{
+	REQUIRE_UFFD(0);
+	const size_t page = pageSize();
+	const size_t pages = 64;
+	auto uffd = Userfaultfd::create(0);
+	ASSERT_TRUE(uffd.ok()) << uffd.error().message();
+	auto area = Mapping::anonymous(pages * page);
+	ASSERT_TRUE(area.ok());
+	std::vector<uint8_t> source(pages * page);
+	fillPattern(source.data(), source.size(), 1);
+	ASSERT_TRUE(uffd->registerRange(area->data(), area->size(),
+					static_cast<uint32_t>(UffdMode::Missing))
+			    .ok());
+
+	std::atomic<bool> toucherDone{ false };
+	std::vector<uint8_t> seen(pages * page);
+	std::thread toucher([&] {
+		// Reads fault on missing pages; the handler fills them.
+		std::memcpy(seen.data(), area->data(), seen.size());
+		toucherDone = true;
+	});
+	size_t served = serveMissing(*uffd, area->data(), source.data(), pages);
+	toucher.join();
+	ASSERT_TRUE(toucherDone);
+	EXPECT_EQ(served, pages);
+	EXPECT_EQ(std::memcmp(seen.data(), source.data(), seen.size()), 0);
+	EXPECT_EQ(std::memcmp(area->data(), source.data(), seen.size()), 0);
+}
+
+TEST(Userfaultfd, ServesMinorFaultsOnMemfdWithContinue)
+{
+	REQUIRE_UFFD(UFFD_FEATURE_MINOR_SHMEM);
+	const size_t page = pageSize();
+	const size_t pages = 32;
+	auto uffd = Userfaultfd::create(UFFD_FEATURE_MINOR_SHMEM);
+	ASSERT_TRUE(uffd.ok()) << uffd.error().message();
+	auto memfd = createMemfd("minor", pages * page);
+	ASSERT_TRUE(memfd.ok());
+	auto guest = Mapping::map(memfd->get(), pages * page, PROT_READ | PROT_WRITE, MAP_SHARED);
+	auto filler = Mapping::map(memfd->get(), pages * page, PROT_READ | PROT_WRITE, MAP_SHARED);
+	ASSERT_TRUE(guest.ok() && filler.ok());
+	ASSERT_TRUE(uffd->registerRange(guest->data(), guest->size(),
+					static_cast<uint32_t>(UffdMode::Minor))
+			    .ok());
+	// The page cache is filled through the other mapping: the registered one has no PTEs,
+	// so its accesses are minor faults.
+	fillPattern(filler->data(), filler->size(), 2);
+
+	std::vector<uint8_t> seen(pages * page);
+	std::thread toucher([&] { std::memcpy(seen.data(), guest->data(), seen.size()); });
+	std::vector<uffd_msg> msgs;
+	size_t served = 0;
+	while (served < pages) {
+		pollfd p{ uffd->fd(), POLLIN, 0 };
+		if (::poll(&p, 1, kTimeoutMs) <= 0)
+			break;
+		ASSERT_TRUE(uffd->readEvents(msgs).ok());
+		for (const uffd_msg &m : msgs) {
+			ASSERT_EQ(m.event, UFFD_EVENT_PAGEFAULT);
+			EXPECT_TRUE(m.arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_MINOR);
+			void *addr = reinterpret_cast<void *>(m.arg.pagefault.address & ~(page - 1));
+			auto r = uffd->continueRange(addr, page);
+			ASSERT_TRUE(r.ok()) << r.error().message();
+			served++;
+		}
+	}
+	toucher.join();
+	EXPECT_EQ(served, pages);
+	EXPECT_EQ(std::memcmp(seen.data(), filler->data(), seen.size()), 0);
+}
+
+TEST(Userfaultfd, ZeroPageMapsZerosWithoutFault)
+{
+	REQUIRE_UFFD(0);
+	const size_t page = pageSize();
+	auto uffd = Userfaultfd::create(0);
+	ASSERT_TRUE(uffd.ok());
+	auto area = Mapping::anonymous(8 * page);
+	ASSERT_TRUE(area.ok());
+	ASSERT_TRUE(uffd->registerRange(area->data(), area->size(),
+					static_cast<uint32_t>(UffdMode::Missing))
+			    .ok());
+	auto r = uffd->zeroPage(area->data(), area->size());
+	ASSERT_TRUE(r.ok()) << r.error().message();
+	EXPECT_EQ(*r, UffdOutcome::Done);
+	// Mapped now: reading must not fault (a fault would block this thread forever, so the
+	// check is that no message is pending afterwards and the bytes are zero).
+	for (size_t i = 0; i < area->size(); i++)
+		ASSERT_EQ(area->data()[i], 0) << "at " << i;
+	std::vector<uffd_msg> msgs;
+	auto n = uffd->readEvents(msgs);
+	ASSERT_TRUE(n.ok());
+	EXPECT_EQ(*n, 0u);
+}
+
+TEST(Userfaultfd, CopyOverMappedPageIsExistsAndFillsTheRest)
+{
+	REQUIRE_UFFD(0);
+	const size_t page = pageSize();
+	auto uffd = Userfaultfd::create(0);
+	ASSERT_TRUE(uffd.ok());
+	auto area = Mapping::anonymous(4 * page);
+	ASSERT_TRUE(area.ok());
+	ASSERT_TRUE(uffd->registerRange(area->data(), area->size(),
+					static_cast<uint32_t>(UffdMode::Missing))
+			    .ok());
+	std::vector<uint8_t> first(page, 0x11), all(4 * page, 0x22);
+	auto r = uffd->copy(area->data() + page, first.data(), page);
+	ASSERT_TRUE(r.ok());
+	EXPECT_EQ(*r, UffdOutcome::Done);
+	r = uffd->copy(area->data() + page, first.data(), page);
+	ASSERT_TRUE(r.ok()) << r.error().message();
+	EXPECT_EQ(*r, UffdOutcome::Exists);
+	// A range with one page already mapped: that page is left alone, the others filled.
+	r = uffd->copy(area->data(), all.data(), all.size());
+	ASSERT_TRUE(r.ok()) << r.error().message();
+	EXPECT_EQ(*r, UffdOutcome::Exists);
+	for (size_t p = 0; p < 4; p++)
+		EXPECT_EQ(area->data()[p * page + 5], p == 1 ? 0x11 : 0x22) << "page " << p;
+}
+
+TEST(Userfaultfd, CopyIntoUnregisteredRangeIsAnError)
+{
+	REQUIRE_UFFD(0);
+	auto uffd = Userfaultfd::create(0);
+	ASSERT_TRUE(uffd.ok());
+	auto area = Mapping::anonymous(pageSize());
+	ASSERT_TRUE(area.ok());
+	std::vector<uint8_t> src(pageSize(), 1);
+	auto r = uffd->copy(area->data(), src.data(), src.size());
+	ASSERT_FALSE(r.ok());
+	EXPECT_NE(r.error().message().find("UFFDIO_COPY"), std::string::npos);
+}
+
+// The fd crosses a process boundary: the child creates it (UFFDIO_API done there), the
+// parent registers the child's range, serves the child's faults with copy(), and the child
+// checks every byte.
+TEST(Userfaultfd, ParentRegistersAndServesFaultsOfChildThatCreatedIt)
+{
+	REQUIRE_UFFD(0);
+	const size_t page = pageSize();
+	const size_t pages = 32;
+	std::vector<uint8_t> source(pages * page);
+	fillPattern(source.data(), source.size(), 3);
+
+	auto child = test::forkChild([&](int sock) -> int {
+		auto area = Mapping::anonymous(pages * page);
+		auto uffd = Userfaultfd::create(0);
+		if (!area.ok() || !uffd.ok())
+			return 10;
+		uintptr_t addr = reinterpret_cast<uintptr_t>(area->data());
+		int fd = uffd->fd();
+		if (!sendFds(sock, std::span<const int>(&fd, 1),
+			     std::span(reinterpret_cast<const uint8_t *>(&addr), sizeof(addr)))
+			     .ok())
+			return 11;
+		// Wait until the parent registered the range, then fault on every page.
+		if (!test::recvValue<uint8_t>(sock).ok())
+			return 12;
+		if (std::memcmp(area->data(), source.data(), source.size()) != 0)
+			return 13;
+		return 0;
+	});
+	ASSERT_TRUE(child.ok()) << child.error().message();
+
+	std::vector<uint8_t> payload;
+	auto fds = recvFds(child->sock.get(), &payload, 1, sizeof(uintptr_t));
+	ASSERT_TRUE(fds.ok()) << fds.error().message();
+	ASSERT_EQ(fds->size(), 1u);
+	ASSERT_EQ(payload.size(), sizeof(uintptr_t));
+	uintptr_t addr;
+	std::memcpy(&addr, payload.data(), sizeof(addr));
+	auto uffd = Userfaultfd::adopt(std::move((*fds)[0]), 0, false);
+	ASSERT_TRUE(uffd.ok());
+	uint8_t *base = reinterpret_cast<uint8_t *>(addr);
+	Status reg = uffd->registerRange(base, pages * page, static_cast<uint32_t>(UffdMode::Missing));
+	ASSERT_TRUE(reg.ok()) << reg.error().message();
+	ASSERT_TRUE(test::sendValue<uint8_t>(child->sock.get(), 1).ok());
+
+	EXPECT_EQ(serveMissing(*uffd, base, source.data(), pages), pages);
+	auto code = test::waitChild(*child);
+	ASSERT_TRUE(code.ok()) << code.error().message();
+	EXPECT_EQ(*code, 0) << "child saw wrong bytes or failed (code " << *code << ")";
+}
+
+// Minor faults across processes: the child maps a memfd and creates the uffd; the parent
+// fills the page cache through its own mapping of the same memfd and resolves the child's
+// minor faults with continueRange() on the child's addresses.
+TEST(Userfaultfd, ParentServesMinorFaultsOfChildWithContinue)
+{
+	REQUIRE_UFFD(UFFD_FEATURE_MINOR_SHMEM);
+	const size_t page = pageSize();
+	const size_t pages = 16;
+	std::vector<uint8_t> expect(pages * page);
+	fillPattern(expect.data(), expect.size(), 4);
+
+	auto child = test::forkChild([&](int sock) -> int {
+		auto memfd = createMemfd("child-minor", pages * page);
+		if (!memfd.ok())
+			return 10;
+		auto area = Mapping::map(memfd->get(), pages * page, PROT_READ | PROT_WRITE,
+					 MAP_SHARED);
+		auto uffd = Userfaultfd::create(UFFD_FEATURE_MINOR_SHMEM);
+		if (!area.ok() || !uffd.ok())
+			return 11;
+		uintptr_t addr = reinterpret_cast<uintptr_t>(area->data());
+		int fds[2] = { uffd->fd(), memfd->get() };
+		if (!sendFds(sock, fds, std::span(reinterpret_cast<const uint8_t *>(&addr), sizeof(addr)))
+			     .ok())
+			return 12;
+		if (!test::recvValue<uint8_t>(sock).ok())
+			return 13;
+		return std::memcmp(area->data(), expect.data(), expect.size()) == 0 ? 0 : 14;
+	});
+	ASSERT_TRUE(child.ok());
+
+	std::vector<uint8_t> payload;
+	auto fds = recvFds(child->sock.get(), &payload, 2, sizeof(uintptr_t));
+	ASSERT_TRUE(fds.ok()) << fds.error().message();
+	ASSERT_EQ(fds->size(), 2u);
+	uintptr_t addr;
+	std::memcpy(&addr, payload.data(), sizeof(addr));
+	auto uffd = Userfaultfd::adopt(std::move((*fds)[0]), UFFD_FEATURE_MINOR_SHMEM, false);
+	ASSERT_TRUE(uffd.ok());
+	auto mine = Mapping::map((*fds)[1].get(), pages * page, PROT_READ | PROT_WRITE, MAP_SHARED);
+	ASSERT_TRUE(mine.ok());
+	std::memcpy(mine->data(), expect.data(), expect.size());
+	uint8_t *base = reinterpret_cast<uint8_t *>(addr);
+	ASSERT_TRUE(uffd->registerRange(base, pages * page, static_cast<uint32_t>(UffdMode::Minor)).ok());
+	ASSERT_TRUE(test::sendValue<uint8_t>(child->sock.get(), 1).ok());
+
+	size_t served = 0;
+	std::vector<uffd_msg> msgs;
+	while (served < pages) {
+		pollfd p{ uffd->fd(), POLLIN, 0 };
+		if (::poll(&p, 1, kTimeoutMs) <= 0)
+			break;
+		ASSERT_TRUE(uffd->readEvents(msgs).ok());
+		for (const uffd_msg &m : msgs) {
+			void *a = reinterpret_cast<void *>(m.arg.pagefault.address & ~(page - 1));
+			auto r = uffd->continueRange(a, page);
+			ASSERT_TRUE(r.ok()) << r.error().message();
+			served++;
+		}
+	}
+	EXPECT_EQ(served, pages);
+	auto code = test::waitChild(*child);
+	ASSERT_TRUE(code.ok());
+	EXPECT_EQ(*code, 0);
+}
+
+TEST(Userfaultfd, OperationsOnExitedProcessAreGone)
+{
+	REQUIRE_UFFD(0);
+	const size_t page = pageSize();
+	auto child = test::forkChild([&](int sock) -> int {
+		auto area = Mapping::anonymous(page);
+		auto uffd = Userfaultfd::create(0);
+		if (!area.ok() || !uffd.ok())
+			return 10;
+		if (!uffd->registerRange(area->data(), page, static_cast<uint32_t>(UffdMode::Missing)).ok())
+			return 11;
+		uintptr_t addr = reinterpret_cast<uintptr_t>(area->data());
+		int fd = uffd->fd();
+		if (!sendFds(sock, std::span<const int>(&fd, 1),
+			     std::span(reinterpret_cast<const uint8_t *>(&addr), sizeof(addr)))
+			     .ok())
+			return 12;
+		return 0;
+	});
+	ASSERT_TRUE(child.ok());
+	std::vector<uint8_t> payload;
+	auto fds = recvFds(child->sock.get(), &payload, 1, sizeof(uintptr_t));
+	ASSERT_TRUE(fds.ok());
+	uintptr_t addr;
+	std::memcpy(&addr, payload.data(), sizeof(addr));
+	auto uffd = Userfaultfd::adopt(std::move((*fds)[0]), 0, false);
+	ASSERT_TRUE(uffd.ok());
+	auto code = test::waitChild(*child);
+	ASSERT_TRUE(code.ok());
+	ASSERT_EQ(*code, 0);
+	std::vector<uint8_t> src(page, 7);
+	auto r = uffd->copy(reinterpret_cast<void *>(addr), src.data(), page);
+	ASSERT_TRUE(r.ok()) << r.error().message();
+	EXPECT_EQ(*r, UffdOutcome::Gone);
+}
