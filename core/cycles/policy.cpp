@@ -1,0 +1,360 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+#include "ferry/cycles/policy.h"
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <optional>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include "ferry/cycles/analyser.h"
+
+namespace ferry {
+
+namespace {
+
+constexpr const char *kPolicyNames[] = { "immediate", "threshold", "local-minimum", "cycle" };
+
+double mib(uint64_t bytes)
+{
+	return static_cast<double>(bytes) / (1024.0 * 1024.0);
+}
+
+// Would the stale bytes go over the link within the downtime budget? An unknown (zero)
+// bandwidth never fits, except when nothing is stale.
+bool fitsBudget(const RoundStats &s, double budgetSec)
+{
+	if (s.staleBytes == 0)
+		return true;
+	if (!(s.bandwidthBytesPerSec > 0) || !(budgetSec > 0))
+		return false;
+	return static_cast<double>(s.staleBytes) / s.bandwidthBytesPerSec <= budgetSec;
+}
+
+// The bookkeeping every policy shares: nothing before the first pass, the deadline after it,
+// and the latch that keeps a finalize decision final.
+class PolicyBase : public FinalizePolicy {
+public:
+	explicit PolicyBase(const PolicyOptions &opts) : opts_(opts) {}
+
+	Decision onSample(const RoundStats &s) final
+	{
+		last_ = s;
+		observe(s);
+		if (decided_.finalize)
+			return decided_;
+		if (!s.firstPassDone)
+			return {};
+		if (!firstPassAt_)
+			firstPassAt_ = s.elapsedSec;
+		roundsAfterFirstPass_++;
+
+		// The policy sees the sample first so its state stays current even when the
+		// deadline wins; its own reason is kept when both fire together.
+		Decision d = decide(s);
+		if (!d.finalize && s.elapsedSec - *firstPassAt_ >= opts_.deadlineSec)
+			d = { true, fmt::format("deadline: {:.1f}s since first pass", opts_.deadlineSec) };
+		if (d.finalize)
+			decided_ = d;
+		return d;
+	}
+
+protected:
+	// Every sample, before the first pass too (the cycle policy learns from those).
+	virtual void observe(const RoundStats &) {}
+	// Samples after the first pass, while no decision has been made.
+	virtual Decision decide(const RoundStats &s) = 0;
+
+	// "stale 1.5 MiB/23 chunks" plus the decision once made.
+	std::string staleStatus() const
+	{
+		std::string out = fmt::format("stale {:.1f} MiB/{} chunks", mib(last_.staleBytes),
+					      last_.staleChunks);
+		if (!last_.firstPassDone)
+			out += ", first pass running";
+		if (decided_.finalize)
+			out += ", finalize: " + decided_.reason;
+		return out;
+	}
+
+	const PolicyOptions opts_;
+	RoundStats last_;
+	uint32_t roundsAfterFirstPass_ = 0;	// including the one being decided
+
+private:
+	std::optional<double> firstPassAt_;
+	Decision decided_;
+};
+
+class ImmediatePolicy final : public PolicyBase {
+public:
+	using PolicyBase::PolicyBase;
+	std::string status() const override { return staleStatus(); }
+	const char *name() const override { return "immediate"; }
+
+private:
+	Decision decide(const RoundStats &) override { return { true, "first pass done" }; }
+};
+
+// The threshold rule on its own, so that the cycle policy can fall back to exactly it.
+class ThresholdRule {
+public:
+	explicit ThresholdRule(const PolicyOptions &opts) : opts_(opts) {}
+
+	// Call for every sample after the first pass; roundsAfterFirstPass counts this one.
+	Decision update(const RoundStats &s, uint32_t roundsAfterFirstPass)
+	{
+		bool byChunks = opts_.thresholdChunks > 0 && s.staleChunks < opts_.thresholdChunks;
+		bool byBudget = opts_.downtimeBudgetSec > 0 && fitsBudget(s, opts_.downtimeBudgetSec);
+		streak_ = byChunks || byBudget ? streak_ + 1 : 0;
+		if (streak_ >= opts_.thresholdRounds)
+			return { true, fmt::format("converged for {} rounds ({} stale chunks, {:.1f} MiB)",
+						   streak_, s.staleChunks, mib(s.staleBytes)) };
+		if (roundsAfterFirstPass >= opts_.maxRounds)
+			return { true, fmt::format("round cap: {} rounds after first pass", opts_.maxRounds) };
+		return {};
+	}
+
+	std::string status() const
+	{
+		return fmt::format("converged {}/{}", streak_, opts_.thresholdRounds);
+	}
+
+private:
+	const PolicyOptions opts_;
+	uint32_t streak_ = 0;
+};
+
+class ThresholdPolicy final : public PolicyBase {
+public:
+	explicit ThresholdPolicy(const PolicyOptions &opts) : PolicyBase(opts), rule_(opts) {}
+	std::string status() const override
+	{
+		return fmt::format("{}, {}", staleStatus(), rule_.status());
+	}
+	const char *name() const override { return "threshold"; }
+
+private:
+	Decision decide(const RoundStats &s) override
+	{
+		return rule_.update(s, roundsAfterFirstPass_);
+	}
+
+	ThresholdRule rule_;
+};
+
+class LocalMinimumPolicy final : public PolicyBase {
+public:
+	using PolicyBase::PolicyBase;
+	std::string status() const override
+	{
+		return fmt::format("{}, min {:.1f} MiB, {}/{} without improvement", staleStatus(),
+				   min_ ? mib(static_cast<uint64_t>(*min_)) : 0.0, flat_,
+				   opts_.patienceRounds);
+	}
+	const char *name() const override { return "local-minimum"; }
+
+private:
+	Decision decide(const RoundStats &s) override
+	{
+		const double v = static_cast<double>(s.staleBytes);
+		if (s.staleBytes == 0)
+			return { true, "nothing stale" };
+		if (!min_) {
+			min_ = ref_ = v;
+			return {};
+		}
+		// Improvement is measured against the value at the last significant drop, so
+		// a slow steady decline still counts as improving.
+		if (v < ref_ * (1 - opts_.marginFraction)) {
+			ref_ = v;
+			flat_ = 0;
+		} else {
+			flat_++;
+		}
+		min_ = std::min(*min_, v);
+		if (flat_ >= opts_.patienceRounds && v <= *min_ * (1 + opts_.marginFraction))
+			return { true, fmt::format("local minimum: {:.1f} MiB stale (lowest {:.1f} MiB), "
+						   "no improvement for {} rounds",
+						   mib(s.staleBytes), mib(static_cast<uint64_t>(*min_)),
+						   flat_) };
+		return {};
+	}
+
+	std::optional<double> min_;	// lowest stale bytes since the first pass
+	double ref_ = 0;		// stale bytes at the last significant improvement
+	uint32_t flat_ = 0;		// samples since then
+};
+
+class CyclePolicy final : public PolicyBase {
+public:
+	explicit CyclePolicy(const PolicyOptions &opts)
+		: PolicyBase(opts), analyser_(opts.sampleIntervalSec), fallback_(opts)
+	{
+	}
+	std::string status() const override
+	{
+		std::string out = fmt::format("{}; {}", estimate_.verdict(), staleStatus());
+		if (estimate_.periodic)
+			return out;
+		if (observedSec() < opts_.cycleWarmupSec)
+			return out + fmt::format(", warm-up {:.1f}/{:.1f}s", observedSec(),
+						 opts_.cycleWarmupSec);
+		return out + ", " + fallback_.status();
+	}
+	const char *name() const override { return "cycle"; }
+
+private:
+	double observedSec() const
+	{
+		return static_cast<double>(analyser_.size()) * opts_.sampleIntervalSec;
+	}
+
+	void observe(const RoundStats &s) override
+	{
+		analyser_.addSample(static_cast<double>(s.dirtyBytes));
+		estimate_ = analyser_.estimate();
+	}
+
+	Decision decide(const RoundStats &s) override
+	{
+		// The fallback always sees every round so that switching to it (the verdict
+		// turning aperiodic) behaves exactly as if it had run all along.
+		Decision threshold = fallback_.update(s, roundsAfterFirstPass_);
+		if (!estimate_.periodic)
+			return observedSec() >= opts_.cycleWarmupSec ? threshold : Decision{};
+
+		// Finalize early in a low window: the switch-over (about the downtime budget)
+		// should end before activity resumes, so enough of the window must be left; a
+		// window shorter than the budget is used if at least half of it is left.
+		const double lowLen = (1 - estimate_.dutyCycle) * estimate_.periodSec;
+		const double needLeft = std::min(opts_.downtimeBudgetSec, lowLen / 2);
+		if (estimate_.nextLowStartSec > 0 || estimate_.nextLowEndSec < needLeft)
+			return {};
+		if (!fitsBudget(s, opts_.downtimeBudgetSec))
+			return {};
+		return { true, fmt::format("low window ({:.2f}s left), {:.1f} MiB stale fits {:.2f}s; {}",
+					   estimate_.nextLowEndSec, mib(s.staleBytes),
+					   opts_.downtimeBudgetSec, estimate_.verdict()) };
+	}
+
+	CycleAnalyser analyser_;
+	CycleEstimate estimate_;
+	ThresholdRule fallback_;
+};
+
+template<typename T>
+Result<T> parseNumber(std::string_view key, std::string_view text)
+{
+	T v{};
+	auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+	if (ec != std::errc() || end != text.data() + text.size())
+		return Error::format(EINVAL, "{}: '{}' is not a number", key, text);
+	return v;
+}
+
+Status applyOption(PolicyOptions *o, std::string_view key, std::string_view value)
+{
+	if (key == "deadline") {
+		FERRY_ASSIGN(o->deadlineSec, parseNumber<double>(key, value));
+	} else if (key == "interval") {
+		FERRY_ASSIGN(o->sampleIntervalSec, parseNumber<double>(key, value));
+	} else if (key == "budget") {
+		FERRY_ASSIGN(o->downtimeBudgetSec, parseNumber<double>(key, value));
+	} else if (key == "chunks") {
+		FERRY_ASSIGN(o->thresholdChunks, parseNumber<uint64_t>(key, value));
+	} else if (key == "rounds") {
+		FERRY_ASSIGN(o->thresholdRounds, parseNumber<uint32_t>(key, value));
+	} else if (key == "max-rounds") {
+		FERRY_ASSIGN(o->maxRounds, parseNumber<uint32_t>(key, value));
+	} else if (key == "patience") {
+		FERRY_ASSIGN(o->patienceRounds, parseNumber<uint32_t>(key, value));
+	} else if (key == "margin") {
+		FERRY_ASSIGN(o->marginFraction, parseNumber<double>(key, value));
+	} else if (key == "warmup") {
+		FERRY_ASSIGN(o->cycleWarmupSec, parseNumber<double>(key, value));
+	} else {
+		return Error::format(EINVAL, "unknown option '{}' (known: deadline, interval, budget, "
+				     "chunks, rounds, max-rounds, patience, margin, warmup)", key);
+	}
+	return {};
+}
+
+Status validate(const PolicyOptions &o)
+{
+	auto bad = [](std::string_view what, double v) {
+		return Error::format(EINVAL, "{} {} out of range", what, v);
+	};
+	if (!(o.deadlineSec > 0) || !std::isfinite(o.deadlineSec))
+		return bad("deadline", o.deadlineSec);
+	if (!(o.sampleIntervalSec > 0) || !std::isfinite(o.sampleIntervalSec))
+		return bad("interval", o.sampleIntervalSec);
+	if (!(o.downtimeBudgetSec >= 0) || !std::isfinite(o.downtimeBudgetSec))
+		return bad("budget", o.downtimeBudgetSec);
+	if (!(o.cycleWarmupSec >= 0) || !std::isfinite(o.cycleWarmupSec))
+		return bad("warmup", o.cycleWarmupSec);
+	if (!(o.marginFraction >= 0 && o.marginFraction < 1))
+		return bad("margin", o.marginFraction);
+	if (o.thresholdRounds == 0)
+		return bad("rounds", 0);
+	if (o.maxRounds == 0)
+		return bad("max-rounds", 0);
+	if (o.patienceRounds == 0)
+		return bad("patience", 0);
+	return {};
+}
+
+} // namespace
+
+std::vector<std::string> finalizePolicyNames()
+{
+	return { std::begin(kPolicyNames), std::end(kPolicyNames) };
+}
+
+Result<std::unique_ptr<FinalizePolicy>> makeFinalizePolicy(std::string_view spec,
+							   const PolicyOptions &opts)
+{
+	auto ctx = [&](const Error &e) { return e.context(fmt::format("finalize policy '{}'", spec)); };
+
+	std::string_view name = spec;
+	PolicyOptions o = opts;
+	if (size_t colon = spec.find(':'); colon != std::string_view::npos) {
+		name = spec.substr(0, colon);
+		std::string_view rest = spec.substr(colon + 1);
+		// Every comma-separated item must be key=value: "name:" or a trailing comma is a
+		// typo worth reporting, not something to ignore.
+		for (;;) {
+			size_t comma = rest.find(',');
+			std::string_view item = rest.substr(0, comma);
+			size_t eq = item.find('=');
+			if (eq == std::string_view::npos || eq == 0)
+				return ctx(Error::format(EINVAL, "expected key=value, got '{}'", item));
+			Status st = applyOption(&o, item.substr(0, eq), item.substr(eq + 1));
+			if (!st)
+				return ctx(st.error());
+			if (comma == std::string_view::npos)
+				break;
+			rest = rest.substr(comma + 1);
+		}
+	}
+	if (Status st = validate(o); !st)
+		return ctx(st.error());
+
+	std::unique_ptr<FinalizePolicy> p;
+	if (name == "immediate")
+		p = std::make_unique<ImmediatePolicy>(o);
+	else if (name == "threshold")
+		p = std::make_unique<ThresholdPolicy>(o);
+	else if (name == "local-minimum")
+		p = std::make_unique<LocalMinimumPolicy>(o);
+	else if (name == "cycle")
+		p = std::make_unique<CyclePolicy>(o);
+	else
+		return ctx(Error::format(EINVAL, "unknown policy '{}' (known: {})", name,
+					 fmt::join(finalizePolicyNames(), ", ")));
+	return p;
+}
+
+} // namespace ferry

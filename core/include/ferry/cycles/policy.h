@@ -1,0 +1,95 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+// Finalize policies: decide, once per sampling interval, whether the migration should finalize
+// now (suspend the source and hand over the stale-chunk list).
+//
+// Common contract, for every policy:
+//  - No policy finalizes before the first full pass is done (firstPassDone).
+//  - Every policy finalizes once deadlineSec have passed since the first sample that reported
+//    firstPassDone, whatever else it thinks.
+//  - Once a policy has answered finalize=true it keeps answering so (the decision is latched).
+//  - Called from one thread (the migration loop); not thread-safe.
+//
+// Specs (makeFinalizePolicy):
+//  "immediate"      finalize right after the first full pass.
+//  "threshold"      thresholdRounds consecutive "converged" rounds, or maxRounds rounds after
+//                   the first pass, whichever comes first. A round is converged when
+//                   staleChunks < thresholdChunks, or when staleBytes would be sent within
+//                   downtimeBudgetSec at the measured bandwidth (QEMU's convergence test).
+//                   chunks=0 or budget=0 switches the respective test off.
+//  "local-minimum"  finalize at a local minimum of staleBytes: no significant improvement
+//                   (a drop of more than marginFraction below the value at the last
+//                   significant drop) for patienceRounds samples, and the current value within
+//                   marginFraction of the lowest seen. Zero stale bytes finalizes at once.
+//  "cycle"          feed dirtyBytes (every sample, from pre-copy start) to a CycleAnalyser.
+//                   When it calls the workload periodic, finalize inside a predicted low window
+//                   with at least min(downtimeBudgetSec, half the window) of it left, once
+//                   staleBytes / bandwidth fits downtimeBudgetSec (maxRounds does not apply;
+//                   the deadline does). When it calls the workload aperiodic, behave exactly
+//                   like "threshold" -- but only once the analyser has seen cycleWarmupSec of
+//                   samples: before that "aperiodic" just means "not enough data yet", and an
+//                   early threshold hit would otherwise always pre-empt the cycle logic.
+// A spec is "name" or "name:key=value,key=value" with keys
+//  deadline, interval, budget, chunks, rounds, max-rounds, patience, margin, warmup
+// (seconds for deadline/interval/budget/warmup, a fraction for margin), e.g.
+//  "threshold:chunks=128,rounds=5" or "cycle:deadline=30,budget=0.2".
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "ferry/base/result.h"
+
+namespace ferry {
+
+struct RoundStats {
+	double elapsedSec = 0;		// since pre-copy start
+	uint64_t dirtyChunks = 0;	// chunks reported dirty in this sampling interval
+	uint64_t dirtyBytes = 0;
+	uint64_t staleChunks = 0;	// chunks the destination still lacks or holds stale right now
+	uint64_t staleBytes = 0;
+	double bandwidthBytesPerSec = 0;// measured pull throughput
+	bool firstPassDone = false;	// every chunk pulled at least once
+	uint32_t round = 0;		// sampling rounds so far
+};
+
+struct Decision {
+	bool finalize = false;
+	std::string reason;		// why (set when finalize is true, e.g. "deadline 60.0s")
+};
+
+class FinalizePolicy {
+public:
+	virtual ~FinalizePolicy() = default;
+	// Called every sampling interval, including before the first pass is done (the cycle
+	// policy learns from those samples).
+	virtual Decision onSample(const RoundStats &s) = 0;
+	// One short line for progress output (e.g. the analyser verdict).
+	virtual std::string status() const = 0;
+	virtual const char *name() const = 0;
+};
+
+struct PolicyOptions {
+	double deadlineSec = 60;	// finalize anyway after this (counted from first pass done)
+	double sampleIntervalSec = 0.1;
+	double downtimeBudgetSec = 0.3;	// for `cycle` and `threshold`
+	uint64_t thresholdChunks = 64;
+	uint32_t thresholdRounds = 3;
+	uint32_t maxRounds = 200;	// rounds after the first pass (threshold, cycle when aperiodic)
+	uint32_t patienceRounds = 5;	// local-minimum: samples without improvement
+	double marginFraction = 0.05;	// local-minimum: "within a small margin of the minimum"
+	double cycleWarmupSec = 10;	// cycle: samples needed before "aperiodic" is trusted
+					// (10 s shows 2.5 periods of up to 4 s)
+};
+
+// Builds a policy from a spec (see above). Errors (EINVAL): unknown name, unknown key,
+// malformed or out-of-range value.
+Result<std::unique_ptr<FinalizePolicy>> makeFinalizePolicy(std::string_view spec,
+							   const PolicyOptions &opts);
+
+// The policy names makeFinalizePolicy accepts, for --help and error messages.
+std::vector<std::string> finalizePolicyNames();
+
+} // namespace ferry

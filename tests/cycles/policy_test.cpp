@@ -1,0 +1,378 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <functional>
+#include <optional>
+#include <random>
+
+#include "ferry/cycles/policy.h"
+#include "synthetic.h"
+
+using namespace ferry;
+using ferry::test::Wave;
+
+namespace {
+
+constexpr double kDt = 0.1;
+constexpr uint64_t kChunk = 64 * 1024;
+
+std::unique_ptr<FinalizePolicy> make(std::string_view spec, const PolicyOptions &opts = {})
+{
+	auto r = makeFinalizePolicy(spec, opts);
+	EXPECT_TRUE(r.ok()) << spec << ": " << (r.ok() ? "" : r.error().message());
+	return r.ok() ? std::move(r).value() : nullptr;
+}
+
+RoundStats stats(uint32_t round, bool firstPassDone, uint64_t staleChunks,
+		 double bandwidth = 100e6)
+{
+	RoundStats s;
+	s.round = round;
+	s.elapsedSec = round * kDt;
+	s.firstPassDone = firstPassDone;
+	s.staleChunks = staleChunks;
+	s.staleBytes = staleChunks * kChunk;
+	s.dirtyChunks = 1;
+	s.dirtyBytes = kChunk;
+	s.bandwidthBytesPerSec = bandwidth;
+	return s;
+}
+
+struct Outcome {
+	std::optional<uint32_t> round;	// the round that finalized
+	double timeSec = 0;
+	std::string reason;
+};
+
+// Feeds rounds 1..maxRounds produced by gen to the policy until it finalizes.
+Outcome run(FinalizePolicy &p, uint32_t maxRounds, const std::function<RoundStats(uint32_t)> &gen)
+{
+	for (uint32_t r = 1; r <= maxRounds; r++) {
+		RoundStats s = gen(r);
+		Decision d = p.onSample(s);
+		if (d.finalize)
+			return { r, s.elapsedSec, d.reason };
+	}
+	return {};
+}
+
+// A migration whose guest dirties memory following `wave` (bytes per sample) while the
+// destination pulls at `bandwidth`: stale bytes grow by what is dirtied and shrink by what is
+// pulled. The first pass completes at firstPassSec.
+Outcome simulate(FinalizePolicy &p, const Wave &wave, double bandwidth, double firstPassSec,
+		 double maxSec, unsigned seed)
+{
+	const auto rounds = static_cast<uint32_t>(maxSec / kDt);
+	std::vector<double> dirty = test::sampleWave(wave, kDt, rounds, seed);
+	double stale = 0;
+	return run(p, rounds, [&](uint32_t r) {
+		const double d = dirty[r - 1];
+		stale = std::max(0.0, stale + d - bandwidth * kDt);
+		RoundStats s;
+		s.round = r;
+		s.elapsedSec = r * kDt;
+		s.dirtyBytes = static_cast<uint64_t>(d);
+		s.dirtyChunks = s.dirtyBytes / kChunk;
+		s.staleBytes = static_cast<uint64_t>(stale);
+		s.staleChunks = (s.staleBytes + kChunk - 1) / kChunk;
+		s.bandwidthBytesPerSec = bandwidth;
+		s.firstPassDone = s.elapsedSec >= firstPassSec;
+		return s;
+	});
+}
+
+} // namespace
+
+TEST(FinalizePolicy, ListsAndBuildsEveryPolicy)
+{
+	std::vector<std::string> names = finalizePolicyNames();
+	EXPECT_EQ(names, (std::vector<std::string>{ "immediate", "threshold", "local-minimum", "cycle" }));
+	for (const std::string &n : names) {
+		auto p = make(n);
+		ASSERT_TRUE(p);
+		EXPECT_EQ(p->name(), n);
+		EXPECT_FALSE(p->status().empty());
+	}
+}
+
+TEST(FinalizePolicy, RejectsBadSpecsWithClearErrors)
+{
+	struct Case {
+		const char *spec;
+		const char *says;
+	} cases[] = {
+		{ "nope", "unknown policy 'nope' (known: immediate, threshold, local-minimum, cycle)" },
+		{ "threshold:foo=1", "unknown option 'foo'" },
+		{ "threshold:rounds=x", "rounds: 'x' is not a number" },
+		{ "threshold:rounds=3x", "is not a number" },
+		{ "threshold:rounds", "expected key=value" },
+		{ "threshold:rounds=2,", "expected key=value" },
+		{ "threshold:deadline=-1", "deadline -1 out of range" },
+		{ "threshold:rounds=0", "rounds 0 out of range" },
+		{ "local-minimum:margin=1.5", "margin" },
+		{ "cycle:interval=0", "interval" },
+	};
+	for (const Case &c : cases) {
+		auto r = makeFinalizePolicy(c.spec, {});
+		ASSERT_FALSE(r.ok()) << c.spec;
+		EXPECT_EQ(r.error().code(), EINVAL);
+		EXPECT_NE(r.error().message().find(c.says), std::string::npos)
+			<< c.spec << ": " << r.error().message();
+		EXPECT_NE(r.error().message().find("finalize policy"), std::string::npos);
+	}
+}
+
+TEST(FinalizePolicy, SpecOptionsOverrideDefaults)
+{
+	PolicyOptions opts;
+	opts.thresholdRounds = 50;
+	auto p = make("threshold:chunks=10,rounds=1,budget=0", opts);
+	ASSERT_TRUE(p);
+	EXPECT_FALSE(p->onSample(stats(1, true, 10)).finalize);
+	EXPECT_TRUE(p->onSample(stats(2, true, 9)).finalize);
+}
+
+TEST(ImmediatePolicy, FinalizesRightAfterFirstPass)
+{
+	auto p = make("immediate");
+	for (uint32_t r = 1; r <= 20; r++)
+		EXPECT_FALSE(p->onSample(stats(r, false, 0)).finalize) << r;
+	Decision d = p->onSample(stats(21, true, 5000));
+	EXPECT_TRUE(d.finalize);
+	EXPECT_EQ(d.reason, "first pass done");
+}
+
+TEST(ThresholdPolicy, NeedsConsecutiveRoundsBelowThreshold)
+{
+	auto p = make("threshold:chunks=10,rounds=3,budget=0");
+	// Below the threshold before the first pass does not count.
+	EXPECT_FALSE(p->onSample(stats(1, false, 0)).finalize);
+	EXPECT_FALSE(p->onSample(stats(2, false, 0)).finalize);
+	const uint64_t stale[] = { 50, 5, 5, 50, 5, 5 };
+	uint32_t r = 3;
+	for (uint64_t c : stale)
+		EXPECT_FALSE(p->onSample(stats(r++, true, c)).finalize) << "round " << r - 1;
+	Decision d = p->onSample(stats(r, true, 9));
+	EXPECT_TRUE(d.finalize);
+	EXPECT_NE(d.reason.find("converged for 3 rounds"), std::string::npos) << d.reason;
+}
+
+TEST(ThresholdPolicy, CountsRoundsThatFitTheDowntimeBudget)
+{
+	// Chunk test off; 100 MB/s and a 0.3 s budget: 30 MB fits.
+	auto p = make("threshold:chunks=0,rounds=2,budget=0.3");
+	const uint64_t fits = 30'000'000 / kChunk, tooMany = 31'000'000 / kChunk + 1;
+	EXPECT_FALSE(p->onSample(stats(1, true, fits)).finalize);
+	EXPECT_FALSE(p->onSample(stats(2, true, tooMany)).finalize);
+	EXPECT_FALSE(p->onSample(stats(3, true, fits)).finalize);
+	EXPECT_TRUE(p->onSample(stats(4, true, fits)).finalize);
+
+	// Unknown bandwidth never fits.
+	auto q = make("threshold:chunks=0,rounds=1,budget=0.3");
+	EXPECT_FALSE(q->onSample(stats(1, true, 1, 0.0)).finalize);
+}
+
+TEST(ThresholdPolicy, StopsAtTheRoundCap)
+{
+	auto p = make("threshold:chunks=10,max-rounds=7,deadline=1000");
+	Outcome o = run(*p, 100, [](uint32_t r) { return stats(r, r > 4, 1000); });
+	ASSERT_TRUE(o.round);
+	EXPECT_EQ(*o.round, 4u + 7u);
+	EXPECT_NE(o.reason.find("round cap"), std::string::npos) << o.reason;
+}
+
+TEST(LocalMinimumPolicy, FinalizesAtTheMinimumOfStaleBytes)
+{
+	// Stale bytes fall to a minimum at t = 10 s, then rise again; 2% noise.
+	std::mt19937_64 rng(42);
+	std::uniform_real_distribution<double> noise(0.98, 1.02);
+	auto curve = [](double t) { return 1e8 * (0.2 + (t - 10) * (t - 10) / 50); };
+	const double trueMin = curve(10) * 0.98;
+	auto p = make("local-minimum:patience=5,margin=0.05,deadline=100");
+	RoundStats last;
+	Outcome o = run(*p, 300, [&](uint32_t r) {
+		RoundStats s = stats(r, r >= 20, 0);
+		s.staleBytes = static_cast<uint64_t>(curve(s.elapsedSec) * noise(rng));
+		s.staleChunks = s.staleBytes / kChunk;
+		last = s;
+		return s;
+	});
+	ASSERT_TRUE(o.round);
+	EXPECT_NE(o.reason.find("local minimum"), std::string::npos) << o.reason;
+	EXPECT_GE(o.timeSec, 9.0);
+	EXPECT_LE(o.timeSec, 11.0);
+	EXPECT_LE(static_cast<double>(last.staleBytes), trueMin * 1.1);
+}
+
+TEST(LocalMinimumPolicy, WaitsWhileStaleBytesKeepFalling)
+{
+	// 2% less every round: always improving, so only the deadline may stop it.
+	auto p = make("local-minimum:deadline=5");
+	Outcome o = run(*p, 300, [](uint32_t r) {
+		RoundStats s = stats(r, r >= 20, 0);
+		s.staleBytes = static_cast<uint64_t>(1e9 * std::pow(0.98, r));
+		s.staleChunks = s.staleBytes / kChunk;
+		return s;
+	});
+	ASSERT_TRUE(o.round);
+	EXPECT_NE(o.reason.find("deadline"), std::string::npos) << o.reason;
+}
+
+TEST(LocalMinimumPolicy, FinalizesAtOnceWhenNothingIsStale)
+{
+	auto p = make("local-minimum");
+	EXPECT_FALSE(p->onSample(stats(1, true, 100)).finalize);
+	Decision d = p->onSample(stats(2, true, 0));
+	EXPECT_TRUE(d.finalize);
+	EXPECT_EQ(d.reason, "nothing stale");
+}
+
+TEST(CyclePolicy, FinalizesInsideALowPhase)
+{
+	// Plenty of bandwidth, so stale bytes always fit: only the phase decides. The threshold
+	// fallback is made unreachable so any decision comes from the cycle logic.
+	for (int k = 0; k < 8; k++) {
+		Wave w;
+		w.periodSec = 4;
+		w.duty = 0.5;
+		w.noise = 0.2;
+		w.phaseSec = 0.5 * k;
+		auto p = make("cycle:rounds=100000,max-rounds=100000,deadline=100");
+		Outcome o = simulate(*p, w, 1e9, 12, 60, 10 + k);
+		SCOPED_TRACE(fmt::format("phase {}: {}", w.phaseSec, p->status()));
+		ASSERT_TRUE(o.round);
+		EXPECT_EQ(o.reason.rfind("low window", 0), 0u) << o.reason;
+		EXPECT_TRUE(w.isLow(o.timeSec + kDt / 2));
+		EXPECT_LE(o.timeSec, 12 + w.periodSec);
+	}
+}
+
+TEST(CyclePolicy, UsesTheCycleEvenWhenTheFirstPassEndsEarly)
+{
+	// Default options; the first pass ends at 2 s, long before 2.5 periods are seen. The
+	// warm-up keeps the always-converged threshold fallback from finalizing blindly.
+	for (int k = 0; k < 8; k++) {
+		Wave w;
+		w.periodSec = 3;
+		w.duty = 0.5;
+		w.noise = 0.2;
+		w.phaseSec = 0.37 * k;
+		auto p = make("cycle");
+		Outcome o = simulate(*p, w, 1e9, 2, 60, 40 + k);
+		SCOPED_TRACE(fmt::format("phase {}: {}", w.phaseSec, p->status()));
+		ASSERT_TRUE(o.round);
+		EXPECT_EQ(o.reason.rfind("low window", 0), 0u) << o.reason;
+		EXPECT_TRUE(w.isLow(o.timeSec + kDt / 2));
+		EXPECT_LE(o.timeSec, 10 + w.periodSec);
+	}
+}
+
+TEST(CyclePolicy, WaitsForStaleBytesToFitInALowPhase)
+{
+	// High phase: 150 MB/s dirtied against 100 MB/s pulled, so stale bytes pile up; the low
+	// phase drains them. The policy must wait until they fit 0.3 s, inside a low phase.
+	for (int k = 0; k < 4; k++) {
+		Wave w;
+		w.periodSec = 4;
+		w.duty = 0.5;
+		w.low = 0.05e6;
+		w.high = 15e6;
+		w.noise = 0.1;
+		w.phaseSec = 1.0 * k;
+		auto p = make("cycle:budget=0.3,rounds=100000,max-rounds=100000,deadline=100");
+		Outcome o = simulate(*p, w, 100e6, 12, 60, 20 + k);
+		SCOPED_TRACE(fmt::format("phase {}: {}", w.phaseSec, p->status()));
+		ASSERT_TRUE(o.round);
+		EXPECT_EQ(o.reason.rfind("low window", 0), 0u) << o.reason;
+		EXPECT_TRUE(w.isLow(o.timeSec + kDt / 2));
+		EXPECT_LE(o.timeSec, 12 + 2 * w.periodSec);
+	}
+}
+
+TEST(CyclePolicy, BehavesLikeThresholdOnAperiodicLoad)
+{
+	for (unsigned seed = 0; seed < 10; seed++) {
+		auto gen = [seed]() {
+			return [rng = std::mt19937_64(seed)](uint32_t r) mutable {
+				std::uniform_int_distribution<uint64_t> stale(0, 200), dirty(0, 2'000'000);
+				RoundStats s = stats(r, r >= 30, stale(rng), 10e6);
+				s.dirtyBytes = dirty(rng);
+				return s;
+			};
+		};
+		auto cycle = make("cycle:warmup=0");
+		auto threshold = make("threshold");
+		Outcome oc = run(*cycle, 2000, gen());
+		Outcome ot = run(*threshold, 2000, gen());
+		ASSERT_TRUE(ot.round);
+		EXPECT_EQ(oc.round, ot.round) << "seed " << seed << ": " << cycle->status();
+		EXPECT_EQ(oc.reason, ot.reason);
+		EXPECT_EQ(cycle->status().rfind("aperiodic", 0), 0u) << cycle->status();
+	}
+}
+
+TEST(CyclePolicy, TrustsAnAperiodicVerdictOnlyAfterTheWarmUp)
+{
+	// Aperiodic load, nothing stale: threshold finalizes 3 rounds after the first pass
+	// (t = 1.0 s); cycle waits until it has seen 5 s of samples, then falls back at once.
+	auto gen = []() {
+		return [rng = std::mt19937_64(7)](uint32_t r) mutable {
+			std::uniform_int_distribution<uint64_t> dirty(0, 2'000'000);
+			RoundStats s = stats(r, r >= 10, 0);
+			s.dirtyBytes = dirty(rng);
+			return s;
+		};
+	};
+	auto threshold = make("threshold");
+	auto cycle = make("cycle:warmup=5");
+	Outcome ot = run(*threshold, 1000, gen());
+	ASSERT_TRUE(ot.round);
+	EXPECT_EQ(*ot.round, 12u);
+
+	auto g = gen();
+	for (uint32_t r = 1; r < 50; r++) {
+		ASSERT_FALSE(cycle->onSample(g(r)).finalize) << r;
+		if (r == 30) {
+			EXPECT_NE(cycle->status().find("warm-up 3.0/5.0s"), std::string::npos)
+				<< cycle->status();
+		}
+	}
+	Decision d = cycle->onSample(g(50));
+	EXPECT_TRUE(d.finalize);
+	EXPECT_EQ(d.reason.rfind("converged for", 0), 0u) << d.reason;
+}
+
+TEST(FinalizePolicy, EveryPolicyHonoursTheDeadline)
+{
+	// Nothing ever converges: stale bytes stay huge and keep falling, the bandwidth is tiny,
+	// the dirty rate is constant. First pass at round 20 (t = 2.0 s), deadline 5 s.
+	for (const std::string &name : finalizePolicyNames()) {
+		auto p = make(name + ":deadline=5");
+		Outcome o = run(*p, 1000, [](uint32_t r) {
+			RoundStats s = stats(r, r >= 20, 0, 1e3);
+			s.staleBytes = static_cast<uint64_t>(1e10 * std::pow(0.98, r));
+			s.staleChunks = s.staleBytes / kChunk;
+			return s;
+		});
+		ASSERT_TRUE(o.round) << name;
+		EXPECT_LE(o.timeSec, 2.0 + 5.0 + kDt + 1e-9) << name;
+		if (name == "immediate")
+			continue;
+		EXPECT_GE(o.timeSec, 2.0 + 5.0 - kDt) << name;
+		EXPECT_EQ(o.reason, "deadline: 5.0s since first pass") << name;
+	}
+}
+
+TEST(FinalizePolicy, KeepsAFinalizeDecision)
+{
+	for (const std::string &name : finalizePolicyNames()) {
+		auto p = make(name + ":deadline=1");
+		Outcome o = run(*p, 100, [](uint32_t r) { return stats(r, true, 1'000'000, 1e3); });
+		ASSERT_TRUE(o.round) << name;
+		Decision again = p->onSample(stats(*o.round + 1, true, 1'000'000, 1e3));
+		EXPECT_TRUE(again.finalize) << name;
+		EXPECT_EQ(again.reason, o.reason) << name;
+		EXPECT_NE(p->status().find("finalize: "), std::string::npos) << p->status();
+	}
+}
