@@ -1,0 +1,76 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+// Where to listen or connect: TCP host:port or a UNIX socket path, plus the listening socket.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "ferry/base/result.h"
+#include "ferry/sys/fd.h"
+#include "ferry/wire/connection.h"
+
+namespace ferry {
+
+struct Endpoint {
+	enum class Kind { Tcp, Unix };
+
+	Kind kind = Kind::Tcp;
+	std::string host; // Tcp; "" means every interface when listening, loopback when connecting
+	uint16_t port = 0; // Tcp; 0 when listening means "pick a free port"
+	std::string path; // Unix
+
+	// "tcp:HOST:PORT" (IPv6 hosts in brackets) or "unix:/path"; parseEndpoint() accepts it.
+	std::string str() const;
+
+	static Endpoint tcp(std::string host, uint16_t port);
+	static Endpoint unixPath(std::string path);
+};
+
+// Accepts "tcp:HOST:PORT", "tcp://HOST:PORT", "HOST:PORT", "[v6addr]:PORT", "unix:/path",
+// "unix:///path" and "unix:relative/path". EINVAL with the reason otherwise.
+Result<Endpoint> parseEndpoint(std::string_view s);
+
+// Stream sockets get: TCP_NODELAY (requests are small and latency-bound), and 4 MiB
+// SO_SNDBUF/SO_RCVBUF so a window covers high bandwidth-delay links.
+inline constexpr int kSocketBufferBytes = 4 << 20;
+
+// A listening socket. Move-only. accept() may block in one thread while shutdown() is
+// called from another: accept then fails with ECANCELED.
+class Listener {
+public:
+	Listener() = default;
+	Listener(Listener &&) noexcept = default;
+	Listener &operator=(Listener &&) noexcept;
+	~Listener();
+
+	// TCP: SO_REUSEADDR. UNIX: a stale socket file (nobody accepting) is removed first; a live
+	// one is EADDRINUSE. The UNIX path is unlinked again by close() if it is still ours.
+	static Result<Listener> listen(const Endpoint &ep, int backlog = 128);
+
+	// timeoutMs < 0 waits forever; ETIMEDOUT on expiry.
+	Result<Connection> accept(int timeoutMs = -1);
+	// The endpoint actually bound: the real port when 0 was asked.
+	Endpoint boundEndpoint() const { return bound_; }
+	int fd() const { return fd_.get(); }
+	// Wakes a thread blocked in accept(); safe from any thread.
+	void shutdown();
+	void close();
+
+private:
+	UniqueFd fd_;
+	Endpoint bound_;
+	// Identity of the UNIX socket file we created, so close() never unlinks a successor's.
+	dev_t unixDev_ = 0;
+	ino_t unixIno_ = 0;
+};
+
+// Connects with a timeout (ETIMEDOUT); tries every address the host resolves to.
+Result<Connection> connectTo(const Endpoint &ep, int timeoutMs = 5000);
+
+// Applies the TCP options above to a connected socket (no-op for UNIX sockets).
+Status tuneStreamSocket(int fd);
+
+} // namespace ferry

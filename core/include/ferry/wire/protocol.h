@@ -1,0 +1,221 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+// ferry's wire protocol, version 1: frame header, message types and the typed payloads.
+// docs/protocol.md is the normative description; this header is its C++ face.
+//
+// Everything here is pure (no I/O, no state) and therefore safe to call from any thread.
+// Every decoder treats its input as hostile: lengths, counts and indices are checked against
+// the bytes actually present and the limits below, and any violation is an Error (EPROTO,
+// EMSGSIZE or EPROTONOSUPPORT) naming the problem. Nothing here asserts on peer input.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "ferry/base/result.h"
+
+namespace ferry {
+
+// "FRRY" when the four bytes are read in wire order ('F','R','R','Y').
+inline constexpr uint32_t kFrameMagic = 0x59525246;
+// The version this build speaks, and the oldest one it still accepts.
+inline constexpr uint16_t kProtocolVersion = 1;
+inline constexpr uint16_t kMinProtocolVersion = 1;
+inline constexpr size_t kHeaderSize = 24;
+
+// Limits. kMaxListPayload bounds DirtyList/Finalized (16M chunk indices); Hello's client name
+// and Error's message have their own small bounds so a request never needs a big buffer.
+inline constexpr size_t kMaxClientNameLen = 256;
+inline constexpr size_t kMaxErrorMessageLen = 65535;
+inline constexpr uint32_t kMaxListPayload = 64u << 20;
+inline constexpr uint32_t kChunkFrameSlack = 64;
+// Largest chunk a HelloReply may announce; keeps one Chunk frame under 4 GiB with room to spare.
+inline constexpr uint32_t kMaxChunkSize = 1u << 30;
+
+// The payload limit a receiver passes to decodeHeader(): max(chunkSize + 64, 64 MiB).
+// chunkSize 0 (not known yet, i.e. before HelloReply) gives 64 MiB.
+uint32_t maxPayloadFor(uint32_t chunkSize, uint32_t listLimit = kMaxListPayload);
+
+enum class MsgType : uint16_t {
+	Hello = 1,        // L->S
+	HelloReply = 2,   // S->L
+	TrackStart = 3,   // L->S, empty
+	TrackStarted = 4, // S->L, empty
+	GetChunk = 5,     // L->S
+	Chunk = 6,        // S->L
+	GetDirty = 7,     // L->S, empty
+	DirtyList = 8,    // S->L
+	Finalize = 9,     // L->S, empty
+	Finalized = 10,   // S->L
+	Done = 11,        // L->S, empty
+	DoneAck = 12,     // S->L, empty
+	Error = 13,       // either way; the sender closes afterwards
+	Ping = 14,        // either way
+	Pong = 15,        // echo of Ping
+	// Added for the roles (same version 1; see docs/protocol.md):
+	ChunkZero = 16,     // S->L, reply to GetChunk: { u32 chunkIndex }, the chunk is all zeros
+	SwitchOver = 17,    // L->S, empty: the destination runs now; the source must never resume
+	SwitchOverAck = 18, // S->L, empty
+};
+
+// "GetChunk", ...; "unknown" for values outside the enum.
+const char *msgTypeName(MsgType type);
+bool isKnownMsgType(uint16_t type);
+
+struct FrameHeader {
+	uint32_t magic = kFrameMagic;
+	uint16_t version = kProtocolVersion;
+	MsgType type = MsgType::Ping;
+	uint64_t requestId = 0;
+	uint32_t payloadLen = 0;
+	uint32_t reserved = 0;
+};
+
+void encodeHeader(const FrameHeader &h, uint8_t out[kHeaderSize]);
+
+// Validates, in this order: size of `in` (>= kHeaderSize), magic, version
+// (EPROTONOSUPPORT, message "unsupported protocol version N; this side speaks 1..1"),
+// type, reserved == 0, payloadLen against the type's own bounds (exact for fixed-size
+// messages, a minimum for variable ones) and against maxPayload (EMSGSIZE).
+Result<FrameHeader> decodeHeader(std::span<const uint8_t> in, uint32_t maxPayload);
+
+// Bounds-checked little-endian reader over one payload. Every getter fails with EPROTO
+// ("truncated: need 4 bytes at offset 6, have 2") instead of reading past the end.
+class PayloadReader {
+public:
+	explicit PayloadReader(std::span<const uint8_t> in) : in_(in) {}
+
+	Result<uint16_t> u16();
+	Result<uint32_t> u32();
+	Result<uint64_t> u64();
+	Result<int32_t> i32();
+	// u16 length + bytes; a length above maxLen is an error (checked before reading).
+	Result<std::string> string(size_t maxLen);
+	Result<std::span<const uint8_t>> bytes(size_t n);
+
+	size_t offset() const { return pos_; }
+	size_t remaining() const { return in_.size() - pos_; }
+	// Error if any byte is left unread ("3 trailing bytes").
+	Status expectEnd() const;
+
+private:
+	Result<std::span<const uint8_t>> take(size_t n);
+
+	std::span<const uint8_t> in_;
+	size_t pos_ = 0;
+};
+
+// Little-endian writer appending to a vector it borrows.
+class PayloadWriter {
+public:
+	explicit PayloadWriter(std::vector<uint8_t> &out) : out_(out) {}
+
+	void u16(uint16_t v);
+	void u32(uint32_t v);
+	void u64(uint64_t v);
+	void i32(int32_t v);
+	// u16 length + bytes; strings longer than 65535 bytes are truncated (callers bound
+	// their strings well below that; truncation beats sending a frame the peer rejects).
+	void string(std::string_view s);
+	void bytes(std::span<const uint8_t> b);
+
+private:
+	std::vector<uint8_t> &out_;
+};
+
+// How a region is cut into chunks; both sides derive it from HelloReply.
+struct ChunkGeometry {
+	uint64_t regionSize = 0;
+	uint32_t chunkSize = 0;
+
+	uint32_t chunkCount() const;
+	uint64_t chunkOffset(uint32_t index) const { return uint64_t(index) * chunkSize; }
+	// chunkSize, or less for the last chunk. index must be < chunkCount().
+	uint32_t chunkLength(uint32_t index) const;
+};
+
+// --- Typed payloads -------------------------------------------------------------------------
+// encode() returns the payload only (no header). Decoders check the exact length, so
+// "payload longer than its type requires" is an error too.
+
+struct HelloMsg {
+	uint32_t minVersion = kMinProtocolVersion;
+	uint32_t maxVersion = kProtocolVersion;
+	uint64_t resumeSessionId = 0; // 0: new session
+	std::string clientName;       // <= kMaxClientNameLen bytes
+};
+
+struct HelloReplyMsg {
+	static constexpr uint32_t kFlagTracking = 1u << 0;
+	static constexpr uint32_t kFlagFinalized = 1u << 1;
+
+	uint32_t version = kProtocolVersion;
+	uint64_t sessionId = 0;
+	uint64_t regionSize = 0;
+	uint32_t chunkSize = 0;
+	uint32_t flags = 0; // unknown bits are ignored by receivers
+
+	ChunkGeometry geometry() const { return {regionSize, chunkSize}; }
+};
+
+struct GetChunkMsg {
+	uint32_t chunkIndex = 0;
+};
+
+struct DirtyListMsg {
+	std::vector<uint32_t> chunks; // strictly increasing
+};
+
+struct FinalizedMsg {
+	uint64_t suspendedAtUnixNs = 0;
+	std::vector<uint32_t> chunks; // strictly increasing
+};
+
+struct ErrorMsg {
+	int32_t errnoValue = 0;
+	std::string message; // <= kMaxErrorMessageLen bytes
+};
+
+// Ping and Pong share this payload; Pong echoes the Ping's value.
+struct PingMsg {
+	uint64_t sendTimeNs = 0;
+};
+
+std::vector<uint8_t> encode(const HelloMsg &m);
+std::vector<uint8_t> encode(const HelloReplyMsg &m);
+std::vector<uint8_t> encode(const GetChunkMsg &m);
+std::vector<uint8_t> encode(const DirtyListMsg &m);
+std::vector<uint8_t> encode(const FinalizedMsg &m);
+std::vector<uint8_t> encode(const ErrorMsg &m);
+std::vector<uint8_t> encode(const PingMsg &m);
+
+Result<HelloMsg> decodeHello(std::span<const uint8_t> in);
+// Also checks chunkSize in 1..kMaxChunkSize and that the chunk count fits in 32 bits.
+Result<HelloReplyMsg> decodeHelloReply(std::span<const uint8_t> in);
+// chunkCount bounds the index (indices >= chunkCount are an error).
+Result<GetChunkMsg> decodeGetChunk(std::span<const uint8_t> in, uint32_t chunkCount);
+Result<DirtyListMsg> decodeDirtyList(std::span<const uint8_t> in, uint32_t chunkCount);
+Result<FinalizedMsg> decodeFinalized(std::span<const uint8_t> in, uint32_t chunkCount);
+Result<ErrorMsg> decodeError(std::span<const uint8_t> in);
+Result<PingMsg> decodePing(std::span<const uint8_t> in);
+
+// A Chunk payload is { u32 chunkIndex, bytes }. The index prefix is decoded separately so
+// the bytes can be received straight into the destination. Checks the index against
+// g.chunkCount() and h.payloadLen == 4 + g.chunkLength(index). Also accepts ChunkZero
+// (payloadLen == 4: no bytes follow).
+inline constexpr size_t kChunkPrefixSize = 4;
+Result<uint32_t> decodeChunkPrefix(const FrameHeader &h, std::span<const uint8_t> prefix,
+				   const ChunkGeometry &g);
+
+// Version negotiation for the seeder: the highest version both sides speak, or
+// EPROTONOSUPPORT with "unsupported protocol version range A..B; this side speaks 1..1".
+Result<uint32_t> negotiateVersion(const HelloMsg &hello);
+
+// Turns a received ErrorMsg into an Error for the caller ("peer error: <message>", errno kept
+// when it is a plausible errno value, EPROTO otherwise).
+ferry::Error peerError(const ErrorMsg &m);
+
+} // namespace ferry

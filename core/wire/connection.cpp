@@ -1,0 +1,320 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+#include "ferry/wire/connection.h"
+
+#include <poll.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include <algorithm>
+#include <atomic>
+#include <climits>
+#include <cstring>
+#include <mutex>
+
+namespace ferry {
+
+namespace {
+
+// Receive-side read-ahead. Small frames (requests, headers, the chunk index prefix) are served
+// from it so a GetChunk costs one recv, not two; payloads larger than half of it bypass it and
+// land directly in the caller's memory.
+constexpr size_t kRecvBufSize = 64 << 10;
+
+int64_t monotonicMs()
+{
+	timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return int64_t(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
+}
+
+// SO_RCVTIMEO/SO_SNDTIMEO expiry surfaces as EAGAIN on a blocking socket.
+int mapTimeout(int err) { return (err == EAGAIN || err == EWOULDBLOCK) ? ETIMEDOUT : err; }
+
+} // namespace
+
+struct Connection::State {
+	UniqueFd fd;
+	std::mutex sendLock; // one frame at a time on the wire
+	std::atomic<uint64_t> sent{0};
+	std::atomic<uint64_t> received{0};
+	// Read-ahead; only the (single) receiving thread touches these.
+	std::unique_ptr<uint8_t[]> buf;
+	size_t bufPos = 0;
+	size_t bufLen = 0;
+
+	size_t buffered() const { return bufLen - bufPos; }
+
+	// One recv into dst. deadlineMs < 0: no deadline. Returns bytes read (0 = EOF).
+	Result<size_t> recvSome(void *dst, size_t len, int64_t deadlineMs)
+	{
+		for (;;) {
+			if (deadlineMs >= 0) {
+				int64_t left = deadlineMs - monotonicMs();
+				if (left < 0)
+					left = 0;
+				pollfd p{fd.get(), POLLIN, 0};
+				int r = ::poll(&p, 1, int(std::min<int64_t>(left, INT_MAX)));
+				if (r < 0) {
+					if (errno == EINTR)
+						continue;
+					return Error::fromErrno("poll");
+				}
+				if (r == 0)
+					return Error(ETIMEDOUT, "timed out waiting for data");
+			}
+			ssize_t n = ::recv(fd.get(), dst, len, 0);
+			if (n >= 0) {
+				received.fetch_add(size_t(n), std::memory_order_relaxed);
+				return size_t(n);
+			}
+			if (errno == EINTR)
+				continue;
+			return Error::fromErrno("recv", mapTimeout(errno));
+		}
+	}
+
+	// Makes at least `need` (<= kRecvBufSize) bytes available in the read-ahead buffer without
+	// consuming them, so a timeout leaves the stream intact for the next attempt.
+	// frameStart: an EOF before any byte is a clean close between frames, not a truncation.
+	Status fill(size_t need, int64_t deadlineMs, bool frameStart)
+	{
+		if (buffered() >= need)
+			return {};
+		if (bufPos > 0) {
+			std::memmove(buf.get(), buf.get() + bufPos, buffered());
+			bufLen -= bufPos;
+			bufPos = 0;
+		}
+		while (bufLen < need) {
+			FERRY_ASSIGN(size_t n, recvSome(buf.get() + bufLen, kRecvBufSize - bufLen,
+							 deadlineMs));
+			if (n == 0) {
+				if (bufLen == 0 && frameStart)
+					return Error(ECONNRESET, "peer closed the connection");
+				return Error(ECONNRESET, "peer closed mid-frame");
+			}
+			bufLen += n;
+		}
+		return {};
+	}
+
+	// Reads exactly len bytes: first what the read-ahead holds, then large remainders straight
+	// into dst, small ones through the buffer.
+	Status readExact(void *dst, size_t len)
+	{
+		if (len == 0)
+			return {}; // empty payloads come with dst == nullptr (empty vector)
+		auto *out = static_cast<uint8_t *>(dst);
+		size_t done = std::min(len, buffered());
+		std::memcpy(out, buf.get() + bufPos, done);
+		bufPos += done;
+		while (done < len) {
+			size_t want = len - done;
+			if (want >= kRecvBufSize / 2) {
+				FERRY_ASSIGN(size_t n, recvSome(out + done, want, -1));
+				if (n == 0)
+					return Error::format(ECONNRESET,
+							     "peer closed mid-frame (got {} of {} bytes)",
+							     done, len);
+				done += n;
+			} else {
+				FERRY_TRY_CTX(fill(want, -1, false), "{} of {} bytes read", done, len);
+				std::memcpy(out + done, buf.get() + bufPos, want);
+				bufPos += want;
+				done += want;
+			}
+		}
+		return {};
+	}
+
+	Status sendAll(iovec *iov, size_t iovcnt)
+	{
+		std::lock_guard lock(sendLock);
+		while (iovcnt > 0) {
+			msghdr msg{};
+			msg.msg_iov = iov;
+			msg.msg_iovlen = std::min<size_t>(iovcnt, IOV_MAX);
+			// MSG_NOSIGNAL: a vanished peer must be an EPIPE we report, not a SIGPIPE
+			// that kills the process.
+			ssize_t n = ::sendmsg(fd.get(), &msg, MSG_NOSIGNAL);
+			if (n < 0) {
+				if (errno == EINTR)
+					continue;
+				return Error::fromErrno("send", mapTimeout(errno));
+			}
+			sent.fetch_add(size_t(n), std::memory_order_relaxed);
+			// Partial write: skip what went out and resend the rest of the frame.
+			size_t left = size_t(n);
+			while (iovcnt > 0 && left >= iov->iov_len) {
+				left -= iov->iov_len;
+				iov++;
+				iovcnt--;
+			}
+			if (iovcnt > 0) {
+				iov->iov_base = static_cast<uint8_t *>(iov->iov_base) + left;
+				iov->iov_len -= left;
+			}
+		}
+		return {};
+	}
+};
+
+Connection::Connection() = default;
+
+Connection::Connection(UniqueFd fd) : s_(std::make_unique<State>())
+{
+	s_->fd = std::move(fd);
+	s_->buf.reset(new uint8_t[kRecvBufSize]);
+}
+
+Connection::Connection(Connection &&) noexcept = default;
+Connection &Connection::operator=(Connection &&) noexcept = default;
+Connection::~Connection() = default;
+
+bool Connection::valid() const { return s_ && s_->fd.valid(); }
+
+Status Connection::sendParts(MsgType type, uint64_t requestId, std::span<const iovec> parts)
+{
+	if (!valid())
+		return Error(EBADF, "send on a closed connection");
+	uint64_t total = 0;
+	for (const iovec &v : parts)
+		total += v.iov_len;
+	if (total > UINT32_MAX)
+		return Error::format(EMSGSIZE, "{} payload of {} bytes does not fit a frame",
+				     msgTypeName(type), total);
+	FrameHeader h;
+	h.type = type;
+	h.requestId = requestId;
+	h.payloadLen = uint32_t(total);
+	uint8_t hdr[kHeaderSize];
+	encodeHeader(h, hdr);
+
+	iovec small[8];
+	std::vector<iovec> large;
+	iovec *iov = small;
+	if (parts.size() + 1 > std::size(small)) {
+		large.resize(parts.size() + 1);
+		iov = large.data();
+	}
+	iov[0] = {hdr, kHeaderSize};
+	std::copy(parts.begin(), parts.end(), iov + 1);
+	return s_->sendAll(iov, parts.size() + 1).context(fmt::format("send {}", msgTypeName(type)));
+}
+
+Status Connection::send(MsgType type, uint64_t requestId, std::span<const uint8_t> payload)
+{
+	iovec part{const_cast<uint8_t *>(payload.data()), payload.size()};
+	return sendParts(type, requestId, std::span<const iovec>(&part, payload.empty() ? 0 : 1));
+}
+
+Status Connection::sendChunk(uint64_t requestId, uint32_t chunkIndex, std::span<const uint8_t> data)
+{
+	std::vector<uint8_t> prefix;
+	PayloadWriter(prefix).u32(chunkIndex);
+	iovec parts[2] = {{prefix.data(), prefix.size()},
+			  {const_cast<uint8_t *>(data.data()), data.size()}};
+	return sendParts(MsgType::Chunk, requestId, parts);
+}
+
+Status Connection::sendError(uint64_t requestId, const ferry::Error &e)
+{
+	ErrorMsg m{e.code(), e.message()};
+	return send(MsgType::Error, requestId, encode(m));
+}
+
+Result<FrameHeader> Connection::recvHeader(uint32_t maxPayload, int timeoutMs)
+{
+	if (!valid())
+		return Error(EBADF, "receive on a closed connection");
+	int64_t deadline = timeoutMs < 0 ? -1 : monotonicMs() + timeoutMs;
+	FERRY_TRY_CTX(s_->fill(kHeaderSize, deadline, true), "recv header");
+	auto h = decodeHeader(std::span<const uint8_t>(s_->buf.get() + s_->bufPos, kHeaderSize),
+			      maxPayload);
+	s_->bufPos += kHeaderSize;
+	if (!h.ok()) {
+		// The stream cannot be resynchronised after a bad header. Tell the peer why (it
+		// may be an older or newer ferry), then close our side. Best effort: the peer may
+		// already be gone, and the error we return matters more.
+		(void)sendError(0, h.error());
+		shutdown();
+		return h.error().context("recv header");
+	}
+	return h;
+}
+
+Status Connection::recvExact(void *dst, size_t len)
+{
+	if (!valid())
+		return Error(EBADF, "receive on a closed connection");
+	return s_->readExact(dst, len).context("recv payload");
+}
+
+Result<std::vector<uint8_t>> Connection::recvPayload(const FrameHeader &h)
+{
+	std::vector<uint8_t> out(h.payloadLen);
+	FERRY_TRY_CTX(recvExact(out.data(), out.size()), "{}", msgTypeName(h.type));
+	return out;
+}
+
+Result<uint32_t> Connection::recvChunkPrefix(const FrameHeader &h, const ChunkGeometry &g)
+{
+	uint8_t prefix[kChunkPrefixSize];
+	FERRY_TRY(recvExact(prefix, sizeof(prefix)));
+	return decodeChunkPrefix(h, prefix, g);
+}
+
+Status Connection::discard(size_t len)
+{
+	uint8_t scratch[16 << 10];
+	while (len > 0) {
+		size_t n = std::min(len, sizeof(scratch));
+		FERRY_TRY(recvExact(scratch, n));
+		len -= n;
+	}
+	return {};
+}
+
+Status Connection::setIoTimeout(int timeoutMs)
+{
+	if (!valid())
+		return Error(EBADF, "set timeout on a closed connection");
+	timeval tv{timeoutMs / 1000, (timeoutMs % 1000) * 1000};
+	if (::setsockopt(s_->fd.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0)
+		return Error::fromErrno("setsockopt SO_RCVTIMEO");
+	if (::setsockopt(s_->fd.get(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) < 0)
+		return Error::fromErrno("setsockopt SO_SNDTIMEO");
+	return {};
+}
+
+void Connection::shutdown()
+{
+	if (valid())
+		::shutdown(s_->fd.get(), SHUT_RDWR);
+}
+
+int Connection::fd() const { return s_ ? s_->fd.get() : -1; }
+
+UniqueFd Connection::releaseFd()
+{
+	if (!s_)
+		return UniqueFd();
+	return UniqueFd(s_->fd.release());
+}
+
+uint64_t Connection::bytesSent() const { return s_ ? s_->sent.load(std::memory_order_relaxed) : 0; }
+
+uint64_t Connection::bytesReceived() const
+{
+	return s_ ? s_->received.load(std::memory_order_relaxed) : 0;
+}
+
+Result<Frame> recvFrame(Connection &c, uint32_t maxPayload, int timeoutMs)
+{
+	Frame f;
+	FERRY_ASSIGN(f.header, c.recvHeader(maxPayload, timeoutMs));
+	FERRY_ASSIGN(f.payload, c.recvPayload(f.header));
+	return f;
+}
+
+} // namespace ferry

@@ -1,0 +1,537 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+#include "ferry/wire/protocol.h"
+
+#include <algorithm>
+#include <limits>
+
+namespace ferry {
+
+namespace {
+
+// Payload size bounds per type, enforced on the header before any payload byte is read.
+struct LengthRule {
+	uint32_t min;
+	uint32_t max; // UINT32_MAX: bounded only by the receiver's maxPayload
+};
+
+constexpr uint32_t kUnbounded = std::numeric_limits<uint32_t>::max();
+constexpr uint32_t kHelloFixed = 4 + 4 + 8 + 2;
+constexpr uint32_t kHelloReplySize = 4 + 8 + 8 + 4 + 4;
+constexpr uint32_t kErrorFixed = 4 + 2;
+
+LengthRule lengthRule(MsgType t)
+{
+	switch (t) {
+	case MsgType::Hello:
+		return {kHelloFixed, kHelloFixed + uint32_t(kMaxClientNameLen)};
+	case MsgType::HelloReply:
+		return {kHelloReplySize, kHelloReplySize};
+	case MsgType::TrackStart:
+	case MsgType::TrackStarted:
+	case MsgType::GetDirty:
+	case MsgType::Finalize:
+	case MsgType::Done:
+	case MsgType::DoneAck:
+	case MsgType::SwitchOver:
+	case MsgType::SwitchOverAck:
+		return {0, 0};
+	case MsgType::GetChunk:
+	case MsgType::ChunkZero:
+		return {4, 4};
+	case MsgType::Chunk:
+		// Index plus at least one byte: chunks are never empty.
+		return {uint32_t(kChunkPrefixSize) + 1, kUnbounded};
+	case MsgType::DirtyList:
+		return {4, kUnbounded};
+	case MsgType::Finalized:
+		return {8 + 4, kUnbounded};
+	case MsgType::Error:
+		return {kErrorFixed, kErrorFixed + uint32_t(kMaxErrorMessageLen)};
+	case MsgType::Ping:
+	case MsgType::Pong:
+		return {8, 8};
+	}
+	return {0, 0};
+}
+
+uint16_t load16(const uint8_t *p) { return uint16_t(p[0] | (p[1] << 8)); }
+uint32_t load32(const uint8_t *p)
+{
+	return uint32_t(p[0]) | (uint32_t(p[1]) << 8) | (uint32_t(p[2]) << 16) |
+	       (uint32_t(p[3]) << 24);
+}
+uint64_t load64(const uint8_t *p) { return uint64_t(load32(p)) | (uint64_t(load32(p + 4)) << 32); }
+
+void store16(uint8_t *p, uint16_t v)
+{
+	p[0] = uint8_t(v);
+	p[1] = uint8_t(v >> 8);
+}
+void store32(uint8_t *p, uint32_t v)
+{
+	for (int i = 0; i < 4; i++)
+		p[i] = uint8_t(v >> (8 * i));
+}
+void store64(uint8_t *p, uint64_t v)
+{
+	store32(p, uint32_t(v));
+	store32(p + 4, uint32_t(v >> 32));
+}
+
+ferry::Error protoError(std::string msg) { return ferry::Error(EPROTO, std::move(msg)); }
+
+// Shared by DirtyList and Finalized: u32 count, then count strictly increasing indices.
+Result<std::vector<uint32_t>> readIndexList(PayloadReader &r, uint32_t chunkCount)
+{
+	FERRY_ASSIGN(uint32_t count, r.u32());
+	uint64_t need = uint64_t(count) * 4;
+	if (need != r.remaining())
+		return protoError(fmt::format("count {} needs {} bytes of indices, payload has {}",
+					      count, need, r.remaining()));
+	std::vector<uint32_t> out;
+	out.reserve(count);
+	for (uint32_t i = 0; i < count; i++) {
+		FERRY_ASSIGN(uint32_t idx, r.u32());
+		if (idx >= chunkCount)
+			return protoError(fmt::format("chunk index {} at position {} is out of range "
+						      "(chunk count {})",
+						      idx, i, chunkCount));
+		if (!out.empty() && idx <= out.back())
+			return protoError(fmt::format("chunk indices not strictly increasing at "
+						      "position {} ({} after {})",
+						      i, idx, out.back()));
+		out.push_back(idx);
+	}
+	return out;
+}
+
+void writeIndexList(PayloadWriter &w, const std::vector<uint32_t> &chunks)
+{
+	w.u32(uint32_t(chunks.size()));
+	for (uint32_t idx : chunks)
+		w.u32(idx);
+}
+
+} // namespace
+
+uint32_t maxPayloadFor(uint32_t chunkSize, uint32_t listLimit)
+{
+	uint64_t chunkFrame = uint64_t(chunkSize) + kChunkFrameSlack;
+	return uint32_t(std::min<uint64_t>(std::max<uint64_t>(chunkFrame, listLimit), kUnbounded));
+}
+
+const char *msgTypeName(MsgType type)
+{
+	switch (type) {
+	case MsgType::Hello: return "Hello";
+	case MsgType::HelloReply: return "HelloReply";
+	case MsgType::TrackStart: return "TrackStart";
+	case MsgType::TrackStarted: return "TrackStarted";
+	case MsgType::GetChunk: return "GetChunk";
+	case MsgType::Chunk: return "Chunk";
+	case MsgType::GetDirty: return "GetDirty";
+	case MsgType::DirtyList: return "DirtyList";
+	case MsgType::Finalize: return "Finalize";
+	case MsgType::Finalized: return "Finalized";
+	case MsgType::Done: return "Done";
+	case MsgType::DoneAck: return "DoneAck";
+	case MsgType::Error: return "Error";
+	case MsgType::Ping: return "Ping";
+	case MsgType::Pong: return "Pong";
+	case MsgType::ChunkZero: return "ChunkZero";
+	case MsgType::SwitchOver: return "SwitchOver";
+	case MsgType::SwitchOverAck: return "SwitchOverAck";
+	}
+	return "unknown";
+}
+
+bool isKnownMsgType(uint16_t type)
+{
+	return type >= uint16_t(MsgType::Hello) && type <= uint16_t(MsgType::SwitchOverAck);
+}
+
+void encodeHeader(const FrameHeader &h, uint8_t out[kHeaderSize])
+{
+	store32(out + 0, h.magic);
+	store16(out + 4, h.version);
+	store16(out + 6, uint16_t(h.type));
+	store64(out + 8, h.requestId);
+	store32(out + 16, h.payloadLen);
+	store32(out + 20, h.reserved);
+}
+
+Result<FrameHeader> decodeHeader(std::span<const uint8_t> in, uint32_t maxPayload)
+{
+	if (in.size() < kHeaderSize)
+		return protoError(fmt::format("frame header truncated: {} of {} bytes", in.size(),
+					      kHeaderSize));
+	const uint8_t *p = in.data();
+	FrameHeader h;
+	h.magic = load32(p);
+	h.version = load16(p + 4);
+	uint16_t type = load16(p + 6);
+	h.requestId = load64(p + 8);
+	h.payloadLen = load32(p + 16);
+	h.reserved = load32(p + 20);
+
+	if (h.magic != kFrameMagic)
+		return protoError(fmt::format("bad frame magic {:#010x} (expected {:#010x} \"FRRY\")",
+					      h.magic, kFrameMagic));
+	if (h.version < kMinProtocolVersion || h.version > kProtocolVersion)
+		return ferry::Error::format(EPROTONOSUPPORT,
+					    "unsupported protocol version {}; this side speaks {}..{}",
+					    h.version, kMinProtocolVersion, kProtocolVersion);
+	if (!isKnownMsgType(type))
+		return protoError(fmt::format("unknown message type {}", type));
+	h.type = MsgType(type);
+	if (h.reserved != 0)
+		return protoError(fmt::format("reserved header field is {:#x} in {} frame (must be 0)",
+					      h.reserved, msgTypeName(h.type)));
+
+	LengthRule rule = lengthRule(h.type);
+	if (h.payloadLen < rule.min || h.payloadLen > rule.max) {
+		if (rule.min == rule.max)
+			return protoError(fmt::format("{} payload is {} bytes; the type requires exactly {}",
+						      msgTypeName(h.type), h.payloadLen, rule.min));
+		if (h.payloadLen < rule.min)
+			return protoError(fmt::format("{} payload is {} bytes; the type requires at least {}",
+						      msgTypeName(h.type), h.payloadLen, rule.min));
+		return protoError(fmt::format("{} payload is {} bytes; the type allows at most {}",
+					      msgTypeName(h.type), h.payloadLen, rule.max));
+	}
+	if (h.payloadLen > maxPayload)
+		return ferry::Error::format(EMSGSIZE, "{} payload of {} bytes exceeds the limit of {}",
+					    msgTypeName(h.type), h.payloadLen, maxPayload);
+	return h;
+}
+
+// --- PayloadReader / PayloadWriter ----------------------------------------------------------
+
+Result<std::span<const uint8_t>> PayloadReader::take(size_t n)
+{
+	if (n > remaining())
+		return protoError(fmt::format("truncated: need {} bytes at offset {}, have {}", n, pos_,
+					      remaining()));
+	auto s = in_.subspan(pos_, n);
+	pos_ += n;
+	return s;
+}
+
+Result<uint16_t> PayloadReader::u16()
+{
+	FERRY_ASSIGN(auto s, take(2));
+	return load16(s.data());
+}
+
+Result<uint32_t> PayloadReader::u32()
+{
+	FERRY_ASSIGN(auto s, take(4));
+	return load32(s.data());
+}
+
+Result<uint64_t> PayloadReader::u64()
+{
+	FERRY_ASSIGN(auto s, take(8));
+	return load64(s.data());
+}
+
+Result<int32_t> PayloadReader::i32()
+{
+	FERRY_ASSIGN(uint32_t v, u32());
+	return int32_t(v);
+}
+
+Result<std::string> PayloadReader::string(size_t maxLen)
+{
+	FERRY_ASSIGN(uint16_t len, u16());
+	if (len > maxLen)
+		return protoError(fmt::format("string of {} bytes at offset {} exceeds {}", len,
+					      pos_ - 2, maxLen));
+	FERRY_ASSIGN(auto s, take(len));
+	return std::string(reinterpret_cast<const char *>(s.data()), s.size());
+}
+
+Result<std::span<const uint8_t>> PayloadReader::bytes(size_t n) { return take(n); }
+
+Status PayloadReader::expectEnd() const
+{
+	if (remaining() != 0)
+		return protoError(fmt::format("{} trailing bytes after offset {}", remaining(), pos_));
+	return {};
+}
+
+void PayloadWriter::u16(uint16_t v)
+{
+	uint8_t b[2];
+	store16(b, v);
+	out_.insert(out_.end(), b, b + 2);
+}
+
+void PayloadWriter::u32(uint32_t v)
+{
+	uint8_t b[4];
+	store32(b, v);
+	out_.insert(out_.end(), b, b + 4);
+}
+
+void PayloadWriter::u64(uint64_t v)
+{
+	uint8_t b[8];
+	store64(b, v);
+	out_.insert(out_.end(), b, b + 8);
+}
+
+void PayloadWriter::i32(int32_t v) { u32(uint32_t(v)); }
+
+void PayloadWriter::string(std::string_view s)
+{
+	size_t len = std::min<size_t>(s.size(), 65535);
+	u16(uint16_t(len));
+	out_.insert(out_.end(), s.begin(), s.begin() + len);
+}
+
+void PayloadWriter::bytes(std::span<const uint8_t> b) { out_.insert(out_.end(), b.begin(), b.end()); }
+
+// --- ChunkGeometry --------------------------------------------------------------------------
+
+uint32_t ChunkGeometry::chunkCount() const
+{
+	if (chunkSize == 0)
+		return 0;
+	uint64_t n = regionSize / chunkSize + (regionSize % chunkSize != 0);
+	return uint32_t(std::min<uint64_t>(n, kUnbounded));
+}
+
+uint32_t ChunkGeometry::chunkLength(uint32_t index) const
+{
+	uint64_t off = chunkOffset(index);
+	if (off >= regionSize)
+		return 0;
+	return uint32_t(std::min<uint64_t>(chunkSize, regionSize - off));
+}
+
+// --- Typed payloads -------------------------------------------------------------------------
+
+std::vector<uint8_t> encode(const HelloMsg &m)
+{
+	std::vector<uint8_t> out;
+	PayloadWriter w(out);
+	w.u32(m.minVersion);
+	w.u32(m.maxVersion);
+	w.u64(m.resumeSessionId);
+	w.string(std::string_view(m.clientName).substr(0, kMaxClientNameLen));
+	return out;
+}
+
+std::vector<uint8_t> encode(const HelloReplyMsg &m)
+{
+	std::vector<uint8_t> out;
+	PayloadWriter w(out);
+	w.u32(m.version);
+	w.u64(m.sessionId);
+	w.u64(m.regionSize);
+	w.u32(m.chunkSize);
+	w.u32(m.flags);
+	return out;
+}
+
+std::vector<uint8_t> encode(const GetChunkMsg &m)
+{
+	std::vector<uint8_t> out;
+	PayloadWriter(out).u32(m.chunkIndex);
+	return out;
+}
+
+std::vector<uint8_t> encode(const DirtyListMsg &m)
+{
+	std::vector<uint8_t> out;
+	out.reserve(4 + 4 * m.chunks.size());
+	PayloadWriter w(out);
+	writeIndexList(w, m.chunks);
+	return out;
+}
+
+std::vector<uint8_t> encode(const FinalizedMsg &m)
+{
+	std::vector<uint8_t> out;
+	out.reserve(12 + 4 * m.chunks.size());
+	PayloadWriter w(out);
+	w.u64(m.suspendedAtUnixNs);
+	writeIndexList(w, m.chunks);
+	return out;
+}
+
+std::vector<uint8_t> encode(const ErrorMsg &m)
+{
+	std::vector<uint8_t> out;
+	PayloadWriter w(out);
+	w.i32(m.errnoValue);
+	w.string(std::string_view(m.message).substr(0, kMaxErrorMessageLen));
+	return out;
+}
+
+std::vector<uint8_t> encode(const PingMsg &m)
+{
+	std::vector<uint8_t> out;
+	PayloadWriter(out).u64(m.sendTimeNs);
+	return out;
+}
+
+Result<HelloMsg> decodeHello(std::span<const uint8_t> in)
+{
+	auto body = [&]() -> Result<HelloMsg> {
+		PayloadReader r(in);
+		HelloMsg m;
+		FERRY_ASSIGN(m.minVersion, r.u32());
+		FERRY_ASSIGN(m.maxVersion, r.u32());
+		FERRY_ASSIGN(m.resumeSessionId, r.u64());
+		FERRY_ASSIGN(m.clientName, r.string(kMaxClientNameLen));
+		FERRY_TRY(r.expectEnd());
+		if (m.minVersion == 0 || m.minVersion > m.maxVersion)
+			return protoError(fmt::format("bad version range {}..{}", m.minVersion,
+						      m.maxVersion));
+		return m;
+	};
+	return body().context("Hello");
+}
+
+Result<HelloReplyMsg> decodeHelloReply(std::span<const uint8_t> in)
+{
+	auto body = [&]() -> Result<HelloReplyMsg> {
+		PayloadReader r(in);
+		HelloReplyMsg m;
+		FERRY_ASSIGN(m.version, r.u32());
+		FERRY_ASSIGN(m.sessionId, r.u64());
+		FERRY_ASSIGN(m.regionSize, r.u64());
+		FERRY_ASSIGN(m.chunkSize, r.u32());
+		FERRY_ASSIGN(m.flags, r.u32());
+		FERRY_TRY(r.expectEnd());
+		if (m.version == 0)
+			return protoError("version 0");
+		if (m.chunkSize == 0 || m.chunkSize > kMaxChunkSize)
+			return protoError(fmt::format("chunk size {} outside 1..{}", m.chunkSize,
+						      kMaxChunkSize));
+		uint64_t chunks = m.regionSize / m.chunkSize + (m.regionSize % m.chunkSize != 0);
+		if (chunks > kUnbounded)
+			return protoError(fmt::format("region of {} bytes has {} chunks of {} "
+						      "(more than 2^32-1)",
+						      m.regionSize, chunks, m.chunkSize));
+		return m;
+	};
+	return body().context("HelloReply");
+}
+
+Result<GetChunkMsg> decodeGetChunk(std::span<const uint8_t> in, uint32_t chunkCount)
+{
+	auto body = [&]() -> Result<GetChunkMsg> {
+		PayloadReader r(in);
+		GetChunkMsg m;
+		FERRY_ASSIGN(m.chunkIndex, r.u32());
+		FERRY_TRY(r.expectEnd());
+		if (m.chunkIndex >= chunkCount)
+			return protoError(fmt::format("chunk index {} out of range (chunk count {})",
+						      m.chunkIndex, chunkCount));
+		return m;
+	};
+	return body().context("GetChunk");
+}
+
+Result<DirtyListMsg> decodeDirtyList(std::span<const uint8_t> in, uint32_t chunkCount)
+{
+	auto body = [&]() -> Result<DirtyListMsg> {
+		PayloadReader r(in);
+		DirtyListMsg m;
+		FERRY_ASSIGN(m.chunks, readIndexList(r, chunkCount));
+		return m;
+	};
+	return body().context("DirtyList");
+}
+
+Result<FinalizedMsg> decodeFinalized(std::span<const uint8_t> in, uint32_t chunkCount)
+{
+	auto body = [&]() -> Result<FinalizedMsg> {
+		PayloadReader r(in);
+		FinalizedMsg m;
+		FERRY_ASSIGN(m.suspendedAtUnixNs, r.u64());
+		FERRY_ASSIGN(m.chunks, readIndexList(r, chunkCount));
+		return m;
+	};
+	return body().context("Finalized");
+}
+
+Result<ErrorMsg> decodeError(std::span<const uint8_t> in)
+{
+	auto body = [&]() -> Result<ErrorMsg> {
+		PayloadReader r(in);
+		ErrorMsg m;
+		FERRY_ASSIGN(m.errnoValue, r.i32());
+		FERRY_ASSIGN(m.message, r.string(kMaxErrorMessageLen));
+		FERRY_TRY(r.expectEnd());
+		return m;
+	};
+	return body().context("Error");
+}
+
+Result<PingMsg> decodePing(std::span<const uint8_t> in)
+{
+	auto body = [&]() -> Result<PingMsg> {
+		PayloadReader r(in);
+		PingMsg m;
+		FERRY_ASSIGN(m.sendTimeNs, r.u64());
+		FERRY_TRY(r.expectEnd());
+		return m;
+	};
+	return body().context("Ping");
+}
+
+Result<uint32_t> decodeChunkPrefix(const FrameHeader &h, std::span<const uint8_t> prefix,
+				   const ChunkGeometry &g)
+{
+	if (h.type != MsgType::Chunk && h.type != MsgType::ChunkZero)
+		return protoError(fmt::format("expected a Chunk frame, got {}", msgTypeName(h.type)));
+	PayloadReader r(prefix);
+	auto idx = r.u32();
+	if (!idx.ok())
+		return idx.error().context("Chunk");
+	uint32_t index = *idx;
+	uint32_t count = g.chunkCount();
+	if (index >= count)
+		return protoError(fmt::format("{}: chunk index {} out of range (chunk count {})",
+					      msgTypeName(h.type), index, count));
+	if (h.type == MsgType::ChunkZero)
+		return index; // decodeHeader already checked the exact length
+	uint64_t expect = kChunkPrefixSize + uint64_t(g.chunkLength(index));
+	if (h.payloadLen != expect)
+		return protoError(fmt::format("Chunk {}: payload is {} bytes, expected {} (index + {} "
+					      "bytes of data)",
+					      index, h.payloadLen, expect, g.chunkLength(index)));
+	return index;
+}
+
+Result<uint32_t> negotiateVersion(const HelloMsg &hello)
+{
+	uint32_t lo = std::max<uint32_t>(hello.minVersion, kMinProtocolVersion);
+	uint32_t hi = std::min<uint32_t>(hello.maxVersion, kProtocolVersion);
+	if (lo > hi || hello.minVersion > hello.maxVersion)
+		return ferry::Error::format(EPROTONOSUPPORT,
+					    "unsupported protocol version range {}..{}; this side "
+					    "speaks {}..{}",
+					    hello.minVersion, hello.maxVersion, kMinProtocolVersion,
+					    kProtocolVersion);
+	return hi;
+}
+
+ferry::Error peerError(const ErrorMsg &m)
+{
+	// The message is peer-controlled: keep it printable so it cannot mangle our logs.
+	std::string msg = m.message;
+	for (char &c : msg) {
+		auto u = static_cast<unsigned char>(c);
+		if (u < 0x20 || u == 0x7f)
+			c = '?';
+	}
+	int code = (m.errnoValue > 0 && m.errnoValue < 4096) ? m.errnoValue : EPROTO;
+	return ferry::Error(code, fmt::format("peer error: {}", msg));
+}
+
+} // namespace ferry
