@@ -1,0 +1,319 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+// Benchmarks of the migration roles on loopback:
+//  - BM_FaultService: post-copy page-fault service. The destination application touches one
+//    byte of every chunk, none of which is local (pure post-copy, no background pull), so
+//    every touch is a userfaultfd fault served by fetching the chunk from the seeder.
+//    Reports latency p50/p99 (µs, seen by the faulting thread) and throughput (GB/s).
+//  - BM_Pull: pre-copy pull throughput through the link emulator for a given RTT, bandwidth
+//    cap and requests in flight, next to BM_RawStream, a plain TCP stream through the same
+//    emulated link (the ceiling any protocol can reach).
+#include <algorithm>
+#include <benchmark/benchmark.h>
+#include <chrono>
+#include <condition_variable>
+#include <cstring>
+#include <mutex>
+#include <random>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <thread>
+
+#include "ferry/dirty/tracker.h"
+#include "ferry/link/link_emulator.h"
+#include "ferry/roles/leecher.h"
+#include "ferry/roles/seeder.h"
+#include "ferry/sys/mapping.h"
+#include "ferry/sys/userfaultfd.h"
+#include "ferry/wire/connection.h"
+
+using namespace ferry;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+void fillRandom(uint8_t *p, size_t len, uint64_t seed)
+{
+	std::mt19937_64 rng(seed);
+	for (size_t i = 0; i + 8 <= len; i += 8) {
+		uint64_t v = rng();
+		std::memcpy(p + i, &v, 8);
+	}
+}
+
+// A seeder over a region of this process, served from a background thread.
+struct LocalSeeder {
+	UniqueFd memfd;
+	Mapping map;
+	std::unique_ptr<Seeder> seeder;
+	std::optional<Listener> listener;
+	std::thread thread;
+
+	Status start(uint64_t size, uint32_t chunk)
+	{
+		FERRY_ASSIGN(memfd, createMemfd("bench-source", size));
+		FERRY_ASSIGN(map, Mapping::map(memfd.get(), size, PROT_READ | PROT_WRITE, MAP_SHARED));
+		fillRandom(map.data(), size, 42);
+		TrackedRegion r{0, reinterpret_cast<uintptr_t>(map.data()), size, chunk};
+		FERRY_ASSIGN(auto tracker, makeHashTracker(r));
+		SeederOptions so;
+		so.chunkSize = chunk;
+		seeder = std::make_unique<Seeder>(map.data(), size, std::move(tracker),
+						  SeederHooks{[] { return Status(); }, [] { return Status(); }, [] {}}, so);
+		FERRY_ASSIGN(Listener l, Listener::listen(Endpoint::tcp("127.0.0.1", 0)));
+		listener.emplace(std::move(l));
+		thread = std::thread([this] { (void)seeder->serve(*listener); });
+		return {};
+	}
+	~LocalSeeder()
+	{
+		if (thread.joinable()) {
+			seeder->stop();
+			thread.join();
+		}
+	}
+};
+
+double percentile(std::vector<double> v, double p)
+{
+	if (v.empty())
+		return 0;
+	std::sort(v.begin(), v.end());
+	return v[std::min(v.size() - 1, size_t(p * double(v.size())))];
+}
+
+void BM_FaultService(benchmark::State &state)
+{
+	const uint32_t chunk = uint32_t(state.range(0)) * 1024;
+	const int threads = int(state.range(1));
+	const uint64_t size = std::max<uint64_t>(256ull << 20, uint64_t(chunk) * 256);
+	auto f = Userfaultfd::probeFeatures();
+	if (!f.ok() || !(*f & UFFD_FEATURE_MINOR_SHMEM)) {
+		state.SkipWithError("userfaultfd MINOR_SHMEM unavailable");
+		return;
+	}
+	std::vector<double> lat;
+	double totalSec = 0, bytes = 0;
+	for (auto _ : state) {
+		LocalSeeder src;
+		if (auto st = src.start(size, chunk); !st.ok()) {
+			state.SkipWithError(st.error().message().c_str());
+			return;
+		}
+		UniqueFd memfd;
+		Mapping leecherMap, appMap;
+		std::mutex m;
+		std::condition_variable cv;
+		bool go = false;
+		LeecherHooks hooks;
+		hooks.prepare = [&](uint64_t sz, uint32_t) -> Result<uint8_t *> {
+			FERRY_ASSIGN(memfd, createMemfd("bench-destination", sz));
+			FERRY_ASSIGN(leecherMap, Mapping::map(memfd.get(), sz, PROT_READ | PROT_WRITE, MAP_SHARED));
+			return leecherMap.data();
+		};
+		hooks.armFaults = [&]() -> Result<FaultTarget> {
+			FERRY_ASSIGN(appMap, Mapping::map(memfd.get(), size, PROT_READ | PROT_WRITE, MAP_SHARED));
+			FERRY_ASSIGN(Userfaultfd u, Userfaultfd::create(UFFD_FEATURE_MINOR_SHMEM | UFFD_FEATURE_MISSING_SHMEM));
+			FERRY_TRY(u.registerRange(appMap.data(), size, UffdMode::Missing | UffdMode::Minor));
+			return FaultTarget{std::move(u), reinterpret_cast<uintptr_t>(appMap.data())};
+		};
+		hooks.resume = [&]() -> Status {
+			std::lock_guard g(m);
+			go = true;
+			cv.notify_all();
+			return {};
+		};
+		LeecherOptions lo;
+		lo.name = "bench";
+		lo.seeder = src.listener->boundEndpoint();
+		lo.mode = MigrationMode::Hybrid;
+		lo.postcopyOnly = true;
+		lo.backgroundPull = false;
+		lo.connections = 1;
+		lo.depth = 64;
+		lo.sampleInterval = std::chrono::milliseconds(10);
+		Leecher leecher(std::move(hooks), lo);
+		Result<LeecherReport> rep = Error(0, "");
+		std::thread runner([&] { rep = leecher.run(); });
+
+		{
+			std::unique_lock g(m);
+			cv.wait(g, [&] { return go; });
+		}
+		const uint32_t chunks = uint32_t(size / chunk);
+		std::vector<std::vector<double>> perThread(threads);
+		auto t0 = Clock::now();
+		std::vector<std::thread> touchers;
+		for (int t = 0; t < threads; t++) {
+			touchers.emplace_back([&, t] {
+				std::vector<uint32_t> order;
+				for (uint32_t i = uint32_t(t); i < chunks; i += uint32_t(threads))
+					order.push_back(i);
+				std::shuffle(order.begin(), order.end(), std::mt19937(uint32_t(t) + 1));
+				volatile uint64_t sink = 0;
+				for (uint32_t i : order) {
+					auto a = Clock::now();
+					sink = sink + *reinterpret_cast<volatile uint64_t *>(appMap.data() + uint64_t(i) * chunk);
+					perThread[t].push_back(std::chrono::duration<double, std::micro>(Clock::now() - a).count());
+				}
+			});
+		}
+		for (auto &t : touchers)
+			t.join();
+		double sec = std::chrono::duration<double>(Clock::now() - t0).count();
+		runner.join();
+		if (!rep.ok()) {
+			state.SkipWithError(rep.error().message().c_str());
+			return;
+		}
+		if (std::memcmp(appMap.data(), src.map.data(), size) != 0) {
+			state.SkipWithError("destination differs from source");
+			return;
+		}
+		state.SetIterationTime(sec);
+		totalSec += sec;
+		bytes += double(size);
+		for (auto &v : perThread)
+			lat.insert(lat.end(), v.begin(), v.end());
+	}
+	state.counters["p50_us"] = percentile(lat, 0.50);
+	state.counters["p99_us"] = percentile(lat, 0.99);
+	state.counters["GB_per_s"] = bytes / totalSec / 1e9;
+	state.counters["faults"] = double(lat.size());
+}
+
+// Pre-copy pull of a region of random data (no writes) through the link emulator.
+void BM_Pull(benchmark::State &state)
+{
+	const int rttMs = int(state.range(0));
+	const unsigned depth = unsigned(state.range(1));
+	const double mbit = double(state.range(2));
+	const unsigned conns = unsigned(state.range(3));
+	const uint32_t chunk = 64 * 1024;
+	const uint64_t size = mbit > 0 && mbit <= 1000 ? (64ull << 20) : (256ull << 20);
+	double totalSec = 0, bytes = 0;
+	for (auto _ : state) {
+		LocalSeeder src;
+		if (auto st = src.start(size, chunk); !st.ok()) {
+			state.SkipWithError(st.error().message().c_str());
+			return;
+		}
+		auto link = LinkEmulator::start(Endpoint::tcp("127.0.0.1", 0), src.listener->boundEndpoint(),
+						LinkParams::symmetric(std::chrono::milliseconds(rttMs), mbit));
+		if (!link.ok()) {
+			state.SkipWithError(link.error().message().c_str());
+			return;
+		}
+		UniqueFd memfd;
+		Mapping map;
+		LeecherHooks hooks;
+		hooks.prepare = [&](uint64_t sz, uint32_t) -> Result<uint8_t *> {
+			FERRY_ASSIGN(memfd, createMemfd("bench-destination", sz));
+			FERRY_ASSIGN(map, Mapping::map(memfd.get(), sz, PROT_READ | PROT_WRITE, MAP_SHARED));
+			return map.data();
+		};
+		hooks.resume = [] { return Status(); };
+		LeecherOptions lo;
+		lo.name = "bench";
+		lo.seeder = (*link)->endpoint();
+		lo.mode = MigrationMode::PreCopy;
+		lo.connections = conns;
+		lo.depth = depth;
+		lo.sampleInterval = std::chrono::milliseconds(10);
+		Leecher leecher(std::move(hooks), lo);
+		auto t0 = Clock::now();
+		auto rep = leecher.run();
+		double sec = std::chrono::duration<double>(Clock::now() - t0).count();
+		if (!rep.ok()) {
+			state.SkipWithError(rep.error().message().c_str());
+			return;
+		}
+		if (std::memcmp(map.data(), src.map.data(), size) != 0) {
+			state.SkipWithError("destination differs from source");
+			return;
+		}
+		state.SetIterationTime(sec);
+		totalSec += sec;
+		bytes += double(size);
+	}
+	state.counters["MB_per_s"] = bytes / totalSec / 1e6;
+}
+
+// The same bytes as one plain TCP stream through the same emulated link.
+void BM_RawStream(benchmark::State &state)
+{
+	const int rttMs = int(state.range(0));
+	const double mbit = double(state.range(1));
+	const uint64_t size = mbit > 0 && mbit <= 1000 ? (64ull << 20) : (256ull << 20);
+	std::vector<uint8_t> buf(1 << 20);
+	fillRandom(buf.data(), buf.size(), 7);
+	double totalSec = 0, bytes = 0;
+	for (auto _ : state) {
+		auto l = Listener::listen(Endpoint::tcp("127.0.0.1", 0));
+		if (!l.ok()) {
+			state.SkipWithError(l.error().message().c_str());
+			return;
+		}
+		auto link = LinkEmulator::start(Endpoint::tcp("127.0.0.1", 0), l->boundEndpoint(),
+						LinkParams::symmetric(std::chrono::milliseconds(rttMs), mbit));
+		if (!link.ok()) {
+			state.SkipWithError(link.error().message().c_str());
+			return;
+		}
+		auto t0 = Clock::now();
+		std::thread sender([&] {
+			auto c = connectTo((*link)->endpoint());
+			if (!c.ok())
+				return;
+			for (uint64_t sent = 0; sent < size;) {
+				ssize_t n = ::send(c->fd(), buf.data(), std::min<uint64_t>(buf.size(), size - sent), MSG_NOSIGNAL);
+				if (n <= 0)
+					return;
+				sent += uint64_t(n);
+			}
+			uint8_t ack;
+			(void)::recv(c->fd(), &ack, 1, 0); // the receiver has everything
+		});
+		auto c = l->accept(10000);
+		uint64_t got = 0;
+		std::vector<uint8_t> rbuf(1 << 20);
+		while (c.ok() && got < size) {
+			ssize_t n = ::recv(c->fd(), rbuf.data(), rbuf.size(), 0);
+			if (n <= 0)
+				break;
+			got += uint64_t(n);
+		}
+		double sec = std::chrono::duration<double>(Clock::now() - t0).count();
+		if (c.ok()) {
+			uint8_t ack = 1;
+			(void)::send(c->fd(), &ack, 1, MSG_NOSIGNAL);
+		}
+		sender.join();
+		if (got != size) {
+			state.SkipWithError("raw stream incomplete");
+			return;
+		}
+		state.SetIterationTime(sec);
+		totalSec += sec;
+		bytes += double(size);
+	}
+	state.counters["MB_per_s"] = bytes / totalSec / 1e6;
+}
+
+} // namespace
+
+// chunk KiB, faulting threads
+BENCHMARK(BM_FaultService)
+	->ArgsProduct({{4, 16, 64, 256, 1024, 2048}, {1}})
+	->Args({64, 4})
+	->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(2);
+// rtt ms, depth, Mbit/s cap (0 = none), connections
+BENCHMARK(BM_Pull)
+	->ArgsProduct({{0, 2, 10, 20, 40}, {64}, {1000}, {2}})
+	->ArgsProduct({{0, 40}, {1, 8, 64, 256}, {1000}, {2}})
+	->ArgsProduct({{0, 2, 10, 20, 40}, {256}, {0}, {4}})
+	->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(2);
+BENCHMARK(BM_RawStream)
+	->ArgsProduct({{0, 2, 10, 20, 40}, {1000, 0}})
+	->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(2);
+
+BENCHMARK_MAIN();

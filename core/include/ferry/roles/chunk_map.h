@@ -1,0 +1,96 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+// The destination's record of which chunks it holds. It lives at the destination, so a
+// dropped connection loses nothing: on reconnect the leecher pulls what is not Local.
+//
+// States:  Missing --request--> InFlight --reply--> Local --dirty--> Stale --request--> InFlight
+// A chunk reported dirty while InFlight is re-queued when its reply lands (the reply may
+// hold data read before the write). Thread-safe: every method takes the map's lock.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <vector>
+
+namespace ferry {
+
+enum class ChunkState : uint8_t { Missing, InFlight, Local, Stale };
+
+struct ChunkCounts {
+	uint64_t missing = 0, inFlight = 0, local = 0, stale = 0;
+	uint64_t total() const { return missing + inFlight + local + stale; }
+};
+
+class ChunkMap {
+public:
+	explicit ChunkMap(uint32_t chunkCount);
+
+	// Order in which next() hands out work. Urgent chunks (faults) always come first.
+	//  - PreCopy: never-pulled chunks in index order, then stale ones;
+	//  - StaleFirst: stale chunks first (what finalize reported), then never-pulled ones;
+	//  - UrgentOnly: nothing but prioritized chunks (pure demand paging, for measurements).
+	enum class Order { PreCopy, StaleFirst, UrgentOnly };
+	void setOrder(Order order);
+
+	// Blocks until a chunk needs requesting and marks it InFlight, or returns nullopt when
+	// there is nothing to request now and `wait` is false, when close() was called, or when
+	// `cancel` is set (checked whenever wakeAll() is called).
+	std::optional<uint32_t> next(bool wait, const std::atomic<bool> *cancel = nullptr);
+	// Wakes every next() waiter so it can re-check its cancel flag.
+	void wakeAll();
+	// A requested chunk's data is in place. Returns true if it became Local (false when it
+	// was dirtied meanwhile and went back to Stale).
+	bool completed(uint32_t index);
+	// A request was lost (connection dropped): the chunk goes back to be requested again.
+	void requestFailed(uint32_t index);
+	// Chunks written at the source since they were pulled.
+	void markDirty(std::span<const uint32_t> indices);
+	// Moves a chunk to the front (a page fault waits on it). Returns its state.
+	ChunkState prioritize(uint32_t index);
+	// Blocks until the chunk is Local or close() is called; returns whether it is Local.
+	bool waitLocal(uint32_t index);
+	// Blocks until every chunk is Local (true) or close() is called / timeout (false).
+	bool waitAllLocal(std::chrono::milliseconds timeout);
+	// Stops handing out work (pause) or resumes it.
+	void setPaused(bool paused);
+	// Wakes every waiter for good; next() returns nullopt from then on.
+	void close();
+
+	ChunkState state(uint32_t index) const;
+	ChunkCounts counts() const;
+	uint32_t chunkCount() const { return static_cast<uint32_t>(state_.size()); }
+	bool allLocal() const;
+	// Every chunk has been received at least once (the first pre-copy pass is over), whether
+	// or not it went stale since.
+	bool firstPassDone() const;
+	// Blocks until firstPassDone() or the timeout; returns firstPassDone().
+	bool waitFirstPass(std::chrono::milliseconds timeout);
+	// Indices of Local chunks in [from, to) grouped in runs, for batch operations.
+	std::vector<std::pair<uint32_t, uint32_t>> localRuns(uint32_t from, uint32_t to) const;
+
+private:
+	void setState(uint32_t index, ChunkState s); // keeps counts_ in step; lock held
+	std::optional<uint32_t> takeLocked();
+
+	mutable std::mutex lock_;
+	std::condition_variable workCv_;  // next() waiters
+	std::condition_variable localCv_; // waitLocal()/waitAllLocal() waiters
+	std::vector<ChunkState> state_;
+	std::vector<uint8_t> redo_;       // dirtied while InFlight
+	std::vector<uint8_t> received_;   // received at least once
+	uint64_t receivedCount_ = 0;
+	std::deque<uint32_t> urgent_;
+	std::deque<uint32_t> requeue_;    // stale or failed chunks, in report order
+	uint32_t cursor_ = 0;             // first-pass scan position
+	ChunkCounts counts_;
+	Order order_ = Order::PreCopy;
+	bool paused_ = false;
+	bool closed_ = false;
+};
+
+} // namespace ferry

@@ -1,0 +1,117 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+// The destination role. Pulls every chunk of the source region with many requests in flight
+// over one or more connections, keeps its progress locally (ChunkMap) so that a dropped
+// connection is resumed rather than restarted, asks the seeder for dirty chunks while the
+// source runs, lets a finalize policy choose the moment to finalize, and then either
+//  - hybrid: resumes the application at once and serves its page faults with userfaultfd
+//    (faulted chunk first, then the stale ones, then the rest), or
+//  - precopy: fetches the remaining stale chunks during the downtime, then resumes it.
+// It finishes when every chunk is local, optionally verifies the region byte for byte against
+// the (still suspended) source, and tells the seeder it may release the source.
+//
+// Threads: run() is called from one thread; it starts its own workers and joins them.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "ferry/base/result.h"
+#include "ferry/cycles/policy.h"
+#include "ferry/sys/userfaultfd.h"
+#include "ferry/wire/endpoint.h"
+
+namespace ferry {
+
+enum class MigrationMode { Hybrid, PreCopy };
+const char *migrationModeName(MigrationMode m);
+bool parseMigrationMode(std::string_view s, MigrationMode *out);
+
+enum class LeecherState { Connecting, PreCopy, Finalizing, PostCopy, Draining, Verifying, Done, Failed };
+const char *leecherStateName(LeecherState s);
+
+// What the application hands over at switch-over in hybrid mode: a userfaultfd created in
+// its own process and registered MISSING|MINOR over its mapping of the region, whose pages
+// it has not touched yet, and that mapping's address in its address space.
+struct FaultTarget {
+	Userfaultfd uffd;
+	uintptr_t base = 0;
+};
+
+struct LeecherHooks {
+	// Called once the region's size is known: returns the leecher's own writable mapping of
+	// the destination memory (which the application will map too).
+	std::function<Result<uint8_t *>(uint64_t size, uint32_t chunkSize)> prepare;
+	// Hybrid only, called before finalize: start the application *without letting it run*
+	// with its mapping of the region guarded by a userfaultfd (see FaultTarget).
+	std::function<Result<FaultTarget>()> armFaults;
+	// Let the application run. Called once the seeder acknowledged the switch-over: in
+	// hybrid mode right after finalize, in precopy mode once the region is complete.
+	std::function<Status()> resume;
+};
+
+struct LeecherProgress {
+	LeecherState state;
+	double elapsedSec;
+	uint64_t chunksTotal, chunksLocal, chunksStale, chunksMissing;
+	uint64_t bytesTransferred;
+	double pullBytesPerSec;     // over the last sampling interval
+	double dirtyBytesPerSec;    // as reported by the seeder
+	uint64_t faults;
+	std::string policyStatus;
+};
+
+struct LeecherOptions {
+	std::string name = "leecher";
+	Endpoint seeder;
+	MigrationMode mode = MigrationMode::Hybrid;
+	unsigned connections = 2;
+	unsigned depth = 64;                     // requests in flight per connection
+	std::string finalizePolicy = "immediate";
+	PolicyOptions policy;
+	std::chrono::milliseconds sampleInterval{100};
+	std::chrono::milliseconds reconnectTimeout{15000};
+	bool verify = false;
+	// Finalize at once, without pre-copy (pure post-copy), and/or serve only faults after
+	// switch-over with no background pull. Both exist to measure the fault path alone.
+	bool postcopyOnly = false;
+	bool backgroundPull = true;
+	std::function<void(const LeecherProgress &)> onProgress; // called every sample
+};
+
+struct LeecherReport {
+	MigrationMode mode;
+	uint64_t bytesTotal = 0;
+	uint64_t bytesTransferred = 0;
+	double precopyMs = 0, downtimeMs = 0, postcopyMs = 0;
+	uint64_t faults = 0;            // faults on chunks that were not local yet
+	uint64_t localFaults = 0;       // first touches of local chunks not yet mapped
+	uint64_t staleChunksAtFinalize = 0;
+	uint64_t dirtyChunksAtFinalize = 0;
+	uint64_t reconnects = 0;
+	uint32_t rounds = 0;
+	std::string finalizeReason;
+	bool completed = false;
+	std::optional<bool> verified;   // set when verification ran
+	uint64_t verifyMismatchedChunks = 0;
+	std::string toJson() const;
+};
+
+class Leecher {
+public:
+	Leecher(LeecherHooks hooks, LeecherOptions opts);
+	~Leecher();
+	Leecher(const Leecher &) = delete;
+	Leecher &operator=(const Leecher &) = delete;
+
+	Result<LeecherReport> run();
+
+private:
+	class Impl;
+	std::unique_ptr<Impl> impl_;
+};
+
+} // namespace ferry

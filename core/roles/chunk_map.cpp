@@ -1,0 +1,237 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+#include "ferry/roles/chunk_map.h"
+
+namespace ferry {
+
+ChunkMap::ChunkMap(uint32_t chunkCount)
+	: state_(chunkCount, ChunkState::Missing), redo_(chunkCount, 0), received_(chunkCount, 0)
+{
+	counts_.missing = chunkCount;
+}
+
+void ChunkMap::setState(uint32_t index, ChunkState s)
+{
+	auto counter = [this](ChunkState st) -> uint64_t & {
+		switch (st) {
+		case ChunkState::Missing: return counts_.missing;
+		case ChunkState::InFlight: return counts_.inFlight;
+		case ChunkState::Local: return counts_.local;
+		case ChunkState::Stale: break;
+		}
+		return counts_.stale;
+	};
+	counter(state_[index])--;
+	counter(s)++;
+	state_[index] = s;
+}
+
+void ChunkMap::setOrder(Order order)
+{
+	std::lock_guard g(lock_);
+	order_ = order;
+	workCv_.notify_all();
+}
+
+std::optional<uint32_t> ChunkMap::takeLocked()
+{
+	auto fromQueue = [this](std::deque<uint32_t> &q) -> std::optional<uint32_t> {
+		while (!q.empty()) {
+			uint32_t i = q.front();
+			q.pop_front();
+			// Entries may be outdated: a chunk can be queued twice or already served.
+			if (state_[i] == ChunkState::Missing || state_[i] == ChunkState::Stale)
+				return i;
+		}
+		return std::nullopt;
+	};
+	auto fromCursor = [this]() -> std::optional<uint32_t> {
+		while (cursor_ < state_.size()) {
+			uint32_t i = cursor_++;
+			if (state_[i] == ChunkState::Missing)
+				return i;
+		}
+		return std::nullopt;
+	};
+
+	std::optional<uint32_t> pick = fromQueue(urgent_);
+	if (!pick && order_ == Order::UrgentOnly)
+		return std::nullopt;
+	if (!pick && order_ == Order::StaleFirst)
+		pick = fromQueue(requeue_);
+	if (!pick)
+		pick = fromCursor();
+	if (!pick)
+		pick = fromQueue(requeue_);
+	if (pick)
+		setState(*pick, ChunkState::InFlight);
+	return pick;
+}
+
+std::optional<uint32_t> ChunkMap::next(bool wait, const std::atomic<bool> *cancel)
+{
+	std::unique_lock g(lock_);
+	for (;;) {
+		if (closed_ || (cancel && cancel->load()))
+			return std::nullopt;
+		if (!paused_) {
+			if (auto pick = takeLocked())
+				return pick;
+		}
+		if (!wait)
+			return std::nullopt;
+		workCv_.wait(g);
+	}
+}
+
+bool ChunkMap::completed(uint32_t index)
+{
+	std::lock_guard g(lock_);
+	if (state_[index] != ChunkState::InFlight)
+		return state_[index] == ChunkState::Local;
+	if (!received_[index]) {
+		received_[index] = 1;
+		if (++receivedCount_ == state_.size())
+			localCv_.notify_all();
+	}
+	if (redo_[index]) {
+		redo_[index] = 0;
+		setState(index, ChunkState::Stale);
+		requeue_.push_back(index);
+		workCv_.notify_one();
+		return false;
+	}
+	setState(index, ChunkState::Local);
+	localCv_.notify_all();
+	return true;
+}
+
+void ChunkMap::requestFailed(uint32_t index)
+{
+	std::lock_guard g(lock_);
+	if (state_[index] != ChunkState::InFlight)
+		return;
+	redo_[index] = 0;
+	// Whether it was Missing or Stale before, its local bytes are not trustworthy now.
+	setState(index, ChunkState::Stale);
+	urgent_.push_front(index);
+	workCv_.notify_one();
+}
+
+void ChunkMap::markDirty(std::span<const uint32_t> indices)
+{
+	std::lock_guard g(lock_);
+	for (uint32_t i : indices) {
+		if (i >= state_.size())
+			continue; // callers validate; never index out of range
+		switch (state_[i]) {
+		case ChunkState::Local:
+			setState(i, ChunkState::Stale);
+			requeue_.push_back(i);
+			break;
+		case ChunkState::InFlight:
+			redo_[i] = 1;
+			break;
+		case ChunkState::Missing:
+		case ChunkState::Stale:
+			break;
+		}
+	}
+	workCv_.notify_all();
+}
+
+ChunkState ChunkMap::prioritize(uint32_t index)
+{
+	std::lock_guard g(lock_);
+	ChunkState s = state_[index];
+	if (s == ChunkState::Missing || s == ChunkState::Stale) {
+		urgent_.push_front(index);
+		workCv_.notify_one();
+	}
+	return s;
+}
+
+bool ChunkMap::waitLocal(uint32_t index)
+{
+	std::unique_lock g(lock_);
+	localCv_.wait(g, [&] { return closed_ || state_[index] == ChunkState::Local; });
+	return state_[index] == ChunkState::Local;
+}
+
+bool ChunkMap::waitAllLocal(std::chrono::milliseconds timeout)
+{
+	std::unique_lock g(lock_);
+	localCv_.wait_for(g, timeout, [&] { return closed_ || counts_.local == state_.size(); });
+	return counts_.local == state_.size();
+}
+
+bool ChunkMap::firstPassDone() const
+{
+	std::lock_guard g(lock_);
+	return receivedCount_ == state_.size();
+}
+
+bool ChunkMap::waitFirstPass(std::chrono::milliseconds timeout)
+{
+	std::unique_lock g(lock_);
+	localCv_.wait_for(g, timeout, [&] { return closed_ || receivedCount_ == state_.size(); });
+	return receivedCount_ == state_.size();
+}
+
+void ChunkMap::setPaused(bool paused)
+{
+	std::lock_guard g(lock_);
+	paused_ = paused;
+	workCv_.notify_all();
+}
+
+void ChunkMap::wakeAll()
+{
+	std::lock_guard g(lock_);
+	workCv_.notify_all();
+}
+
+void ChunkMap::close()
+{
+	std::lock_guard g(lock_);
+	closed_ = true;
+	workCv_.notify_all();
+	localCv_.notify_all();
+}
+
+ChunkState ChunkMap::state(uint32_t index) const
+{
+	std::lock_guard g(lock_);
+	return state_[index];
+}
+
+ChunkCounts ChunkMap::counts() const
+{
+	std::lock_guard g(lock_);
+	return counts_;
+}
+
+bool ChunkMap::allLocal() const
+{
+	std::lock_guard g(lock_);
+	return counts_.local == state_.size();
+}
+
+std::vector<std::pair<uint32_t, uint32_t>> ChunkMap::localRuns(uint32_t from, uint32_t to) const
+{
+	std::lock_guard g(lock_);
+	std::vector<std::pair<uint32_t, uint32_t>> runs;
+	to = std::min<uint32_t>(to, state_.size());
+	uint32_t i = from;
+	while (i < to) {
+		while (i < to && state_[i] != ChunkState::Local)
+			i++;
+		uint32_t start = i;
+		while (i < to && state_[i] == ChunkState::Local)
+			i++;
+		if (i > start)
+			runs.emplace_back(start, i);
+	}
+	return runs;
+}
+
+} // namespace ferry

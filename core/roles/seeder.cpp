@@ -1,0 +1,318 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+#include "ferry/roles/seeder.h"
+
+#include <poll.h>
+#include <random>
+#include <sys/uio.h>
+#include <thread>
+#include <time.h>
+
+#include "ferry/base/log.h"
+#include "ferry/wire/protocol.h"
+#include "roles/util.h"
+
+namespace ferry {
+
+const char *seederStateName(SeederState s)
+{
+	switch (s) {
+	case SeederState::Serving: return "serving";
+	case SeederState::Tracking: return "tracking";
+	case SeederState::Suspended: return "suspended";
+	case SeederState::SwitchedOver: return "switched-over";
+	case SeederState::Released: return "released";
+	case SeederState::RolledBack: return "rolled-back";
+	case SeederState::Failed: return "failed";
+	}
+	return "?";
+}
+
+Seeder::Seeder(const uint8_t *data, uint64_t size, std::unique_ptr<DirtyTracker> tracker,
+	       SeederHooks hooks, SeederOptions opts)
+	: data_(data), size_(size),
+	  chunkCount_(static_cast<uint32_t>((size + opts.chunkSize - 1) / opts.chunkSize)),
+	  tracker_(std::move(tracker)), hooks_(std::move(hooks)), opts_(std::move(opts)),
+	  pending_(chunkCount_, 0)
+{
+	std::random_device rd;
+	sessionId_ = (uint64_t(rd()) << 32 | rd()) | 1; // never 0: 0 means "new session"
+}
+
+Seeder::~Seeder() = default;
+
+// Legal moves of the source role; anything else is a bug or a confused peer.
+Status Seeder::transition(SeederState to)
+{
+	SeederState from = state_.load();
+	bool legal = false;
+	switch (to) {
+	case SeederState::Tracking: legal = from == SeederState::Serving; break;
+	case SeederState::Suspended: legal = from == SeederState::Tracking; break;
+	case SeederState::SwitchedOver: legal = from == SeederState::Suspended; break;
+	case SeederState::Released:
+		legal = from == SeederState::SwitchedOver;
+		break;
+	case SeederState::RolledBack: legal = from == SeederState::Suspended; break;
+	case SeederState::Failed: legal = true; break;
+	case SeederState::Serving: legal = false; break;
+	}
+	if (!legal)
+		return Error::format(EPROTO, "illegal transition {} -> {}", seederStateName(from),
+				     seederStateName(to));
+	state_ = to;
+	FERRY_LOG(Info, opts_.name, "state {} -> {}", seederStateName(from), seederStateName(to));
+	return {};
+}
+
+SeederStats Seeder::stats() const
+{
+	std::lock_guard g(lock_);
+	return stats_;
+}
+
+void Seeder::stop() { stop_ = true; }
+
+// Collects the tracker's dirty chunks into pending_ and hands the whole pending set out.
+// The set handed out is remembered (lastSent_) until the next request: if the reply is lost
+// with the connection, a resumed session gets it again (dirty state is never dropped).
+Result<std::vector<uint32_t>> Seeder::takeDirty(bool final)
+{
+	std::vector<uint32_t> fresh;
+	FERRY_TRY_CTX(tracker_->collect(fresh), "collect dirty chunks");
+	std::lock_guard g(lock_);
+	for (uint32_t i : fresh)
+		if (i < chunkCount_)
+			pending_[i] = 1;
+	std::vector<uint32_t> out;
+	for (uint32_t i = 0; i < chunkCount_; i++) {
+		if (pending_[i]) {
+			out.push_back(i);
+			pending_[i] = 0;
+		}
+	}
+	lastSent_ = out;
+	stats_.dirtyReports++;
+	stats_.dirtyChunksReported += out.size();
+	if (final)
+		stats_.finalDirtyChunks = out.size();
+	return out;
+}
+
+Status Seeder::serveChunk(Connection &conn, uint64_t reqId, uint32_t index)
+{
+	uint64_t off = uint64_t(index) * opts_.chunkSize;
+	size_t len = std::min<uint64_t>(opts_.chunkSize, size_ - off);
+	const uint8_t *p = data_ + off;
+	uint8_t idx[4];
+	putLe32(idx, index);
+	if (opts_.sendZeroChunksAsMarkers && isZero(p, len)) {
+		FERRY_TRY(conn.send(MsgType::ChunkZero, reqId, std::span<const uint8_t>(idx, 4)));
+		std::lock_guard g(lock_);
+		stats_.zeroChunksServed++;
+		return {};
+	}
+	iovec parts[2] = {{idx, 4}, {const_cast<uint8_t *>(p), len}};
+	FERRY_TRY(conn.sendParts(MsgType::Chunk, reqId, parts));
+	std::lock_guard g(lock_);
+	stats_.chunksServed++;
+	stats_.bytesSent += len;
+	return {};
+}
+
+Status Seeder::handleFrame(Connection &conn, const FrameHeader &h)
+{
+	FERRY_ASSIGN(std::vector<uint8_t> payload, conn.recvPayload(h));
+	std::span<const uint8_t> pl(payload);
+	SeederState st = state_.load();
+
+	switch (h.type) {
+	case MsgType::Hello: {
+		FERRY_ASSIGN(HelloMsg hello, decodeHello(pl));
+		if (hello.minVersion > kProtocolVersion || hello.maxVersion < kProtocolVersion) {
+			auto msg = fmt::format("unsupported protocol version {}..{}; this side speaks {}..{}",
+					       hello.minVersion, hello.maxVersion, kProtocolVersion,
+					       kProtocolVersion);
+			(void)conn.send(MsgType::Error, h.requestId, encode(ErrorMsg{EPROTONOSUPPORT, msg}));
+			return Error(EPROTONOSUPPORT, msg);
+		}
+		if (hello.resumeSessionId == sessionId_) {
+			// A resumed session: whatever dirty list may have been lost with the old
+			// connection is owed again.
+			std::lock_guard g(lock_);
+			for (uint32_t i : lastSent_)
+				pending_[i] = 1;
+			lastSent_.clear();
+			FERRY_LOG(Debug, opts_.name, "session joined by {}", hello.clientName);
+		}
+		HelloReplyMsg reply{kProtocolVersion, sessionId_, size_, opts_.chunkSize, 0};
+		if (st != SeederState::Serving)
+			reply.flags |= HelloReplyMsg::kFlagTracking;
+		if (st == SeederState::Suspended || st == SeederState::SwitchedOver)
+			reply.flags |= HelloReplyMsg::kFlagFinalized;
+		return conn.send(MsgType::HelloReply, h.requestId, encode(reply));
+	}
+	case MsgType::TrackStart:
+		if (st == SeederState::Serving) {
+			FERRY_TRY_CTX(tracker_->start(), "start dirty tracking");
+			FERRY_TRY(transition(SeederState::Tracking));
+		}
+		return conn.send(MsgType::TrackStarted, h.requestId, {});
+	case MsgType::GetChunk: {
+		if (st == SeederState::Serving)
+			return Error(EPROTO, "GetChunk before TrackStart: data could go stale unnoticed");
+		if (pl.size() != 4)
+			return Error::format(EPROTO, "GetChunk payload is {} bytes, expected 4", pl.size());
+		uint32_t index = getLe32(pl.data());
+		if (index >= chunkCount_)
+			return Error::format(ERANGE, "GetChunk index {} out of range (chunks: {})", index,
+					     chunkCount_);
+		return serveChunk(conn, h.requestId, index);
+	}
+	case MsgType::GetDirty: {
+		if (st != SeederState::Tracking)
+			return conn.send(MsgType::DirtyList, h.requestId, encode(DirtyListMsg{}));
+		FERRY_ASSIGN(std::vector<uint32_t> dirty, takeDirty(false));
+		return conn.send(MsgType::DirtyList, h.requestId, encode(DirtyListMsg{std::move(dirty)}));
+	}
+	case MsgType::Finalize: {
+		if (st == SeederState::Serving)
+			return Error(EPROTO, "Finalize before TrackStart");
+		if (st == SeederState::Tracking) {
+			FERRY_TRY_CTX(hooks_.suspend ? hooks_.suspend() : Status(), "suspend the application");
+			suspendedAtNs_ = realtimeNs();
+			// The application is quiescent: this collect is the complete remainder.
+			auto dirty = takeDirty(true);
+			if (!dirty.ok()) {
+				// Cannot hand over a trustworthy dirty set: undo the suspend.
+				if (hooks_.resume)
+					(void)hooks_.resume();
+				return dirty.error().context("final dirty scan (source resumed)");
+			}
+			std::lock_guard g(lock_);
+			final_ = std::move(dirty).value();
+			FERRY_TRY(transition(SeederState::Suspended));
+		}
+		FinalizedMsg reply;
+		{
+			std::lock_guard g(lock_);
+			reply.suspendedAtUnixNs = suspendedAtNs_;
+			// Idempotent: a repeated Finalize (after a reconnect) gets the same list plus
+			// anything owed from a lost DirtyList.
+			std::vector<uint8_t> set(chunkCount_, 0);
+			for (uint32_t i : final_)
+				set[i] = 1;
+			for (uint32_t i = 0; i < chunkCount_; i++)
+				if (pending_[i])
+					set[i] = 1;
+			for (uint32_t i = 0; i < chunkCount_; i++)
+				if (set[i])
+					reply.chunks.push_back(i);
+			final_ = reply.chunks;
+		}
+		return conn.send(MsgType::Finalized, h.requestId, encode(reply));
+	}
+	case MsgType::SwitchOver:
+		if (st != SeederState::Suspended && st != SeederState::SwitchedOver)
+			return Error::format(EPROTO, "SwitchOver in state {}", seederStateName(st));
+		if (st == SeederState::Suspended)
+			FERRY_TRY(transition(SeederState::SwitchedOver));
+		return conn.send(MsgType::SwitchOverAck, h.requestId, {});
+	case MsgType::Done:
+		if (st != SeederState::SwitchedOver && st != SeederState::Released)
+			return Error::format(EPROTO, "Done in state {}", seederStateName(st));
+		if (st != SeederState::Released) {
+			FERRY_TRY(transition(SeederState::Released));
+			if (hooks_.release)
+				hooks_.release();
+		}
+		return conn.send(MsgType::DoneAck, h.requestId, {});
+	case MsgType::Ping:
+		return conn.send(MsgType::Pong, h.requestId, pl);
+	case MsgType::Error: {
+		auto e = decodeError(pl);
+		return Error(e.ok() ? e->errnoValue : EPROTO,
+			     fmt::format("peer reported: {}", e.ok() ? e->message : "malformed error"));
+	}
+	default:
+		return Error::format(EPROTO, "unexpected message {} from leecher", msgTypeName(h.type));
+	}
+}
+
+Status Seeder::handleConnection(Connection conn)
+{
+	uint32_t maxPayload = 64 * 1024;
+	for (;;) {
+		if (stop_)
+			return Error(ECANCELED, "stopped");
+		auto h = conn.recvHeader(maxPayload, 200);
+		if (!h.ok()) {
+			if (h.error().code() == ETIMEDOUT)
+				continue;
+			return h.error();
+		}
+		Status st = handleFrame(conn, *h);
+		if (!st.ok()) {
+			// Tell the peer why before closing; it may already be gone.
+			(void)conn.send(MsgType::Error, h->requestId,
+					encode(ErrorMsg{st.error().code(), st.error().message()}));
+			return st;
+		}
+	}
+}
+
+Status Seeder::serve(Listener &listener)
+{
+	std::vector<std::thread> threads;
+	auto joinAll = [&] {
+		for (auto &t : threads)
+			t.join();
+		threads.clear();
+	};
+	lastDisconnectNs_ = monotonicNs();
+	Status result;
+	for (;;) {
+		SeederState st = state_.load();
+		if (st == SeederState::Released && connections_ == 0)
+			break;
+		if (stop_) {
+			result = Error(ECANCELED, "stopped");
+			break;
+		}
+		if (st == SeederState::Suspended && connections_ == 0 &&
+		    monotonicNs() - lastDisconnectNs_ > int64_t(opts_.rollbackTimeout.count()) * 1000000) {
+			// The destination never confirmed the switch-over: the source is the only
+			// copy that ran, so it carries on.
+			if (hooks_.resume) {
+				Status r = hooks_.resume();
+				if (!r.ok()) {
+					result = r.error().context("rollback: resume the source");
+					break;
+				}
+			}
+			(void)transition(SeederState::RolledBack);
+			result = Error(ECONNABORTED,
+				       "destination lost before switch-over; source resumed untouched");
+			break;
+		}
+		auto conn = listener.accept(100);
+		if (!conn.ok()) {
+			if (conn.error().code() == ETIMEDOUT || conn.error().code() == EAGAIN)
+				continue;
+			result = conn.error().context("accept");
+			break;
+		}
+		connections_++;
+		threads.emplace_back([this, c = std::move(conn).value()]() mutable {
+			Status s = handleConnection(std::move(c));
+			if (!s.ok() && state_.load() != SeederState::Released)
+				FERRY_LOG(Warn, opts_.name, "connection ended: {}", s.error().message());
+			lastDisconnectNs_ = monotonicNs();
+			connections_--;
+		});
+	}
+	stop_ = true;
+	joinAll();
+	return result;
+}
+
+} // namespace ferry

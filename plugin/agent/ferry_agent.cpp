@@ -1,0 +1,429 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+// libferry-agent.so: preloaded into QEMU (LD_PRELOAD), it hands ferry what only code running
+// inside QEMU can create: an fd of the guest-RAM backing file and userfaultfds whose ctx->mm
+// is QEMU's (every userfaultfd ioctl acts on its creator's mm, wherever the fd travels).
+//
+// It must be invisible to QEMU: without $FERRY_AGENT_SOCKET it does nothing at all; with it,
+// one detached thread with every signal blocked serves one client at a time and touches
+// neither guest RAM nor QEMU's state, and nothing is written to stdout. Errors that cannot be
+// returned to a client go to stderr prefixed "ferry-agent:". The protocol is described in
+// agent_protocol.h.
+#include <dirent.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <charconv>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <ferry/base/result.h>
+#include <ferry/dirty/tracker.h>
+#include <ferry/sys/fd.h>
+#include <ferry/sys/kernel_compat.h>
+#include <ferry/sys/mapping.h>
+#include <ferry/sys/scm.h>
+#include <ferry/sys/userfaultfd.h>
+
+#include "agent_protocol.h"
+
+namespace ferry {
+
+namespace {
+
+// stderr only, one write() per line so that it does not interleave with QEMU's own output.
+template<typename... Args>
+void logError(fmt::format_string<Args...> f, Args &&...args)
+{
+	std::string line = "ferry-agent: " + fmt::format(f, std::forward<Args>(args)...) + "\n";
+	[[maybe_unused]] ssize_t n = ::write(STDERR_FILENO, line.data(), line.size());
+}
+
+// One run of /proc/self/maps lines: adjacent VMAs of the same object (file, offsets
+// contiguous) and permissions are merged, because registering a userfaultfd or madvise on a
+// part of a VMA splits it, and callers think in terms of the whole RAM block.
+struct MapRun {
+	uintptr_t start;
+	uintptr_t end;
+	uintptr_t firstVmaEnd; // /proc/self/map_files/ names are per VMA
+	uint64_t offset;
+	unsigned devMajor;
+	unsigned devMinor;
+	uint64_t inode;
+	std::string perms;
+	std::string path;
+};
+
+Result<std::string> readFile(const char *path)
+{
+	UniqueFd fd(::open(path, O_RDONLY | O_CLOEXEC));
+	if (!fd)
+		return Error::fromErrno(fmt::format("open {}", path));
+	std::string out;
+	char buf[16384];
+	for (;;) {
+		ssize_t n = ::read(fd.get(), buf, sizeof(buf));
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return Error::fromErrno(fmt::format("read {}", path));
+		}
+		if (n == 0)
+			return out;
+		out.append(buf, static_cast<size_t>(n));
+	}
+}
+
+Result<std::vector<MapRun>> readMaps()
+{
+	FERRY_ASSIGN(std::string text, readFile("/proc/self/maps"));
+	std::vector<MapRun> runs;
+	size_t pos = 0;
+	while (pos < text.size()) {
+		size_t eol = text.find('\n', pos);
+		if (eol == std::string::npos)
+			eol = text.size();
+		std::string line = text.substr(pos, eol - pos);
+		pos = eol + 1;
+
+		unsigned long start, end, offset, inode;
+		unsigned major, minor;
+		char perms[8];
+		int pathAt = 0;
+		if (std::sscanf(line.c_str(), "%lx-%lx %7s %lx %x:%x %lu %n", &start, &end, perms,
+				&offset, &major, &minor, &inode, &pathAt) < 7)
+			return Error::format(EIO, "/proc/self/maps: unparsable line \"{}\"", line);
+		std::string path = pathAt > 0 ? line.substr(static_cast<size_t>(pathAt)) : "";
+
+		if (!runs.empty()) {
+			MapRun &prev = runs.back();
+			bool sameObject = prev.end == start && prev.inode == inode &&
+					  prev.devMajor == major && prev.devMinor == minor &&
+					  prev.perms == perms && prev.path == path &&
+					  (inode == 0 || prev.offset + (prev.end - prev.start) == offset);
+			if (sameObject) {
+				prev.end = end;
+				continue;
+			}
+		}
+		runs.push_back(MapRun{ start, end, end, offset, major, minor, inode, perms, path });
+	}
+	return runs;
+}
+
+bool sameFile(int fd, const MapRun &run)
+{
+	struct stat st;
+	return ::fstat(fd, &st) == 0 && st.st_ino == run.inode &&
+	       ::major(st.st_dev) == run.devMajor && ::minor(st.st_dev) == run.devMinor;
+}
+
+// An fd of the file behind `run`, opened read-write as a new open file description.
+// Tried in order: the path itself when it still names the file; an fd QEMU already holds
+// (memory-backend-memfd keeps its memfd open), reopened through /proc/self/fd which needs no
+// privilege; /proc/self/map_files, which needs CAP_SYS_ADMIN (a libvirt-run QEMU lacks it).
+Result<UniqueFd> openBackingFile(const MapRun &run)
+{
+	constexpr std::string_view kDeleted = " (deleted)";
+	const bool deleted = run.path.size() >= kDeleted.size() &&
+			     run.path.compare(run.path.size() - kDeleted.size(), kDeleted.size(),
+					      kDeleted) == 0;
+	if (!run.path.empty() && run.path[0] == '/' && !deleted) {
+		UniqueFd fd(::open(run.path.c_str(), O_RDWR | O_CLOEXEC));
+		if (fd && sameFile(fd.get(), run))
+			return fd;
+	}
+
+	if (DIR *dir = ::opendir("/proc/self/fd")) {
+		UniqueFd found;
+		while (dirent *e = ::readdir(dir)) {
+			if (e->d_name[0] == '.' || ::dirfd(dir) == std::atoi(e->d_name))
+				continue;
+			std::string p = fmt::format("/proc/self/fd/{}", e->d_name);
+			struct stat st;
+			if (::stat(p.c_str(), &st) != 0 || st.st_ino != run.inode)
+				continue;
+			// Re-check on what was opened: QEMU may close and reuse the number meanwhile.
+			UniqueFd fd(::open(p.c_str(), O_RDWR | O_CLOEXEC));
+			if (fd && sameFile(fd.get(), run)) {
+				found = std::move(fd);
+				break;
+			}
+		}
+		::closedir(dir);
+		if (found)
+			return found;
+	}
+
+	std::string mf = fmt::format("/proc/self/map_files/{:x}-{:x}", run.start, run.firstVmaEnd);
+	UniqueFd fd(::open(mf.c_str(), O_RDWR | O_CLOEXEC));
+	if (!fd)
+		return Error::fromErrno(fmt::format("open backing file of \"{}\" ({})", run.path, mf));
+	if (!sameFile(fd.get(), run))
+		return Error::format(ESTALE, "{} is no longer \"{}\"", mf, run.path);
+	return fd;
+}
+
+bool parseNumber(std::string_view s, int base, uint64_t *out)
+{
+	if (base == 16 && (s.starts_with("0x") || s.starts_with("0X")))
+		s.remove_prefix(2);
+	if (s.empty())
+		return false;
+	auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), *out, base);
+	return ec == std::errc() && end == s.data() + s.size();
+}
+
+struct Range {
+	uintptr_t start;
+	size_t len;
+	void *addr() const { return reinterpret_cast<void *>(start); }
+};
+
+// "<start-hex> <length>": page-aligned, non-empty, and inside one run of /proc/self/maps.
+Result<Range> parseRange(std::string_view args)
+{
+	size_t sp = args.find(' ');
+	uint64_t start, len;
+	if (sp == std::string_view::npos || !parseNumber(args.substr(0, sp), 16, &start) ||
+	    !parseNumber(args.substr(sp + 1), 10, &len))
+		return Error(EINVAL, "expected \"<start-hex> <length>\"");
+	const size_t page = pageSize();
+	if (len == 0 || start % page || len % page || start + len < start)
+		return Error::format(EINVAL, "range {:#x} +{} is empty, not page-aligned or wraps",
+				     start, len);
+	FERRY_ASSIGN(std::vector<MapRun> runs, readMaps());
+	for (const MapRun &r : runs) {
+		if (start >= r.start && start < r.end) {
+			if (start + len > r.end)
+				return Error::format(EINVAL,
+						     "range {:#x} +{} goes past its mapping {:x}-{:x} {}",
+						     start, len, r.start, r.end, r.path);
+			return Range{ static_cast<uintptr_t>(start), static_cast<size_t>(len) };
+		}
+	}
+	return Error::format(EFAULT, "range {:#x} +{} is not mapped", start, len);
+}
+
+struct Reply {
+	std::string text;
+	UniqueFd fd;
+};
+
+// The agent's copy of the uffd is closed when `uffd` goes out of scope after the reply: the
+// client's copy alone keeps the registration (tracking, fault handling) alive.
+Result<Reply> uffdReply(const Userfaultfd &uffd)
+{
+	UniqueFd fd(::dup(uffd.fd()));
+	if (!fd)
+		return Error::fromErrno("dup userfaultfd");
+	return Reply{ "OK", std::move(fd) };
+}
+
+Result<Reply> handleFind(std::string_view substring)
+{
+	if (substring.empty())
+		return Error(EINVAL, "FIND needs a substring");
+	FERRY_ASSIGN(std::vector<MapRun> runs, readMaps());
+	const MapRun *best = nullptr;
+	for (const MapRun &r : runs) {
+		if (r.path.find(substring) == std::string::npos)
+			continue;
+		if (!best || r.end - r.start > best->end - best->start)
+			best = &r;
+	}
+	if (!best)
+		return Error::format(ENOENT, "no mapping whose path contains \"{}\"", substring);
+	if (best->inode == 0)
+		return Error::format(EINVAL, "mapping {:x}-{:x} \"{}\" has no backing file",
+				     best->start, best->end, best->path);
+	FERRY_ASSIGN(UniqueFd fd, openBackingFile(*best));
+	return Reply{ fmt::format("OK {:x} {} {}", best->start, best->end - best->start, best->offset),
+		      std::move(fd) };
+}
+
+Result<Reply> handleTrack(std::string_view args)
+{
+	FERRY_ASSIGN(Range r, parseRange(args));
+	FERRY_ASSIGN(Userfaultfd uffd, createWpAsyncUffd(r.addr(), r.len));
+	return uffdReply(uffd);
+}
+
+Result<Reply> handleGuard(std::string_view args)
+{
+	FERRY_ASSIGN(Range r, parseRange(args));
+	FERRY_ASSIGN(Userfaultfd uffd,
+		     Userfaultfd::create(UFFD_FEATURE_MINOR_SHMEM | UFFD_FEATURE_MISSING_SHMEM));
+	// Register before dropping the page-table entries: the other order leaves a window in
+	// which a vCPU could fault a page back in unnoticed. MADV_DONTNEED on a shared mapping
+	// only zaps this process's PTEs and keeps the page cache, so afterwards every access
+	// faults to the uffd: MINOR where the file has the page, MISSING where it has a hole.
+	FERRY_TRY(uffd.registerRange(r.addr(), r.len, UffdMode::Missing | UffdMode::Minor));
+	if (::madvise(r.addr(), r.len, MADV_DONTNEED) != 0)
+		return Error::fromErrno(fmt::format("madvise DONTNEED {:#x} +{}", r.start, r.len));
+	return uffdReply(uffd);
+}
+
+Reply handle(std::string_view request)
+{
+	size_t sp = request.find(' ');
+	std::string_view cmd = request.substr(0, sp);
+	std::string_view args = sp == std::string_view::npos ? std::string_view() :
+							       request.substr(sp + 1);
+	Result<Reply> r = Error(EINVAL, "unknown request (PING, FIND, TRACK, GUARD)");
+	if (cmd == "PING" && sp == std::string_view::npos)
+		r = Reply{ fmt::format("OK pid={}", ::getpid()), UniqueFd() };
+	else if (cmd == "FIND")
+		r = handleFind(args).context("FIND");
+	else if (cmd == "TRACK")
+		r = handleTrack(args).context("TRACK");
+	else if (cmd == "GUARD")
+		r = handleGuard(args).context("GUARD");
+
+	if (r.ok())
+		return std::move(r).value();
+	std::string msg = r.error().message();
+	for (char &c : msg)
+		if (c == '\n')
+			c = ' ';
+	return Reply{ fmt::format("ERR {} {}", r.error().code() ? r.error().code() : EIO, msg),
+		      UniqueFd() };
+}
+
+// Serves one connected client until it disconnects or the socket fails.
+void serveClient(int sock)
+{
+	for (;;) {
+		std::vector<uint8_t> payload;
+		// Fds a client might attach are owned by the result and closed with it.
+		auto fds = recvFds(sock, &payload, 4, agent::kMaxRequestBytes);
+		Reply reply;
+		if (!fds.ok()) {
+			if (fds.error().code() != EMSGSIZE)
+				return; // peer gone (ECONNRESET) or socket broken
+			reply.text = fmt::format("ERR {} request larger than {} bytes or with fds",
+						 EMSGSIZE, agent::kMaxRequestBytes);
+		} else if (!fds->empty()) {
+			reply.text = fmt::format("ERR {} requests carry no fds", EINVAL);
+		} else {
+			reply = handle(std::string_view(reinterpret_cast<const char *>(payload.data()),
+							payload.size()));
+		}
+		if (reply.text.size() > agent::kMaxReplyBytes)
+			reply.text.resize(agent::kMaxReplyBytes);
+		int fd = reply.fd.get();
+		std::span<const int> fdSpan(&fd, reply.fd.valid() ? 1 : 0);
+		std::span<const uint8_t> text(reinterpret_cast<const uint8_t *>(reply.text.data()),
+					      reply.text.size());
+		if (!sendFds(sock, fdSpan, text).ok())
+			return;
+	}
+}
+
+void *serveThread(void *arg)
+{
+	UniqueFd listener(static_cast<int>(reinterpret_cast<intptr_t>(arg)));
+	for (;;) {
+		int c = ::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC);
+		if (c < 0) {
+			int err = errno;
+			if (err == EINTR || err == ECONNABORTED)
+				continue;
+			if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
+				// Resource shortage in QEMU's process: back off instead of spinning.
+				logError("accept: {}", std::strerror(err));
+				timespec ts{ 0, 100 * 1000 * 1000 };
+				::nanosleep(&ts, nullptr);
+				continue;
+			}
+			logError("accept: {}; agent stops", std::strerror(err));
+			return nullptr;
+		}
+		UniqueFd client(c);
+		serveClient(client.get());
+	}
+}
+
+Status startAgent(const std::string &path)
+{
+	sockaddr_un addr{};
+	addr.sun_family = AF_UNIX;
+	if (path.empty() || path.size() >= sizeof(addr.sun_path))
+		return Error::format(ENAMETOOLONG, "socket path \"{}\" is empty or too long", path);
+	std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+
+	// A stale socket from an earlier run is replaced; anything else at that path is not ours.
+	struct stat st;
+	if (::lstat(path.c_str(), &st) == 0) {
+		if (!S_ISSOCK(st.st_mode))
+			return Error::format(EEXIST, "{} exists and is not a socket", path);
+		if (::unlink(path.c_str()) != 0)
+			return Error::fromErrno(fmt::format("unlink stale {}", path));
+	}
+
+	UniqueFd sock(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
+	if (!sock)
+		return Error::fromErrno("socket");
+	// The socket file gets its mode from the umask at bind(): create it 0600 directly so
+	// that no one else can connect in between. We run in a constructor, before main() and
+	// QEMU's threads, so changing the process-wide umask for a moment is safe.
+	mode_t oldMask = ::umask(0177);
+	int rc = ::bind(sock.get(), reinterpret_cast<sockaddr *>(&addr), sizeof(addr));
+	int err = errno;
+	::umask(oldMask);
+	if (rc != 0)
+		return Error::fromErrno(fmt::format("bind {}", path), err);
+	if (::listen(sock.get(), 4) != 0)
+		return Error::fromErrno(fmt::format("listen {}", path));
+
+	// The thread must never receive QEMU's signals (SIGUSR1/SIG_IPI kicks, SIGCHLD, ...):
+	// a new thread inherits the creator's mask, so block everything around pthread_create.
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	pthread_attr_t attr;
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	pthread_t tid;
+	int listenFd = sock.get();
+	rc = pthread_create(&tid, &attr, serveThread,
+			    reinterpret_cast<void *>(static_cast<intptr_t>(listenFd)));
+	pthread_attr_destroy(&attr);
+	pthread_sigmask(SIG_SETMASK, &old, nullptr);
+	if (rc != 0) {
+		::unlink(path.c_str());
+		return Error::fromErrno("pthread_create", rc);
+	}
+	sock.release(); // now owned by the thread
+	pthread_setname_np(tid, "ferry-agent");
+	return okStatus();
+}
+
+__attribute__((constructor)) void ferryAgentInit()
+{
+	const char *env = std::getenv(agent::kSocketEnv);
+	if (!env)
+		return;
+	std::string path(env);
+	// Processes QEMU spawns inherit LD_PRELOAD; they must not replace our socket.
+	::unsetenv(agent::kSocketEnv);
+	Status s = startAgent(path);
+	if (!s.ok())
+		logError("{}", s.error().message());
+}
+
+} // namespace
+
+} // namespace ferry

@@ -1,0 +1,20 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+// The `ferry` CLI's subcommands. Each registers its options on the CLI11 app and returns
+// the function that runs it (exit code).
+#pragma once
+
+#include <functional>
+
+#include <CLI/CLI.hpp>
+
+namespace ferry {
+
+using CommandRunner = std::function<int()>;
+
+CommandRunner addSeedCommand(CLI::App &app);
+CommandRunner addLeechCommand(CLI::App &app);
+CommandRunner addDemoCommand(CLI::App &app);
+CommandRunner addLinkCommand(CLI::App &app);
+CommandRunner addAppCommands(CLI::App &app, CommandRunner *dest);
+
+} // namespace ferry

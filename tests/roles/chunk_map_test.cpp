@@ -1,0 +1,91 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+#include <gtest/gtest.h>
+
+#include "ferry/roles/chunk_map.h"
+
+using namespace ferry;
+
+TEST(ChunkMap, PreCopyHandsOutEveryChunkOnceInIndexOrder)
+{
+	ChunkMap m(5);
+	for (uint32_t i = 0; i < 5; i++) {
+		auto n = m.next(false);
+		ASSERT_TRUE(n.has_value());
+		EXPECT_EQ(*n, i);
+		EXPECT_EQ(m.state(i), ChunkState::InFlight);
+	}
+	EXPECT_FALSE(m.next(false).has_value());
+	for (uint32_t i = 0; i < 5; i++)
+		EXPECT_TRUE(m.completed(i));
+	EXPECT_TRUE(m.allLocal());
+}
+
+TEST(ChunkMap, DirtyLocalChunkBecomesStaleAndIsRequestedAgain)
+{
+	ChunkMap m(3);
+	for (int i = 0; i < 3; i++)
+		m.completed(*m.next(false));
+	uint32_t dirty[] = {1};
+	m.markDirty(dirty);
+	EXPECT_EQ(m.state(1), ChunkState::Stale);
+	EXPECT_EQ(m.counts().stale, 1u);
+	auto n = m.next(false);
+	ASSERT_TRUE(n.has_value());
+	EXPECT_EQ(*n, 1u);
+	EXPECT_TRUE(m.completed(1));
+	EXPECT_TRUE(m.allLocal());
+}
+
+TEST(ChunkMap, ChunkDirtiedWhileInFlightIsNotTrustedWhenItsReplyLands)
+{
+	ChunkMap m(2);
+	uint32_t first = *m.next(false);
+	uint32_t dirty[] = {first};
+	m.markDirty(dirty);
+	EXPECT_FALSE(m.completed(first)); // the reply may hold data read before the write
+	EXPECT_EQ(m.state(first), ChunkState::Stale);
+	EXPECT_FALSE(m.allLocal());
+}
+
+TEST(ChunkMap, StaleFirstOrderServesStaleChunksBeforeNeverPulledOnes)
+{
+	ChunkMap m(10);
+	for (int i = 0; i < 4; i++)
+		m.completed(*m.next(false));
+	uint32_t dirty[] = {3, 1};
+	m.markDirty(dirty);
+	m.setOrder(ChunkMap::Order::StaleFirst);
+	EXPECT_EQ(*m.next(false), 3u);
+	EXPECT_EQ(*m.next(false), 1u);
+	EXPECT_EQ(*m.next(false), 4u);
+}
+
+TEST(ChunkMap, PrioritizedChunkJumpsTheQueue)
+{
+	ChunkMap m(100);
+	EXPECT_EQ(m.prioritize(77), ChunkState::Missing);
+	EXPECT_EQ(*m.next(false), 77u);
+	EXPECT_EQ(*m.next(false), 0u);
+}
+
+TEST(ChunkMap, LostRequestIsRequestedAgain)
+{
+	ChunkMap m(2);
+	uint32_t a = *m.next(false);
+	m.requestFailed(a);
+	EXPECT_NE(m.state(a), ChunkState::InFlight);
+	EXPECT_EQ(*m.next(false), a);
+}
+
+TEST(ChunkMap, LocalRunsGroupConsecutiveLocalChunks)
+{
+	ChunkMap m(8);
+	for (int i = 0; i < 8; i++)
+		m.next(false);
+	for (uint32_t i : {0u, 1u, 2u, 5u, 6u})
+		m.completed(i);
+	auto runs = m.localRuns(0, 8);
+	ASSERT_EQ(runs.size(), 2u);
+	EXPECT_EQ(runs[0], std::make_pair(0u, 3u));
+	EXPECT_EQ(runs[1], std::make_pair(5u, 7u));
+}

@@ -1,0 +1,114 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+// Test harness: a seeder serving a real source application process (the ferry binary's
+// `__app-source`) in a background thread, and helpers to run a leecher against it with a real
+// destination application process.
+#pragma once
+
+#include <cstdlib>
+#include <future>
+#include <optional>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "demo_app.h"
+#include "ferry/dirty/tracker.h"
+#include "ferry/roles/leecher.h"
+#include "ferry/roles/seeder.h"
+#include "ferry/sys/mapping.h"
+#include "ferry/wire/endpoint.h"
+
+namespace ferry::test {
+
+inline std::string ferryBinary()
+{
+	const char *p = std::getenv("FERRY_BIN");
+	return p ? p : "";
+}
+
+struct SeederRig {
+	std::optional<SourceAppHandle> app;
+	std::unique_ptr<Seeder> seeder;
+	std::optional<Listener> listener;
+	std::future<Status> done;
+	Status result;
+
+	~SeederRig() { stop(); }
+
+	Status start(const SourceAppOptions &opts, uint32_t chunkSize, std::chrono::milliseconds rollback = std::chrono::seconds(10))
+	{
+		SourceAppOptions o = opts;
+		o.exe = ferryBinary();
+		FERRY_ASSIGN(SourceAppHandle a, SourceAppHandle::spawn(o));
+		app.emplace(std::move(a));
+		FERRY_ASSIGN(Userfaultfd u, app->takeUffd());
+		TrackedRegion r{app->pid(), app->base(), app->size(), chunkSize};
+		FERRY_ASSIGN(auto tracker, makeUffdWpTracker(r, std::move(u)));
+		SourceAppHandle *s = &*app;
+		SeederHooks hooks{[s] { return s->suspend(); }, [s] { return s->resume(); }, [s] { s->quit(); }};
+		SeederOptions so;
+		so.chunkSize = chunkSize;
+		so.rollbackTimeout = rollback;
+		seeder = std::make_unique<Seeder>(app->mapping().data(), app->size(), std::move(tracker), hooks, so);
+		FERRY_ASSIGN(Listener l, Listener::listen(Endpoint::tcp("127.0.0.1", 0)));
+		listener.emplace(std::move(l));
+		done = std::async(std::launch::async, [this] { return seeder->serve(*listener); });
+		return {};
+	}
+	Endpoint endpoint() const { return listener->boundEndpoint(); }
+	// Waits for serve() to end by itself (after Done, or a rollback); false on timeout.
+	bool waitFinished(std::chrono::milliseconds timeout)
+	{
+		if (!done.valid())
+			return true;
+		if (done.wait_for(timeout) != std::future_status::ready)
+			return false;
+		result = done.get();
+		return true;
+	}
+	void stop()
+	{
+		if (done.valid()) {
+			seeder->stop();
+			result = done.get();
+		}
+	}
+};
+
+// A leecher writing into its own memfd and running a real destination application.
+struct LeecherRig {
+	UniqueFd memfd;
+	Mapping map;
+	uint64_t size = 0;
+	std::optional<DestAppHandle> app;
+	DestAppOptions appOpts;
+
+	LeecherHooks hooks(MigrationMode mode)
+	{
+		appOpts.exe = ferryBinary();
+		appOpts.faults = mode == MigrationMode::Hybrid;
+		LeecherHooks h;
+		h.prepare = [this](uint64_t sz, uint32_t) -> Result<uint8_t *> {
+			size = sz;
+			FERRY_ASSIGN(memfd, createMemfd("test-destination", sz));
+			FERRY_ASSIGN(map, Mapping::map(memfd.get(), sz, PROT_READ | PROT_WRITE, MAP_SHARED));
+			return map.data();
+		};
+		h.armFaults = [this]() -> Result<FaultTarget> {
+			FERRY_ASSIGN(DestAppHandle d, DestAppHandle::spawn(memfd.get(), size, appOpts));
+			app.emplace(std::move(d));
+			FERRY_ASSIGN(Userfaultfd u, app->takeUffd());
+			return FaultTarget{std::move(u), app->base()};
+		};
+		h.resume = [this]() -> Status {
+			if (!app) {
+				FERRY_ASSIGN(DestAppHandle d, DestAppHandle::spawn(memfd.get(), size, appOpts));
+				app.emplace(std::move(d));
+			}
+			return app->run();
+		};
+		return h;
+	}
+};
+
+} // namespace ferry::test

@@ -1,0 +1,224 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+// Whole migrations between real processes: a source application writing into its region,
+// a seeder tracking it exactly (uffd-wp + PAGEMAP_SCAN on the application's pid), a leecher
+// pulling over TCP (optionally through the link emulator), and a destination application
+// whose page faults the leecher serves. Every test checks the result byte for byte.
+#include <sys/mman.h>
+#include <sys/socket.h>
+
+#include "harness.h"
+#include "ferry/link/link_emulator.h"
+#include "ferry/sys/userfaultfd.h"
+#include "ferry/wire/connection.h"
+#include "ferry/wire/protocol.h"
+
+using namespace ferry;
+using namespace ferry::test;
+
+namespace {
+
+constexpr uint32_t kChunk = 64 * 1024;
+
+void requireKernelFeatures()
+{
+	if (ferryBinary().empty())
+		GTEST_SKIP() << "FERRY_BIN not set (run through meson test)";
+	auto f = Userfaultfd::probeFeatures();
+	if (!f.ok())
+		GTEST_SKIP() << "userfaultfd unavailable: " << f.error().message();
+	uint64_t need = UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_MINOR_SHMEM;
+	if ((*f & need) != need)
+		GTEST_SKIP() << "kernel lacks UFFD_FEATURE_WP_ASYNC or MINOR_SHMEM";
+}
+
+LeecherOptions leecherOptions(const Endpoint &ep, MigrationMode mode)
+{
+	LeecherOptions o;
+	o.seeder = ep;
+	o.mode = mode;
+	o.connections = 2;
+	o.depth = 32;
+	o.verify = true;
+	o.sampleInterval = std::chrono::milliseconds(50);
+	o.policy.deadlineSec = 20;
+	o.reconnectTimeout = std::chrono::milliseconds(5000);
+	return o;
+}
+
+} // namespace
+
+class MigrationModes : public ::testing::TestWithParam<MigrationMode> {};
+
+TEST_P(MigrationModes, RegionUnderRandomWritesArrivesByteIdentical)
+{
+	requireKernelFeatures();
+	SeederRig seed;
+	SourceAppOptions so;
+	so.size = 64ull << 20;
+	so.writeMBps = 60; // above the 50 MB/s the acceptance asks for
+	ASSERT_TRUE(seed.start(so, kChunk).ok());
+	LeecherRig dest;
+	Leecher leecher(dest.hooks(GetParam()), leecherOptions(seed.endpoint(), GetParam()));
+	auto rep = leecher.run();
+	ASSERT_TRUE(rep.ok()) << rep.error().message();
+	EXPECT_TRUE(rep->completed);
+	ASSERT_TRUE(rep->verified.has_value());
+	EXPECT_TRUE(*rep->verified) << rep->verifyMismatchedChunks << " chunks differ";
+	EXPECT_GT(rep->staleChunksAtFinalize, 0u) << "the source should have dirtied chunks during pre-copy";
+	EXPECT_GT(seed.seeder->stats().dirtyChunksReported, 0u);
+	ASSERT_TRUE(seed.waitFinished(std::chrono::seconds(10))) << "seeder did not finish after Done";
+	EXPECT_TRUE(seed.result.ok()) << seed.result.error().message();
+	EXPECT_EQ(seed.seeder->state(), SeederState::Released);
+}
+
+INSTANTIATE_TEST_SUITE_P(, MigrationModes, ::testing::Values(MigrationMode::Hybrid, MigrationMode::PreCopy),
+			 [](const auto &info) { return std::string(migrationModeName(info.param)); });
+
+TEST(Leecher, DestinationReadsStaleChunksBeforeBackgroundPullThroughA20msLink)
+{
+	requireKernelFeatures();
+	SeederRig seed;
+	SourceAppOptions so;
+	so.size = 64ull << 20;
+	so.writeMBps = 60;
+	ASSERT_TRUE(seed.start(so, kChunk).ok());
+	auto link = LinkEmulator::start(Endpoint::tcp("127.0.0.1", 0), seed.endpoint(),
+					LinkParams::symmetric(std::chrono::milliseconds(20), 0));
+	ASSERT_TRUE(link.ok()) << link.error().message();
+	LeecherRig dest;
+	dest.appOpts.readMBps = 400; // reads hit stale chunks while they are still being pulled
+	Leecher leecher(dest.hooks(MigrationMode::Hybrid),
+			leecherOptions((*link)->endpoint(), MigrationMode::Hybrid));
+	auto rep = leecher.run();
+	ASSERT_TRUE(rep.ok()) << rep.error().message();
+	EXPECT_GT(rep->staleChunksAtFinalize, 0u);
+	EXPECT_GT(rep->faults, 0u) << "the destination should have faulted on stale chunks";
+	ASSERT_TRUE(rep->verified.has_value());
+	EXPECT_TRUE(*rep->verified);
+}
+
+TEST(Leecher, ResumesPullAfterConnectionDrop)
+{
+	requireKernelFeatures();
+	SeederRig seed;
+	SourceAppOptions so;
+	so.size = 64ull << 20;
+	so.writeMBps = 0; // no re-pulls: every byte beyond one copy is resume overhead
+	ASSERT_TRUE(seed.start(so, kChunk).ok());
+	// 100 Mbit/s: the 64 MiB pull takes ~5 s, time enough to cut it in the middle.
+	auto link = LinkEmulator::start(Endpoint::tcp("127.0.0.1", 0), seed.endpoint(),
+					LinkParams::symmetric(std::chrono::milliseconds(2), 100));
+	ASSERT_TRUE(link.ok()) << link.error().message();
+	LinkEmulator *l = link->get();
+	LeecherRig dest;
+	auto opts = leecherOptions(l->endpoint(), MigrationMode::Hybrid);
+	std::atomic<bool> cut{false};
+	uint64_t localAtCut = 0;
+	opts.onProgress = [&](const LeecherProgress &p) {
+		if (!cut && p.state == LeecherState::PreCopy && p.bytesTransferred * 3 > p.chunksTotal * kChunk) {
+			cut = true;
+			localAtCut = p.chunksLocal;
+			l->cutAll();
+		}
+	};
+	Leecher leecher(dest.hooks(MigrationMode::Hybrid), opts);
+	auto rep = leecher.run();
+	ASSERT_TRUE(cut) << "the pull finished before it could be cut";
+	ASSERT_TRUE(rep.ok()) << rep.error().message();
+	EXPECT_GE(rep->reconnects, 1u);
+	EXPECT_GT(localAtCut, 0u);
+	// Resumed, not restarted: a restart would move at least 4/3 of the region.
+	EXPECT_LT(rep->bytesTransferred, rep->bytesTotal * 6 / 5);
+	ASSERT_TRUE(rep->verified.has_value());
+	EXPECT_TRUE(*rep->verified);
+}
+
+TEST(Seeder, ResumesSourceWhenDestinationVanishesAfterFinalizeBeforeSwitchOver)
+{
+	requireKernelFeatures();
+	SeederRig seed;
+	SourceAppOptions so;
+	so.size = 8ull << 20;
+	so.writeMBps = 20;
+	ASSERT_TRUE(seed.start(so, kChunk, std::chrono::milliseconds(300)).ok());
+	{
+		// A destination that asks to finalize and then dies.
+		auto c = connectTo(seed.endpoint());
+		ASSERT_TRUE(c.ok());
+		HelloMsg hello;
+		hello.clientName = "vanishing";
+		ASSERT_TRUE(c->send(MsgType::Hello, 1, encode(hello)).ok());
+		ASSERT_TRUE(recvFrame(*c, 1 << 20, 5000).ok());
+		ASSERT_TRUE(c->send(MsgType::TrackStart, 2, {}).ok());
+		ASSERT_TRUE(recvFrame(*c, 1 << 20, 5000).ok());
+		ASSERT_TRUE(c->send(MsgType::Finalize, 3, {}).ok());
+		auto f = recvFrame(*c, 64 << 20, 5000);
+		ASSERT_TRUE(f.ok());
+		EXPECT_EQ(f->header.type, MsgType::Finalized);
+		EXPECT_EQ(seed.seeder->state(), SeederState::Suspended);
+	}
+	ASSERT_TRUE(seed.waitFinished(std::chrono::seconds(10))) << "seeder did not roll back";
+	EXPECT_FALSE(seed.result.ok());
+	EXPECT_EQ(seed.seeder->state(), SeederState::RolledBack);
+	// The source application runs again: it obeys a new suspend/resume cycle.
+	EXPECT_TRUE(seed.app->suspend().ok());
+	EXPECT_TRUE(seed.app->resume().ok());
+}
+
+TEST(Leecher, FailsWithClearErrorWhenSeederVanishesMidTransfer)
+{
+	requireKernelFeatures();
+	SeederRig seed;
+	SourceAppOptions so;
+	so.size = 64ull << 20;
+	so.writeMBps = 0;
+	ASSERT_TRUE(seed.start(so, kChunk).ok());
+	auto link = LinkEmulator::start(Endpoint::tcp("127.0.0.1", 0), seed.endpoint(),
+					LinkParams::symmetric(std::chrono::milliseconds(2), 100));
+	ASSERT_TRUE(link.ok());
+	LinkEmulator *l = link->get();
+	LeecherRig dest;
+	auto opts = leecherOptions(l->endpoint(), MigrationMode::Hybrid);
+	opts.reconnectTimeout = std::chrono::milliseconds(500);
+	std::atomic<bool> killed{false};
+	opts.onProgress = [&](const LeecherProgress &p) {
+		if (!killed && p.chunksLocal > 0) {
+			killed = true;
+			l->setBlocked(true); // the seeder's host is gone: no reconnect possible
+			l->cutAll();
+		}
+	};
+	Leecher leecher(dest.hooks(MigrationMode::Hybrid), opts);
+	auto rep = leecher.run();
+	ASSERT_TRUE(killed);
+	ASSERT_FALSE(rep.ok());
+	EXPECT_NE(rep.error().message().find("gave up reconnecting"), std::string::npos) << rep.error().message();
+	// Before switch-over the source is untouched: still tracking, never suspended.
+	EXPECT_EQ(seed.seeder->state(), SeederState::Tracking);
+}
+
+TEST(Leecher, RejectsASeederThatSpeaksGarbage)
+{
+	if (ferryBinary().empty())
+		GTEST_SKIP() << "FERRY_BIN not set";
+	auto l = Listener::listen(Endpoint::tcp("127.0.0.1", 0));
+	ASSERT_TRUE(l.ok());
+	std::thread fake([&] {
+		auto c = l->accept(5000);
+		if (!c.ok())
+			return;
+		uint8_t junk[64];
+		for (size_t i = 0; i < sizeof junk; i++)
+			junk[i] = uint8_t(i * 37 + 11);
+		(void)::send(c->fd(), junk, sizeof junk, MSG_NOSIGNAL);
+		uint8_t sink[256];
+		(void)::recv(c->fd(), sink, sizeof sink, 0);
+	});
+	LeecherRig dest;
+	auto opts = leecherOptions(l->boundEndpoint(), MigrationMode::Hybrid);
+	Leecher leecher(dest.hooks(MigrationMode::Hybrid), opts);
+	auto rep = leecher.run();
+	fake.join();
+	ASSERT_FALSE(rep.ok());
+	EXPECT_FALSE(rep.error().message().empty());
+}
