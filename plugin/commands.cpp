@@ -97,7 +97,7 @@ int runSeed(const SeedArgs &a)
 	std::fflush(stdout);
 
 	SourceAppHandle *s = &src.value();
-	SeederHooks hooks{[s] { return s->suspend(); }, [s] { return s->resume(); }, [s] { s->quit(); }};
+	SeederHooks hooks{[s] { return s->suspend(); }, [s] { return s->resume(); }, [s] { s->quit(); }, {}};
 	SeederOptions so;
 	so.chunkSize = a.chunkKib * 1024;
 	so.rollbackTimeout = std::chrono::milliseconds(int64_t(a.rollbackTimeoutS * 1000));

@@ -58,7 +58,7 @@ struct LocalSeeder {
 		SeederOptions so;
 		so.chunkSize = chunk;
 		seeder = std::make_unique<Seeder>(map.data(), size, std::move(tracker),
-						  SeederHooks{[] { return Status(); }, [] { return Status(); }, [] {}}, so);
+						  SeederHooks{[] { return Status(); }, [] { return Status(); }, [] {}, {}}, so);
 		FERRY_ASSIGN(Listener l, Listener::listen(Endpoint::tcp("127.0.0.1", 0)));
 		listener.emplace(std::move(l));
 		thread = std::thread([this] { (void)seeder->serve(*listener); });

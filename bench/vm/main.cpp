@@ -29,6 +29,7 @@ int main(int argc, char **argv)
 	double timeoutS = 120;
 	double bootTimeoutS = 60;
 	int runs = 1;
+	int firstRun = 0;
 	std::string jsonOut;
 	bool kvm = false;
 	std::string ram = "private";
@@ -56,6 +57,10 @@ int main(int argc, char **argv)
 	vm->add_option("--timeout-s", timeoutS, "migration timeout (then migrate_cancel)")->check(CLI::PositiveNumber);
 	vm->add_option("--boot-timeout-s", bootTimeoutS, "guest boot timeout")->check(CLI::PositiveNumber);
 	vm->add_option("--runs", runs, "runs per mode")->check(CLI::Range(1, 1000));
+	// Matrix drivers (bench/vm/stock-matrix) call us once per run, interleaving cases so that
+	// load drift on the host spreads over all of them; this keeps the records' run numbers right.
+	vm->add_option("--first-run", firstRun, "run number of the first run (records are numbered from it)")
+		->check(CLI::Range(0, 1000000));
 	vm->add_option("--json-out", jsonOut, "append one JSON line per run to this file");
 	vm->add_option("--image-dir", imageDir, "guest image dir (default $FERRY_VM_IMAGE_DIR)");
 	vm->add_option("--ram", ram, "guest RAM backing: private|memfd|shm")
@@ -116,7 +121,7 @@ int main(int argc, char **argv)
 
 	bool allOk = true;
 	for (const auto &m : modes) {
-		for (int i = 0; i < runs; i++) {
+		for (int i = firstRun; i < firstRun + runs; i++) {
 			cfg.mode = m;
 			MigrationRecord rec = runner.run(cfg, i);
 			std::string line = rec.toJson().toString();

@@ -214,8 +214,11 @@ Status Seeder::handleFrame(Connection &conn, const FrameHeader &h)
 	case MsgType::SwitchOver:
 		if (st != SeederState::Suspended && st != SeederState::SwitchedOver)
 			return Error::format(EPROTO, "SwitchOver in state {}", seederStateName(st));
-		if (st == SeederState::Suspended)
+		if (st == SeederState::Suspended) {
+			if (hooks_.switchOver)
+				FERRY_TRY_CTX(hooks_.switchOver(), "switch-over hook");
 			FERRY_TRY(transition(SeederState::SwitchedOver));
+		}
 		return conn.send(MsgType::SwitchOverAck, h.requestId, {});
 	case MsgType::Done:
 		if (st != SeederState::SwitchedOver && st != SeederState::Released)
@@ -312,6 +315,16 @@ Status Seeder::serve(Listener &listener)
 	}
 	stop_ = true;
 	joinAll();
+	if (state_.load() == SeederState::Suspended) {
+		// Stopped after finalize but before the switch-over: the source is the only copy
+		// that ran, so it carries on.
+		Status r = hooks_.resume ? hooks_.resume() : Status();
+		(void)transition(SeederState::RolledBack);
+		if (!r.ok())
+			return r.error().context("rollback: resume the source");
+		if (result.ok())
+			result = Error(ECONNABORTED, "stopped before switch-over; source resumed untouched");
+	}
 	return result;
 }
 

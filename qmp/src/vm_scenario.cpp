@@ -121,6 +121,10 @@ JsonValue MigrationRecord::toJson() const
 	for (const auto &l : errorLines)
 		lines.append(JsonValue::string(l));
 	o.set("error_lines", std::move(lines));
+	if (ferryReport) {
+		auto f = JsonValue::parse(*ferryReport);
+		o.set("ferry", f ? std::move(f).value() : JsonValue::string(*ferryReport));
+	}
 	o.set("run_dir", runDir);
 	return o;
 }

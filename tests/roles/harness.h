@@ -45,7 +45,7 @@ struct SeederRig {
 		TrackedRegion r{app->pid(), app->base(), app->size(), chunkSize};
 		FERRY_ASSIGN(auto tracker, makeUffdWpTracker(r, std::move(u)));
 		SourceAppHandle *s = &*app;
-		SeederHooks hooks{[s] { return s->suspend(); }, [s] { return s->resume(); }, [s] { s->quit(); }};
+		SeederHooks hooks{[s] { return s->suspend(); }, [s] { return s->resume(); }, [s] { s->quit(); }, {}};
 		SeederOptions so;
 		so.chunkSize = chunkSize;
 		so.rollbackTimeout = rollback;

@@ -33,6 +33,10 @@ struct SeederHooks {
 	std::function<Status()> suspend;  // stop the application writing; return once quiescent
 	std::function<Status()> resume;   // undo suspend (rollback before switch-over)
 	std::function<void()> release;    // destination holds everything: shut the source down
+	// Optional, at the switch-over (before it is acknowledged): e.g. start QEMU's own
+	// migration of device state. On error the switch-over is refused and, if the
+	// destination then goes away, the source is resumed.
+	std::function<Status()> switchOver;
 };
 
 struct SeederOptions {

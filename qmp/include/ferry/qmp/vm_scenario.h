@@ -115,6 +115,7 @@ struct MigrationRecord {
 	std::optional<int64_t> guestErrorCount; // errors= of the last heartbeat
 	bool verifyOk = false;                 // verify workload: no error line and errors=0
 	std::vector<std::string> errorLines;   // a few, for the reader
+	std::optional<std::string> ferryReport; // ferry modes: the leecher's JSON summary
 	std::string runDir;
 
 	// One JSON object (the record format of ferry-bench's output).

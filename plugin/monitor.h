@@ -1,0 +1,14 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+// `ferry monitor`: the monitoring-mode sampler. Runs the demo source application, tracks its
+// region with the exact tracker (uffd-wp async + PAGEMAP_SCAN) and, every sampling interval,
+// prints the dirty rate and the workload-cycle analyser's verdict -- what a finalize policy
+// would learn about a workload before any migration starts.
+#pragma once
+
+#include "commands.h"
+
+namespace ferry {
+
+CommandRunner addMonitorCommand(CLI::App &app);
+
+} // namespace ferry

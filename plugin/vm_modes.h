@@ -1,0 +1,35 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+// ferry's modes for the VM scenario runner (`ferry-bench vm --mode ferry-hybrid,...`), beside
+// the stock QEMU modes, on identical guests, workloads and links.
+#pragma once
+
+#include <functional>
+#include <string>
+
+#include "ferry/link/link_emulator.h"
+#include "ferry/qmp/vm_scenario.h"
+#include "ferry/roles/leecher.h"
+
+namespace ferry {
+
+struct FerryVmParams {
+	unsigned chunkKib = 64;
+	unsigned connections = 2;
+	unsigned depth = 64;
+	std::string finalize = "immediate";
+	double deadlineSec = 30;
+	bool verify = false;
+	std::chrono::milliseconds reconnectTimeout{15000};
+	// Failure injection for tests: called with every progress sample of the leecher, with
+	// the link emulator ferry's connections cross (null without --rtt-ms/--mbit).
+	std::function<void(VmPair &, LinkEmulator *, const LeecherProgress &)> inject;
+};
+
+// True for "ferry-hybrid" and "ferry-precopy".
+bool isFerryMode(const std::string &mode);
+// What a ferry mode needs from the VMs: shared memfd RAM, the agent shim preloaded in both
+// QEMUs (unique socket paths), and a destination that stays paused after loading (-S).
+ScenarioConfig prepareFerryConfig(ScenarioConfig cfg);
+void addFerryModes(ScenarioRunner &runner, FerryVmParams params);
+
+} // namespace ferry
