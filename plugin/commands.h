@@ -15,6 +15,8 @@ CommandRunner addSeedCommand(CLI::App &app);
 CommandRunner addLeechCommand(CLI::App &app);
 CommandRunner addDemoCommand(CLI::App &app);
 CommandRunner addLinkCommand(CLI::App &app);
+CommandRunner addMigrateCommand(CLI::App &app);
+CommandRunner addReceiveCommand(CLI::App &app);
 CommandRunner addAppCommands(CLI::App &app, CommandRunner *dest);
 
 } // namespace ferry

@@ -21,6 +21,8 @@ int main(int argc, char **argv)
 	track(ferry::addSeedCommand(app));
 	track(ferry::addLeechCommand(app));
 	track(ferry::addLinkCommand(app));
+	track(ferry::addMigrateCommand(app));
+	track(ferry::addReceiveCommand(app));
 	ferry::CommandRunner destApp;
 	ferry::CommandRunner sourceApp = ferry::addAppCommands(app, &destApp);
 	cmds.emplace_back(app.get_subcommand("__app-source"), sourceApp);

@@ -184,8 +184,8 @@ Status runMonitorLoop(const MonitorArgs &a)
 		FERRY_ASSIGN(bool due, interrupt.waitUntil(next));
 		if (!due)
 			break;
-		FERRY_TRY_CTX(tracker->collect(dirty), fmt::format("collect at {:.1f}s",
-								   double(next - t0) / 1e9));
+		FERRY_TRY_CTX(tracker->collect(dirty), "collect at {:.1f}s",
+			      double(next - t0) / 1e9);
 		int64_t now = monotonicNs();
 		Sample s{double(now - t0) / 1e9, double(now - last) / 1e9, dirty.size(),
 			 chunkBytes(dirty, chunkSize, src.size())};

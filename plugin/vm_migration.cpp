@@ -42,7 +42,7 @@ Result<AgentRegion> findRam(AgentClient &agent, const VmHandle &vm)
 } // namespace
 
 Result<std::unique_ptr<VmSeeder>> VmSeeder::create(VmHandle vm, pid_t qemuPid, std::string deviceUri,
-						   SeederOptions opts)
+						   SeederOptions opts, bool quitOnRelease)
 {
 	std::unique_ptr<VmSeeder> s(new VmSeeder);
 	s->vm_ = vm;
@@ -67,7 +67,10 @@ Result<std::unique_ptr<VmSeeder>> VmSeeder::create(VmHandle vm, pid_t qemuPid, s
 		// it from the stopped VM and leaves the source paused ("postmigrate").
 		return qmp->migrate(self->deviceUri_).context("start device-state migration");
 	};
-	hooks.release = [] {}; // the source QEMU is shut down by whoever started it
+	hooks.release = [qmp, quitOnRelease] {
+		if (quitOnRelease)
+			(void)qmp->quit(); // QEMU may close the socket before replying
+	};
 	FERRY_LOG(Info, opts.name, "guest RAM {} MiB at {:#x} in QEMU pid {}", ram.size >> 20, ram.base, qemuPid);
 	s->seeder_ = std::make_unique<Seeder>(s->map_.data(), ram.size, std::move(tracker), std::move(hooks),
 					      std::move(opts));

@@ -46,8 +46,10 @@ class VmSeeder {
 public:
 	// deviceUri: where QEMU's device-state stream goes at the switch-over (the destination
 	// QEMU's incoming URI, possibly through a link emulator).
+	// quitOnRelease: shut the source QEMU down (QMP quit) once the destination holds every
+	// chunk; otherwise whoever started it does.
 	static Result<std::unique_ptr<VmSeeder>> create(VmHandle vm, pid_t qemuPid, std::string deviceUri,
-							  SeederOptions opts);
+							  SeederOptions opts, bool quitOnRelease = false);
 	Status serve(Listener &listener) { return seeder_->serve(listener); }
 	void stop() { seeder_->stop(); }
 	Seeder &seeder() { return *seeder_; }

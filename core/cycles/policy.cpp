@@ -45,19 +45,24 @@ public:
 		observe(s);
 		if (decided_.finalize)
 			return decided_;
-		if (!s.firstPassDone)
-			return {};
-		if (!firstPassAt_)
-			firstPassAt_ = s.elapsedSec;
-		roundsAfterFirstPass_++;
+		Decision d;
+		if (s.firstPassDone) {
+			if (!firstPassAt_)
+				firstPassAt_ = s.elapsedSec;
+			roundsAfterFirstPass_++;
 
-		// The policy sees the sample first so its state stays current even when the
-		// deadline wins; its own reason is kept when both fire together.
-		Decision d = decide(s);
-		if (!d.finalize && s.elapsedSec - *firstPassAt_ >= opts_.deadlineSec)
-			d = { true, fmt::format("deadline: {:.1f}s since first pass", opts_.deadlineSec) };
+			// The policy sees the sample first so its state stays current even when
+			// the deadline wins; its own reason is kept when both fire together.
+			d = decide(s);
+			if (!d.finalize && s.elapsedSec - *firstPassAt_ >= opts_.deadlineSec)
+				d = { true, fmt::format("deadline: {:.1f}s since first pass",
+							opts_.deadlineSec) };
+		}
 		if (d.finalize)
 			decided_ = d;
+		else
+			d.holdPull = hold(s);
+		holding_ = d.holdPull;
 		return d;
 	}
 
@@ -66,6 +71,8 @@ protected:
 	virtual void observe(const RoundStats &) {}
 	// Samples after the first pass, while no decision has been made.
 	virtual Decision decide(const RoundStats &s) = 0;
+	// Every sample without a finalize decision: whether to ask for a pull hold.
+	virtual bool hold(const RoundStats &) { return false; }
 
 	// "stale 1.5 MiB/23 chunks" plus the decision once made.
 	std::string staleStatus() const
@@ -76,6 +83,8 @@ protected:
 			out += ", first pass running";
 		if (decided_.finalize)
 			out += ", finalize: " + decided_.reason;
+		else if (holding_)
+			out += ", holding pull";
 		return out;
 	}
 
@@ -86,6 +95,7 @@ protected:
 private:
 	std::optional<double> firstPassAt_;
 	Decision decided_;
+	bool holding_ = false;
 };
 
 class ImmediatePolicy final : public PolicyBase {
@@ -205,6 +215,7 @@ public:
 		return out + ", " + fallback_.status();
 	}
 	const char *name() const override { return "cycle"; }
+	bool holdAtStart() const override { return opts_.cycleHold; }
 
 private:
 	double observedSec() const
@@ -238,6 +249,18 @@ private:
 		return { true, fmt::format("low window ({:.2f}s left), {:.1f} MiB stale fits {:.2f}s; {}",
 					   estimate_.nextLowEndSec, mib(s.staleBytes),
 					   opts_.downtimeBudgetSec, estimate_.verdict()) };
+	}
+
+	bool hold(const RoundStats &s) override
+	{
+		if (!opts_.cycleHold || s.elapsedSec >= opts_.deadlineSec)
+			return false;
+		if (estimate_.periodic)
+			return estimate_.nextLowStartSec > 0;
+		// Aperiodic after the warm-up: no window is worth waiting for. The verdict is
+		// not latched: should it turn periodic later, holding resumes (the deadline
+		// bounds how long that can last).
+		return observedSec() < opts_.cycleWarmupSec;
 	}
 
 	CycleAnalyser analyser_;
@@ -275,9 +298,14 @@ Status applyOption(PolicyOptions *o, std::string_view key, std::string_view valu
 		FERRY_ASSIGN(o->marginFraction, parseNumber<double>(key, value));
 	} else if (key == "warmup") {
 		FERRY_ASSIGN(o->cycleWarmupSec, parseNumber<double>(key, value));
+	} else if (key == "hold") {
+		FERRY_ASSIGN(unsigned h, parseNumber<unsigned>(key, value));
+		if (h > 1)
+			return Error::format(EINVAL, "hold: '{}' is not 0 or 1", value);
+		o->cycleHold = h == 1;
 	} else {
 		return Error::format(EINVAL, "unknown option '{}' (known: deadline, interval, budget, "
-				     "chunks, rounds, max-rounds, patience, margin, warmup)", key);
+				     "chunks, rounds, max-rounds, patience, margin, warmup, hold)", key);
 	}
 	return {};
 }

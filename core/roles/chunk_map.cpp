@@ -150,6 +150,16 @@ ChunkState ChunkMap::prioritize(uint32_t index)
 	return s;
 }
 
+bool ChunkMap::claim(uint32_t index)
+{
+	std::lock_guard g(lock_);
+	ChunkState s = state_[index];
+	if (s != ChunkState::Missing && s != ChunkState::Stale)
+		return false;
+	setState(index, ChunkState::InFlight);
+	return true;
+}
+
 bool ChunkMap::waitLocal(uint32_t index)
 {
 	std::unique_lock g(lock_);

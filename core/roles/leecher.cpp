@@ -92,6 +92,7 @@ private:
 	Status receiveLoop(Worker *w, Connection &conn);
 	void senderLoop(Worker *w, Connection *conn, std::atomic<bool> *dead);
 	void onChunkLocal(uint32_t index);
+	void requestNow(uint32_t index);
 	Status startFaultService(FaultTarget target);
 	void faultLoop();
 	void premapLoop();
@@ -135,6 +136,7 @@ private:
 	std::atomic<uint64_t> faults_{0}, localFaults_{0};
 	std::thread faultThread_;
 	std::thread premapThread_;
+	size_t nextFaultWorker_ = 0; // fault thread only
 };
 
 struct Leecher::Impl::Worker {
@@ -145,7 +147,9 @@ struct Leecher::Impl::Worker {
 	std::unordered_map<uint64_t, uint32_t> pending; // requestId -> chunk
 	uint64_t nextId = 1;
 	std::atomic<uint64_t> liveBytes{0};               // bytes received on the current connection
-	Connection *current = nullptr;
+	Connection *current = nullptr;                    // guarded by lock
+	int borrowers = 0;                                // threads sending on *current outside lock
+	bool dead = false;                                // current connection is going away
 };
 
 Status Leecher::Impl::transition(LeecherState to)
@@ -385,19 +389,23 @@ void Leecher::Impl::workerLoop(Worker *w)
 		{
 			std::lock_guard g(w->lock);
 			w->current = &conn;
+			w->dead = false;
 		}
 		std::atomic<bool> dead{false};
 		std::thread sender([&] { senderLoop(w, &conn, &dead); });
 		Status st = receiveLoop(w, conn);
+		conn.shutdown();
 		{
-			std::lock_guard g(w->lock);
+			std::unique_lock g(w->lock);
 			dead = true;
+			w->dead = true;
+			// A fault thread may be sending on this connection right now.
+			w->cv.wait(g, [&] { return w->borrowers == 0; });
 			w->current = nullptr;
 			for (auto &[id, idx] : w->pending)
 				map_->requestFailed(idx);
 			w->pending.clear();
 		}
-		conn.shutdown();
 		w->cv.notify_all();
 		map_->wakeAll(); // a sender blocked in next() sees `dead`
 		sender.join();
@@ -453,6 +461,40 @@ Status Leecher::Impl::resolveChunk(uint32_t index, std::span<const uintptr_t> wa
 	return {};
 }
 
+// Sends a request for a faulted chunk from the fault thread itself: one thread hop less on
+// the path that a stalled vCPU waits on. Falls back to the queue when no connection is up.
+void Leecher::Impl::requestNow(uint32_t index)
+{
+	if (!map_->claim(index))
+		return; // already in flight (or local): the fault waits for it
+	for (size_t k = 0; k < workers_.size(); k++) {
+		Worker *w = workers_[(nextFaultWorker_++) % workers_.size()].get();
+		Connection *conn;
+		uint64_t id;
+		{
+			std::lock_guard g(w->lock);
+			if (!w->current || w->dead)
+				continue;
+			conn = w->current;
+			id = w->nextId++;
+			w->pending[id] = index;
+			w->borrowers++;
+		}
+		uint8_t payload[4];
+		putLe32(payload, index);
+		Status st = conn->send(MsgType::GetChunk, id, payload);
+		{
+			std::lock_guard g(w->lock);
+			w->borrowers--;
+		}
+		w->cv.notify_all();
+		if (!st.ok())
+			conn->shutdown(); // the worker fails the pending request and reconnects
+		return;
+	}
+	map_->requestFailed(index); // queued first; a sender takes it once connected
+}
+
 void Leecher::Impl::onChunkLocal(uint32_t index)
 {
 	std::vector<uintptr_t> waiters;
@@ -483,6 +525,7 @@ void Leecher::Impl::faultLoop()
 			FERRY_LOG(Error, opts_.name, "fault service: {}", r.error().message());
 			return;
 		}
+		std::vector<uint32_t> toRequest;
 		for (const uffd_msg &m : msgs) {
 			if (m.event != UFFD_EVENT_PAGEFAULT)
 				continue;
@@ -493,7 +536,7 @@ void Leecher::Impl::faultLoop()
 			}
 			uint32_t index = static_cast<uint32_t>((addr - appBase_) / chunkSize_);
 			std::lock_guard g(faultLock_);
-			ChunkState s = map_->prioritize(index);
+			ChunkState s = map_->state(index);
 			if (s == ChunkState::Local) {
 				localFaults_++;
 				uintptr_t w[1] = {addr};
@@ -505,8 +548,14 @@ void Leecher::Impl::faultLoop()
 				FERRY_LOG_RATELIMITED(Debug, opts_.name, "fault on chunk {} ({})", index,
 						      s == ChunkState::Stale ? "stale" : "not yet pulled");
 				waiters_[index].push_back(addr);
+				if (s != ChunkState::InFlight)
+					toRequest.push_back(index);
 			}
 		}
+		// Outside faultLock_: a send may block until the receiver (which takes faultLock_
+		// when a chunk lands) has drained the socket.
+		for (uint32_t index : toRequest)
+			requestNow(index);
 	}
 }
 

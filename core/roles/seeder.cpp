@@ -307,8 +307,14 @@ Status Seeder::serve(Listener &listener)
 		connections_++;
 		threads.emplace_back([this, c = std::move(conn).value()]() mutable {
 			Status s = handleConnection(std::move(c));
-			if (!s.ok() && state_.load() != SeederState::Released)
-				FERRY_LOG(Warn, opts_.name, "connection ended: {}", s.error().message());
+			// A leecher closing its connection is routine (end of a verify pass, a
+			// reconnect); anything else is worth a warning.
+			if (!s.ok() && state_.load() != SeederState::Released) {
+				if (s.error().code() == ECONNRESET || s.error().code() == EPIPE)
+					FERRY_LOG(Debug, opts_.name, "connection ended: {}", s.error().message());
+				else
+					FERRY_LOG(Warn, opts_.name, "connection ended: {}", s.error().message());
+			}
 			lastDisconnectNs_ = monotonicNs();
 			connections_--;
 		});

@@ -112,6 +112,7 @@ TEST(FinalizePolicy, RejectsBadSpecsWithClearErrors)
 		{ "threshold:rounds=0", "rounds 0 out of range" },
 		{ "local-minimum:margin=1.5", "margin" },
 		{ "cycle:interval=0", "interval" },
+		{ "cycle:hold=2", "hold: '2' is not 0 or 1" },
 	};
 	for (const Case &c : cases) {
 		auto r = makeFinalizePolicy(c.spec, {});
@@ -372,7 +373,95 @@ TEST(FinalizePolicy, KeepsAFinalizeDecision)
 		ASSERT_TRUE(o.round) << name;
 		Decision again = p->onSample(stats(*o.round + 1, true, 1'000'000, 1e3));
 		EXPECT_TRUE(again.finalize) << name;
+		EXPECT_FALSE(again.holdPull) << name;
 		EXPECT_EQ(again.reason, o.reason) << name;
 		EXPECT_NE(p->status().find("finalize: "), std::string::npos) << p->status();
+	}
+}
+
+// A region that is never pulled (the hold is honoured, the first pass never starts): the
+// samples are the workload's dirty bytes only.
+RoundStats heldSample(uint32_t r, double dirtyBytes)
+{
+	RoundStats s = stats(r, false, 2048);
+	s.dirtyBytes = static_cast<uint64_t>(dirtyBytes);
+	s.dirtyChunks = s.dirtyBytes / kChunk;
+	return s;
+}
+
+TEST(CyclePolicy, HoldsPullWhileWarmingUpAndOutsideLowWindows)
+{
+	// Period 4 s: the analyser needs 10 s. Until then the pull is held from the start;
+	// afterwards it is held exactly when no low window is under way (checked against the
+	// wave's ground truth for the next interval, allowing a few misses at the edges).
+	for (int k = 0; k < 4; k++) {
+		Wave w;
+		w.periodSec = 4;
+		w.duty = 0.5;
+		w.noise = 0.1;
+		w.phaseSec = 0.9 * k;
+		auto p = make("cycle:warmup=10,deadline=100");
+		ASSERT_TRUE(p->holdAtStart());
+		std::vector<double> dirty = test::sampleWave(w, kDt, 400, 60 + k);
+		unsigned periodicRounds = 0, agree = 0;
+		for (uint32_t r = 1; r <= 400; r++) {
+			Decision d = p->onSample(heldSample(r, dirty[r - 1]));
+			ASSERT_FALSE(d.finalize);
+			const double t = r * kDt;
+			if (p->status().rfind("periodic", 0) != 0) {
+				EXPECT_EQ(d.holdPull, t < 10 - 1e-9) << "t=" << t << ": " << p->status();
+				continue;
+			}
+			periodicRounds++;
+			agree += d.holdPull == !w.isLow(t + kDt / 2);
+			if (!d.holdPull) {
+				EXPECT_EQ(p->status().find("holding pull"), std::string::npos);
+			}
+		}
+		SCOPED_TRACE(fmt::format("phase {}: {}", w.phaseSec, p->status()));
+		EXPECT_GE(periodicRounds, 250u);
+		EXPECT_GE(agree, periodicRounds * 9 / 10);
+	}
+}
+
+TEST(CyclePolicy, DropsTheHoldOnAperiodicLoadAfterTheWarmUp)
+{
+	std::vector<double> dirty = test::whiteNoise(300, 5);
+	auto p = make("cycle:warmup=5,deadline=100");
+	for (uint32_t r = 1; r <= 300; r++) {
+		Decision d = p->onSample(heldSample(r, dirty[r - 1]));
+		EXPECT_EQ(d.holdPull, r < 50) << "round " << r << ": " << p->status();
+	}
+}
+
+TEST(CyclePolicy, NeverHoldsPastTheDeadline)
+{
+	// Periodic load whose pull is held; whatever the analyser says, the hold ends at the
+	// deadline counted from the first sample, so the first pass cannot be held forever.
+	Wave w;
+	w.periodSec = 2;
+	w.duty = 0.9;
+	std::vector<double> dirty = test::sampleWave(w, kDt, 200, 1);
+	auto p = make("cycle:deadline=8");
+	for (uint32_t r = 1; r <= 200; r++) {
+		Decision d = p->onSample(heldSample(r, dirty[r - 1]));
+		if (r * kDt >= 8 - 1e-9) {
+			EXPECT_FALSE(d.holdPull) << "round " << r;
+		}
+	}
+}
+
+TEST(FinalizePolicy, OnlyCycleAsksToHoldPulling)
+{
+	Wave w;
+	std::vector<double> dirty = test::sampleWave(w, kDt, 200, 2);
+	for (const char *spec : { "immediate", "threshold", "local-minimum", "cycle:hold=0" }) {
+		auto p = make(spec);
+		EXPECT_FALSE(p->holdAtStart()) << spec;
+		for (uint32_t r = 1; r <= 200; r++) {
+			RoundStats s = stats(r, r >= 100, 5000, 1e3);
+			s.dirtyBytes = static_cast<uint64_t>(dirty[r - 1]);
+			EXPECT_FALSE(p->onSample(s).holdPull) << spec << " round " << r;
+		}
 	}
 }

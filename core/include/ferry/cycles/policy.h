@@ -8,6 +8,13 @@
 //    firstPassDone, whatever else it thinks.
 //  - Once a policy has answered finalize=true it keeps answering so (the decision is latched).
 //  - Called from one thread (the migration loop); not thread-safe.
+//  - A policy may ask the caller to hold pulling (Decision::holdPull, holdAtStart()): it
+//    expects what would be pulled now to be dirtied again before it could finalize, so the
+//    transfer would be wasted. Honouring the hint is optional (a caller that ignores it gets
+//    the same decisions, only more bytes); a caller that honours it pauses the pull of
+//    never-pulled and stale chunks (never of chunks a fault waits for) until a later sample
+//    clears it. A finalize decision never holds. The hint only ever changes what is
+//    transferred, never when a policy may finalize.
 //
 // Specs (makeFinalizePolicy):
 //  "immediate"      finalize right after the first full pass.
@@ -28,9 +35,16 @@
 //                   like "threshold" -- but only once the analyser has seen cycleWarmupSec of
 //                   samples: before that "aperiodic" just means "not enough data yet", and an
 //                   early threshold hit would otherwise always pre-empt the cycle logic.
+//                   With hold=1 (default) it asks to hold pulling from the start while the
+//                   analyser is warming up (the migration begins as a monitoring phase) and,
+//                   once the workload is periodic, whenever no low window is under way, so
+//                   that the region is pulled inside low windows instead of being pulled,
+//                   dirtied and pulled again. No hold while the verdict is aperiodic after
+//                   the warm-up, nor once deadlineSec have passed since the first sample (so
+//                   a migration ends by twice the deadline at the latest).
 // A spec is "name" or "name:key=value,key=value" with keys
-//  deadline, interval, budget, chunks, rounds, max-rounds, patience, margin, warmup
-// (seconds for deadline/interval/budget/warmup, a fraction for margin), e.g.
+//  deadline, interval, budget, chunks, rounds, max-rounds, patience, margin, warmup, hold
+// (seconds for deadline/interval/budget/warmup, a fraction for margin, 0/1 for hold), e.g.
 //  "threshold:chunks=128,rounds=5" or "cycle:deadline=30,budget=0.2".
 #pragma once
 
@@ -58,6 +72,7 @@ struct RoundStats {
 struct Decision {
 	bool finalize = false;
 	std::string reason;		// why (set when finalize is true, e.g. "deadline 60.0s")
+	bool holdPull = false;		// pulling now would be wasted: pause it (see above)
 };
 
 class FinalizePolicy {
@@ -66,6 +81,8 @@ public:
 	// Called every sampling interval, including before the first pass is done (the cycle
 	// policy learns from those samples).
 	virtual Decision onSample(const RoundStats &s) = 0;
+	// Whether pulling should be held from the very start, before the first sample.
+	virtual bool holdAtStart() const { return false; }
 	// One short line for progress output (e.g. the analyser verdict).
 	virtual std::string status() const = 0;
 	virtual const char *name() const = 0;
@@ -82,6 +99,7 @@ struct PolicyOptions {
 	double marginFraction = 0.05;	// local-minimum: "within a small margin of the minimum"
 	double cycleWarmupSec = 10;	// cycle: samples needed before "aperiodic" is trusted
 					// (10 s shows 2.5 periods of up to 4 s)
+	bool cycleHold = true;		// cycle: ask to hold pulling outside low windows
 };
 
 // Builds a policy from a spec (see above). Errors (EINVAL): unknown name, unknown key,

@@ -52,6 +52,9 @@ public:
 	void markDirty(std::span<const uint32_t> indices);
 	// Moves a chunk to the front (a page fault waits on it). Returns its state.
 	ChunkState prioritize(uint32_t index);
+	// Takes a Missing or Stale chunk for an immediate request (marks it InFlight) and returns
+	// true; returns false (and changes nothing) for any other state.
+	bool claim(uint32_t index);
 	// Blocks until the chunk is Local or close() is called; returns whether it is Local.
 	bool waitLocal(uint32_t index);
 	// Blocks until every chunk is Local (true) or close() is called / timeout (false).
