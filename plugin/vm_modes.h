@@ -13,9 +13,11 @@
 namespace ferry {
 
 struct FerryVmParams {
-	unsigned chunkKib = 64;
+	// 16 KiB: guests write 4 KiB pages at random, and a stale chunk is re-sent whole, so
+	// smaller chunks mean fewer bytes; deeper pipelining keeps the pull rate up.
+	unsigned chunkKib = 16;
 	unsigned connections = 2;
-	unsigned depth = 64;
+	unsigned depth = 128;
 	std::string finalize = "immediate";
 	double deadlineSec = 30;
 	bool verify = false;

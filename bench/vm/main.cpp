@@ -10,6 +10,8 @@
 #include <ferry/base/log.h>
 #include <ferry/qmp/vm_scenario.h>
 
+#include "vm_modes.h"
+
 using namespace ferry;
 
 int main(int argc, char **argv)
@@ -34,7 +36,7 @@ int main(int argc, char **argv)
 	bool kvm = false;
 	std::string ram = "private";
 
-	vm->add_option("--mode", modes, "stock-precopy|stock-postcopy (repeatable / comma list)")
+	vm->add_option("--mode", modes, "stock-precopy|stock-postcopy|ferry-hybrid|ferry-precopy (repeatable / comma list)")
 		->delimiter(',');
 	vm->add_option("--mem-mib", cfg.memMib, "guest RAM in MiB")->check(CLI::Range(64, 1 << 16));
 	vm->add_option("--workload", cfg.workload.mode, "idle|dirty|verify|cycle")
@@ -57,6 +59,13 @@ int main(int argc, char **argv)
 	vm->add_option("--timeout-s", timeoutS, "migration timeout (then migrate_cancel)")->check(CLI::PositiveNumber);
 	vm->add_option("--boot-timeout-s", bootTimeoutS, "guest boot timeout")->check(CLI::PositiveNumber);
 	vm->add_option("--runs", runs, "runs per mode")->check(CLI::Range(1, 1000));
+	FerryVmParams ferryParams;
+	vm->add_option("--chunk-kib", ferryParams.chunkKib, "ferry modes: chunk size")->capture_default_str();
+	vm->add_option("--connections", ferryParams.connections, "ferry modes: data connections")->capture_default_str();
+	vm->add_option("--depth", ferryParams.depth, "ferry modes: requests in flight per connection")->capture_default_str();
+	vm->add_option("--finalize", ferryParams.finalize, "ferry modes: finalize policy")->capture_default_str();
+	vm->add_option("--finalize-deadline-s", ferryParams.deadlineSec, "ferry modes: finalize anyway after this long")->capture_default_str();
+	vm->add_flag("--ferry-verify", ferryParams.verify, "ferry modes: compare guest RAM byte for byte before resuming");
 	// Matrix drivers (bench/vm/stock-matrix) call us once per run, interleaving cases so that
 	// load drift on the host spreads over all of them; this keeps the records' run numbers right.
 	vm->add_option("--first-run", firstRun, "run number of the first run (records are numbered from it)")
@@ -102,6 +111,7 @@ int main(int argc, char **argv)
 
 	ScenarioRunner runner;
 	addStockModes(runner);
+	addFerryModes(runner, ferryParams);
 	for (const auto &m : modes) {
 		if (!runner.hasMode(m)) {
 			fmt::print(stderr, "ferry-bench: unknown mode '{}' (known: {})\n", m,
@@ -120,10 +130,12 @@ int main(int argc, char **argv)
 	}
 
 	bool allOk = true;
-	for (const auto &m : modes) {
-		for (int i = firstRun; i < firstRun + runs; i++) {
-			cfg.mode = m;
-			MigrationRecord rec = runner.run(cfg, i);
+	// Modes interleaved run by run, so that every mode sees the same machine conditions.
+	for (int i = firstRun; i < firstRun + runs; i++) {
+		for (const auto &m : modes) {
+			ScenarioConfig c = isFerryMode(m) ? prepareFerryConfig(cfg) : cfg;
+			c.mode = m;
+			MigrationRecord rec = runner.run(c, i);
 			std::string line = rec.toJson().toString();
 			fmt::print("{}\n", line);
 			std::fflush(stdout);

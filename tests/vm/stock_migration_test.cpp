@@ -91,6 +91,10 @@ TEST(StockMigration, PrecopyKeepsVerifiedGuestAliveOnDestination)
 	addStockModes(runner);
 	ScenarioConfig cfg = baseConfig(image);
 	cfg.mode = "stock-precopy";
+	// QEMU 7.2 under TCG loses guest writes once pre-copy needs a fourth dirty sync (fixed
+	// upstream in 9.0, 03bfc2188f; docs/benchmarks.md). A generous downtime limit switches over
+	// after the first pass, so this test checks our runner, not that QEMU bug.
+	cfg.downtimeLimitMs = 5000;
 	MigrationRecord rec = runner.run(cfg);
 	ASSERT_TRUE(rec.completed) << describe(rec);
 	EXPECT_FALSE(rec.error) << describe(rec);
