@@ -7,6 +7,7 @@
 
 #include "commands.h"
 #include "ferry/base/log.h"
+#include "progress.h"
 #include "vm_migration.h"
 
 namespace ferry {
@@ -21,7 +22,7 @@ int fail(std::string_view cmd, const Error &e)
 
 struct MigrateArgs {
 	std::string qmp, agent, listen = "tcp:0.0.0.0:7070", deviceUri, ramMatch = "memory-backend-memfd";
-	unsigned chunkKib = 64;
+	unsigned chunkKib = 16; // guests write 4 KiB pages at random: small chunks re-send less
 	double rollbackTimeoutS = 10;
 	bool keepSource = false;
 };
@@ -69,7 +70,7 @@ int runMigrate(const MigrateArgs &a)
 struct ReceiveArgs {
 	std::string qmp, agent, connect, incoming, ramMatch = "memory-backend-memfd";
 	std::string mode = "hybrid", finalize = "immediate";
-	unsigned connections = 2, depth = 64;
+	unsigned connections = 2, depth = 128;
 	double deadlineS = 60;
 	bool verify = false, quiet = false;
 };
@@ -95,18 +96,8 @@ int runReceive(const ReceiveArgs &a)
 	lo.finalizePolicy = a.finalize;
 	lo.policy.deadlineSec = a.deadlineS;
 	lo.verify = a.verify;
-	bool quiet = a.quiet;
-	int64_t lastMs = -1000;
-	lo.onProgress = [quiet, &lastMs](const LeecherProgress &p) {
-		int64_t ms = int64_t(p.elapsedSec * 1000);
-		if (quiet || ms - lastMs < 500)
-			return;
-		lastMs = ms;
-		fmt::print(stderr, "ferry: {:>6.1f}s {:<10} {:5.1f}% local  stale {:>6}  {:>8.1f} MiB in  faults {:>5}  {}\n",
-			   p.elapsedSec, leecherStateName(p.state),
-			   p.chunksTotal ? 100.0 * double(p.chunksLocal) / double(p.chunksTotal) : 0.0, p.chunksStale,
-			   double(p.bytesTransferred) / (1 << 20), p.faults, p.policyStatus);
-	};
+	auto printer = std::make_shared<ProgressPrinter>(a.quiet);
+	lo.onProgress = [printer](const LeecherProgress &p) { (*printer)(p); };
 	VmReceiveOptions ro;
 	ro.verify = a.verify;
 	ro.configure = false;

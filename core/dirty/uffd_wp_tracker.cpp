@@ -50,6 +50,8 @@ public:
 		FERRY_TRY_CTX(outcomeStatus(o, "write-protect"), "uffd-wp tracker pid {}",
 			      region_.pid);
 		pending_.clear();
+		std::fill(masks_.begin(), masks_.end(), 0);
+		touched_.clear();
 		return okStatus();
 	}
 
@@ -81,6 +83,39 @@ public:
 		}
 		dirtyChunks.swap(pending_);
 		pending_.clear();
+		return okStatus();
+	}
+
+	Status collectPages(std::vector<uint32_t> &dirtyChunks, std::vector<uint64_t> &pageMasks) override
+	{
+		const size_t page = 4096;
+		if (region_.chunkSize / page > 64)
+			return DirtyTracker::collectPages(dirtyChunks, pageMasks);
+		if (masks_.empty())
+			masks_.assign(chunks_, 0);
+		ranges_.clear();
+		Status s = scanner_.scanWritten(region_.addr, region_.len, true, ranges_);
+		// As in collect(): what a failed scan already re-armed is kept for the next call.
+		for (const PageRange &r : ranges_) {
+			for (uintptr_t p = r.start; p < r.end; p += page) {
+				uintptr_t off = p - region_.addr;
+				uint32_t c = static_cast<uint32_t>(off >> chunkShift_);
+				if (!masks_[c])
+					touched_.push_back(c);
+				masks_[c] |= uint64_t(1) << ((off & (region_.chunkSize - 1)) / page);
+			}
+		}
+		if (!s.ok())
+			return s.error().context(fmt::format("uffd-wp tracker pid {}: collect", region_.pid));
+		std::sort(touched_.begin(), touched_.end());
+		dirtyChunks.assign(touched_.begin(), touched_.end());
+		pageMasks.clear();
+		pageMasks.reserve(touched_.size());
+		for (uint32_t c : touched_) {
+			pageMasks.push_back(masks_[c]);
+			masks_[c] = 0;
+		}
+		touched_.clear();
 		return okStatus();
 	}
 
@@ -130,6 +165,8 @@ private:
 	std::vector<PageRange> ranges_;
 	std::vector<uint32_t> pending_;
 	bool needSort_ = false;
+	std::vector<uint64_t> masks_;   // collectPages(): written pages per chunk, not yet reported
+	std::vector<uint32_t> touched_; // chunks with a non-zero mask
 };
 
 } // namespace

@@ -66,9 +66,12 @@ Status setNonBlocking(int fd)
 // model releases them, then go to `out`.
 class Direction {
 public:
-	Direction(const char *name, const LinkDirection &p, std::atomic<uint64_t> &relayed)
+	// `line` is the transmission schedule shared by every connection over this direction of
+	// the link: they share its bandwidth as flows over one real link do.
+	Direction(const char *name, const LinkDirection &p, std::atomic<uint64_t> &relayed,
+		  std::atomic<int64_t> &line)
 		: name_(name), delayNs_(std::chrono::nanoseconds(p.delay).count()),
-		  bw_(p.bytesPerSec), relayed_(relayed)
+		  bw_(p.bytesPerSec), relayed_(relayed), txFree_(line)
 	{
 		uint64_t cap = p.maxInFlightBytes;
 		if (cap == 0) {
@@ -257,15 +260,18 @@ private:
 		}
 		if (n == 0) {
 			inEof_ = true;
-			finAt_ = std::max(now, txFree_) + delayNs_;
+			finAt_ = std::max(now, txFree_.load()) + delayNs_;
 			return false;
 		}
-		// Serial-line model: the burst starts when the line is free and takes n/bw.
-		int64_t txStart = std::max(now, txFree_);
-		int64_t txEnd = txStart;
-		if (bw_ > 0)
-			txEnd += int64_t(U128(uint64_t(n)) * kNsPerSec / bw_);
-		txFree_ = txEnd;
+		// Serial-line model: the burst starts when the line is free and takes n/bw. The line
+		// is shared with the other connections (other relay threads): claim it atomically.
+		int64_t dur = bw_ > 0 ? int64_t(U128(uint64_t(n)) * kNsPerSec / bw_) : 0;
+		int64_t txStart, txEnd;
+		int64_t free = txFree_.load(std::memory_order_relaxed);
+		do {
+			txStart = std::max(now, free);
+			txEnd = txStart + dur;
+		} while (bw_ > 0 && !txFree_.compare_exchange_weak(free, txEnd, std::memory_order_relaxed));
 		uint64_t start = inPos_;
 		inPos_ += uint64_t(n);
 		// Back-to-back bursts on a busy line form one linear transmission: merging is exact.
@@ -312,7 +318,7 @@ private:
 	uint64_t relPos_ = 0;
 	uint64_t outPos_ = 0;
 	std::deque<Segment> segs_; // not yet fully released, in stream order
-	int64_t txFree_ = 0;       // when the line finishes what is queued
+	std::atomic<int64_t> &txFree_; // when the (shared) line finishes what is queued
 	bool inEof_ = false;
 	int64_t finAt_ = 0;
 	bool outShut_ = false;
@@ -326,9 +332,10 @@ private:
 // One relayed connection and its thread. The thread owns the sockets' I/O; other threads
 // only set cut_ and poke wake_.
 struct Relay {
-	Relay(UniqueFd c, UniqueFd s, const LinkParams &p, std::atomic<uint64_t> &relayed)
-		: client(std::move(c)), server(std::move(s)), up("up", p.up, relayed),
-		  down("down", p.down, relayed)
+	Relay(UniqueFd c, UniqueFd s, const LinkParams &p, std::atomic<uint64_t> &relayed,
+	      std::atomic<int64_t> &upLine, std::atomic<int64_t> &downLine)
+		: client(std::move(c)), server(std::move(s)), up("up", p.up, relayed, upLine),
+		  down("down", p.down, relayed, downLine)
 	{
 	}
 
@@ -426,6 +433,7 @@ struct LinkEmulator::Impl {
 	std::thread acceptor;
 	std::atomic<bool> blocked{false};
 	std::atomic<uint64_t> relayed{0};
+	std::atomic<int64_t> upLine{0}, downLine{0}; // shared transmission schedule per direction
 	std::atomic<uint64_t> accepted{0};
 
 	mutable std::mutex lock;
@@ -467,7 +475,8 @@ void LinkEmulator::Impl::startRelay(Connection clientConn)
 		return;
 	}
 	UniqueFd server = up->releaseFd();
-	auto relay = std::make_unique<Relay>(std::move(client), std::move(server), params, relayed);
+	auto relay = std::make_unique<Relay>(std::move(client), std::move(server), params, relayed,
+						   upLine, downLine);
 	relay->wake.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
 	Status st;
 	if (!relay->wake)

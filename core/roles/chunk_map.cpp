@@ -4,7 +4,8 @@
 namespace ferry {
 
 ChunkMap::ChunkMap(uint32_t chunkCount)
-	: state_(chunkCount, ChunkState::Missing), redo_(chunkCount, 0), received_(chunkCount, 0)
+	: state_(chunkCount, ChunkState::Missing), redo_(chunkCount, 0), received_(chunkCount, 0),
+	  intact_(chunkCount, 0), staleMask_(chunkCount, 0)
 {
 	counts_.missing = chunkCount;
 }
@@ -32,7 +33,19 @@ void ChunkMap::setOrder(Order order)
 	workCv_.notify_all();
 }
 
-std::optional<uint32_t> ChunkMap::takeLocked()
+ChunkRequest ChunkMap::startRequest(uint32_t index)
+{
+	ChunkRequest r{index, 0};
+	// Only the written pages of a chunk whose local copy is whole; the mask restarts, and
+	// pages written while this request is in flight accumulate in it again.
+	if (state_[index] == ChunkState::Stale && intact_[index])
+		r.pageMask = staleMask_[index];
+	staleMask_[index] = 0;
+	setState(index, ChunkState::InFlight);
+	return r;
+}
+
+std::optional<ChunkRequest> ChunkMap::takeLocked()
 {
 	auto fromQueue = [this](std::deque<uint32_t> &q) -> std::optional<uint32_t> {
 		while (!q.empty()) {
@@ -62,12 +75,12 @@ std::optional<uint32_t> ChunkMap::takeLocked()
 		pick = fromCursor();
 	if (!pick)
 		pick = fromQueue(requeue_);
-	if (pick)
-		setState(*pick, ChunkState::InFlight);
-	return pick;
+	if (!pick)
+		return std::nullopt;
+	return startRequest(*pick);
 }
 
-std::optional<uint32_t> ChunkMap::next(bool wait, const std::atomic<bool> *cancel)
+std::optional<ChunkRequest> ChunkMap::next(bool wait, const std::atomic<bool> *cancel)
 {
 	std::unique_lock g(lock_);
 	for (;;) {
@@ -83,11 +96,13 @@ std::optional<uint32_t> ChunkMap::next(bool wait, const std::atomic<bool> *cance
 	}
 }
 
-bool ChunkMap::completed(uint32_t index)
+bool ChunkMap::completed(uint32_t index, bool whole)
 {
 	std::lock_guard g(lock_);
 	if (state_[index] != ChunkState::InFlight)
 		return state_[index] == ChunkState::Local;
+	if (whole)
+		intact_[index] = 1;
 	if (!received_[index]) {
 		received_[index] = 1;
 		if (++receivedCount_ == state_.size())
@@ -112,27 +127,34 @@ void ChunkMap::requestFailed(uint32_t index)
 		return;
 	redo_[index] = 0;
 	// Whether it was Missing or Stale before, its local bytes are not trustworthy now.
+	intact_[index] = 0;
 	setState(index, ChunkState::Stale);
 	urgent_.push_front(index);
 	workCv_.notify_one();
 }
 
-void ChunkMap::markDirty(std::span<const uint32_t> indices)
+void ChunkMap::markDirty(std::span<const uint32_t> indices, std::span<const uint64_t> pageMasks)
 {
 	std::lock_guard g(lock_);
-	for (uint32_t i : indices) {
+	for (size_t k = 0; k < indices.size(); k++) {
+		uint32_t i = indices[k];
 		if (i >= state_.size())
 			continue; // callers validate; never index out of range
+		uint64_t mask = k < pageMasks.size() ? pageMasks[k] : ~uint64_t(0);
 		switch (state_[i]) {
 		case ChunkState::Local:
 			setState(i, ChunkState::Stale);
+			staleMask_[i] |= mask;
 			requeue_.push_back(i);
 			break;
 		case ChunkState::InFlight:
 			redo_[i] = 1;
+			staleMask_[i] |= mask;
+			break;
+		case ChunkState::Stale:
+			staleMask_[i] |= mask;
 			break;
 		case ChunkState::Missing:
-		case ChunkState::Stale:
 			break;
 		}
 	}
@@ -150,14 +172,13 @@ ChunkState ChunkMap::prioritize(uint32_t index)
 	return s;
 }
 
-bool ChunkMap::claim(uint32_t index)
+std::optional<ChunkRequest> ChunkMap::claim(uint32_t index)
 {
 	std::lock_guard g(lock_);
 	ChunkState s = state_[index];
 	if (s != ChunkState::Missing && s != ChunkState::Stale)
-		return false;
-	setState(index, ChunkState::InFlight);
-	return true;
+		return std::nullopt;
+	return startRequest(index);
 }
 
 bool ChunkMap::waitLocal(uint32_t index)

@@ -59,10 +59,10 @@ std::string LeecherReport::toJson() const
 		"{{\"mode\":\"{}\",\"bytes_total\":{},\"bytes_transferred\":{},\"precopy_ms\":{:.1f},"
 		"\"downtime_ms\":{:.1f},\"postcopy_ms\":{:.1f},\"faults\":{},\"local_faults\":{},"
 		"\"stale_chunks_at_finalize\":{},\"dirty_chunks_at_finalize\":{},\"rounds\":{},"
-		"\"reconnects\":{},\"finalize_reason\":\"{}\",\"completed\":{},\"verified\":{}}}",
+		"\"reconnects\":{},\"first_pass_ms\":{:.1f},\"finalize_reason\":\"{}\",\"completed\":{},\"verified\":{}}}",
 		migrationModeName(mode), bytesTotal, bytesTransferred, precopyMs, downtimeMs, postcopyMs,
 		faults, localFaults, staleChunksAtFinalize, dirtyChunksAtFinalize, rounds, reconnects,
-		finalizeReason, completed ? "true" : "false", v);
+		firstPassMs, finalizeReason, completed ? "true" : "false", v);
 }
 
 namespace {
@@ -91,6 +91,8 @@ private:
 	void workerLoop(Worker *w);
 	Status receiveLoop(Worker *w, Connection &conn);
 	void senderLoop(Worker *w, Connection *conn, std::atomic<bool> *dead);
+	void normalize(ChunkRequest &req) const;
+	Status sendRequest(Connection &conn, uint64_t id, const ChunkRequest &req);
 	void onChunkLocal(uint32_t index);
 	void requestNow(uint32_t index);
 	Status startFaultService(FaultTarget target);
@@ -144,7 +146,7 @@ struct Leecher::Impl::Worker {
 	std::thread thread;
 	std::mutex lock;
 	std::condition_variable cv;
-	std::unordered_map<uint64_t, uint32_t> pending; // requestId -> chunk
+	std::unordered_map<uint64_t, ChunkRequest> pending; // requestId -> what was asked
 	uint64_t nextId = 1;
 	std::atomic<uint64_t> liveBytes{0};               // bytes received on the current connection
 	Connection *current = nullptr;                    // guarded by lock
@@ -277,27 +279,48 @@ void Leecher::Impl::senderLoop(Worker *w, Connection *conn, std::atomic<bool> *d
 			if (*dead || stopping_)
 				return;
 		}
-		std::optional<uint32_t> idx = map_->next(true, dead);
-		if (!idx)
+		std::optional<ChunkRequest> req = map_->next(true, dead);
+		if (!req)
 			return; // map closed
+		normalize(*req);
 		uint64_t id;
 		{
 			std::lock_guard g(w->lock);
 			if (*dead) {
-				map_->requestFailed(*idx);
+				map_->requestFailed(req->index);
 				return;
 			}
 			id = w->nextId++;
-			w->pending[id] = *idx;
+			w->pending[id] = *req;
 		}
-		uint8_t payload[4];
-		putLe32(payload, *idx);
-		if (!conn->send(MsgType::GetChunk, id, payload).ok()) {
+		if (!sendRequest(*conn, id, *req).ok()) {
 			// The receiver sees the broken connection too and fails every pending request.
 			conn->shutdown();
 			return;
 		}
 	}
+}
+
+// Asks for only the written pages when some (not all) pages of a locally whole chunk are
+// stale and the chunk can be addressed by pages; otherwise for the whole chunk (mask 0).
+void Leecher::Impl::normalize(ChunkRequest &req) const
+{
+	if (!req.pageMask)
+		return;
+	auto pages = pagesInMask(ChunkGeometry{size_, chunkSize_}, req.index, req.pageMask);
+	uint32_t all = uint32_t((std::min<uint64_t>(chunkSize_, size_ - uint64_t(req.index) * chunkSize_) +
+				 kWirePageSize - 1) / kWirePageSize);
+	if (!pages.ok() || *pages >= all)
+		req.pageMask = 0;
+}
+
+Status Leecher::Impl::sendRequest(Connection &conn, uint64_t id, const ChunkRequest &req)
+{
+	if (req.pageMask)
+		return conn.send(MsgType::GetPages, id, encode(GetPagesMsg{req.index, req.pageMask}));
+	uint8_t payload[4];
+	putLe32(payload, req.index);
+	return conn.send(MsgType::GetChunk, id, payload);
 }
 
 Status Leecher::Impl::receiveLoop(Worker *w, Connection &conn)
@@ -311,40 +334,69 @@ Status Leecher::Impl::receiveLoop(Worker *w, Connection &conn)
 			auto e = decodeError(p);
 			return Error(EPROTO, fmt::format("seeder: {}", e.ok() ? e->message : "malformed error"));
 		}
-		if (h.type != MsgType::Chunk && h.type != MsgType::ChunkZero)
+		if (h.type != MsgType::Chunk && h.type != MsgType::ChunkZero && h.type != MsgType::Pages)
 			return Error::format(EPROTO, "unexpected {} on a data connection", msgTypeName(h.type));
-		if (h.payloadLen < 4)
-			return Error::format(EPROTO, "{} payload of {} bytes", msgTypeName(h.type), h.payloadLen);
-		uint8_t ib[4];
-		FERRY_TRY(conn.recvExact(ib, 4));
-		uint32_t index = getLe32(ib);
-		uint32_t expected;
+		ChunkRequest asked;
 		{
 			std::lock_guard g(w->lock);
 			auto it = w->pending.find(h.requestId);
 			if (it == w->pending.end())
 				return Error::format(EPROTO, "reply to unknown request {}", h.requestId);
-			expected = it->second;
+			asked = it->second;
 		}
-		if (index != expected)
-			return Error::format(EPROTO, "request {} asked chunk {}, reply carries chunk {}",
-					     h.requestId, expected, index);
-		uint64_t off = uint64_t(index) * chunkSize_;
-		size_t len = std::min<uint64_t>(chunkSize_, size_ - off);
-		if (h.type == MsgType::Chunk) {
-			if (h.payloadLen != 4 + len)
-				return Error::format(EPROTO, "chunk {}: {} data bytes, expected {}", index,
-						     h.payloadLen - 4, len);
-			// The application cannot see these pages while we write: before switch-over
-			// it is not running; after it, the pages of a non-local chunk are not mapped
-			// in its address space (minor-fault guard) until onChunkLocal installs them.
-			absent_[index] = 0;
-			FERRY_TRY_CTX(conn.recvExact(region_ + off, len), "chunk {}", index);
+		const ChunkGeometry geo{size_, chunkSize_};
+		uint32_t index;
+		bool whole = true;
+		if (h.type == MsgType::Pages) {
+			uint8_t prefix[kPagesPrefixSize];
+			FERRY_TRY(conn.recvExact(prefix, sizeof prefix));
+			FERRY_ASSIGN(GetPagesMsg m, decodePagesPrefix(h, prefix, geo));
+			if (m.chunkIndex != asked.index || m.pageMask != asked.pageMask)
+				return Error::format(EPROTO, "request {} asked chunk {} pages {:#x}, reply carries chunk {} pages {:#x}",
+						     h.requestId, asked.index, asked.pageMask, m.chunkIndex, m.pageMask);
+			index = m.chunkIndex;
+			uint8_t *chunk = region_ + uint64_t(index) * chunkSize_;
+			// Same guarantee as for whole chunks: these pages are not mapped in the
+			// application until the chunk is local again.
+			for (unsigned p = 0; p < 64;) {
+				if (!(m.pageMask >> p & 1)) {
+					p++;
+					continue;
+				}
+				unsigned q = p;
+				while (q < 64 && (m.pageMask >> q & 1))
+					q++;
+				FERRY_TRY_CTX(conn.recvExact(chunk + size_t(p) * kWirePageSize, size_t(q - p) * kWirePageSize),
+					      "chunk {} pages", index);
+				p = q;
+			}
+			whole = false;
 		} else {
-			if (h.payloadLen != 4)
-				return Error::format(EPROTO, "ChunkZero payload of {} bytes", h.payloadLen);
-			if (!absent_[index])
-				std::memset(region_ + off, 0, len);
+			if (h.payloadLen < 4)
+				return Error::format(EPROTO, "{} payload of {} bytes", msgTypeName(h.type), h.payloadLen);
+			uint8_t ib[4];
+			FERRY_TRY(conn.recvExact(ib, 4));
+			index = getLe32(ib);
+			if (index != asked.index || asked.pageMask != 0)
+				return Error::format(EPROTO, "request {} asked chunk {}, reply carries whole chunk {}",
+						     h.requestId, asked.index, index);
+			uint64_t off = uint64_t(index) * chunkSize_;
+			size_t len = std::min<uint64_t>(chunkSize_, size_ - off);
+			if (h.type == MsgType::Chunk) {
+				if (h.payloadLen != 4 + len)
+					return Error::format(EPROTO, "chunk {}: {} data bytes, expected {}", index,
+							     h.payloadLen - 4, len);
+				// The application cannot see these pages while we write: before switch-over
+				// it is not running; after it, the pages of a non-local chunk are not mapped
+				// in its address space (minor-fault guard) until onChunkLocal installs them.
+				absent_[index] = 0;
+				FERRY_TRY_CTX(conn.recvExact(region_ + off, len), "chunk {}", index);
+			} else {
+				if (h.payloadLen != 4)
+					return Error::format(EPROTO, "ChunkZero payload of {} bytes", h.payloadLen);
+				if (!absent_[index])
+					std::memset(region_ + off, 0, len);
+			}
 		}
 		{
 			std::lock_guard g(w->lock);
@@ -352,7 +404,7 @@ Status Leecher::Impl::receiveLoop(Worker *w, Connection &conn)
 		}
 		w->cv.notify_one();
 		w->liveBytes = conn.bytesReceived();
-		if (map_->completed(index) && postcopy_)
+		if (map_->completed(index, whole) && postcopy_)
 			onChunkLocal(index);
 	}
 }
@@ -402,8 +454,8 @@ void Leecher::Impl::workerLoop(Worker *w)
 			// A fault thread may be sending on this connection right now.
 			w->cv.wait(g, [&] { return w->borrowers == 0; });
 			w->current = nullptr;
-			for (auto &[id, idx] : w->pending)
-				map_->requestFailed(idx);
+			for (auto &[id, req] : w->pending)
+				map_->requestFailed(req.index);
 			w->pending.clear();
 		}
 		w->cv.notify_all();
@@ -465,7 +517,8 @@ Status Leecher::Impl::resolveChunk(uint32_t index, std::span<const uintptr_t> wa
 // the path that a stalled vCPU waits on. Falls back to the queue when no connection is up.
 void Leecher::Impl::requestNow(uint32_t index)
 {
-	if (!map_->claim(index))
+	std::optional<ChunkRequest> req = map_->claim(index);
+	if (!req)
 		return; // already in flight (or local): the fault waits for it
 	for (size_t k = 0; k < workers_.size(); k++) {
 		Worker *w = workers_[(nextFaultWorker_++) % workers_.size()].get();
@@ -477,12 +530,16 @@ void Leecher::Impl::requestNow(uint32_t index)
 				continue;
 			conn = w->current;
 			id = w->nextId++;
-			w->pending[id] = index;
 			w->borrowers++;
 		}
-		uint8_t payload[4];
-		putLe32(payload, index);
-		Status st = conn->send(MsgType::GetChunk, id, payload);
+		// Decide GetPages vs GetChunk before the request is visible to the receiver.
+		ChunkRequest sent = *req;
+		normalize(sent);
+		{
+			std::lock_guard g(w->lock);
+			w->pending[id] = sent;
+		}
+		Status st = sendRequest(*conn, id, sent);
 		{
 			std::lock_guard g(w->lock);
 			w->borrowers--;
@@ -754,6 +811,7 @@ Result<LeecherReport> Leecher::Impl::run()
 	}
 	if (opts_.postcopyOnly)
 		map_->setOrder(ChunkMap::Order::UrgentOnly);
+	const int64_t pullStartNs = monotonicNs();
 	for (auto &w : workers_)
 		w->thread = std::thread([this, p = w.get()] { workerLoop(p); });
 
@@ -777,7 +835,7 @@ Result<LeecherReport> Leecher::Impl::run()
 			return f->context("pre-copy");
 		FERRY_ASSIGN(std::vector<uint8_t> payload, control(MsgType::GetDirty, MsgType::DirtyList));
 		FERRY_ASSIGN(DirtyListMsg dirty, decodeDirtyList(payload, chunkCount_));
-		map_->markDirty(dirty.chunks);
+		map_->markDirty(dirty.chunks, dirty.pageMasks);
 		int64_t now = monotonicNs();
 		double dt = std::max(1e-3, msBetween(lastNs, now) / 1000);
 		uint64_t bytes = bytesReceived();
@@ -785,8 +843,10 @@ Result<LeecherReport> Leecher::Impl::run()
 		lastBytes = bytes;
 		lastNs = now;
 		ChunkCounts c = map_->counts();
-		if (!firstPassDone)
-			firstPassDone = map_->firstPassDone(); // stale chunks may remain
+		if (!firstPassDone && map_->firstPassDone()) { // stale chunks may remain
+			firstPassDone = true;
+			rep.firstPassMs = msBetween(pullStartNs, monotonicNs());
+		}
 		RoundStats rs{msBetween(startNs_, now) / 1000, dirty.chunks.size(),
 			      uint64_t(dirty.chunks.size()) * chunkSize_, c.total() - c.local,
 			      (c.total() - c.local) * uint64_t(chunkSize_), pullRate, firstPassDone, ++rep.rounds};
@@ -817,7 +877,7 @@ Result<LeecherReport> Leecher::Impl::run()
 	map_->setOrder(opts_.backgroundPull || opts_.mode == MigrationMode::PreCopy
 			       ? ChunkMap::Order::StaleFirst
 			       : ChunkMap::Order::UrgentOnly);
-	map_->markDirty(finalized.chunks);
+	map_->markDirty(finalized.chunks, finalized.pageMasks);
 	ChunkCounts atFinalize = map_->counts();
 	rep.dirtyChunksAtFinalize = finalized.chunks.size();
 	rep.staleChunksAtFinalize = atFinalize.total() - atFinalize.local;

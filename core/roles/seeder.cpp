@@ -72,30 +72,33 @@ SeederStats Seeder::stats() const
 
 void Seeder::stop() { stop_ = true; }
 
-// Collects the tracker's dirty chunks into pending_ and hands the whole pending set out.
+// Collects the tracker's dirty pages into pending_ and hands the whole pending set out.
 // The set handed out is remembered (lastSent_) until the next request: if the reply is lost
 // with the connection, a resumed session gets it again (dirty state is never dropped).
-Result<std::vector<uint32_t>> Seeder::takeDirty(bool final)
+Status Seeder::takeDirty(bool final, DirtyListMsg &out)
 {
 	std::vector<uint32_t> fresh;
-	FERRY_TRY_CTX(tracker_->collect(fresh), "collect dirty chunks");
+	std::vector<uint64_t> masks;
+	FERRY_TRY_CTX(tracker_->collectPages(fresh, masks), "collect dirty chunks");
 	std::lock_guard g(lock_);
-	for (uint32_t i : fresh)
-		if (i < chunkCount_)
-			pending_[i] = 1;
-	std::vector<uint32_t> out;
+	for (size_t i = 0; i < fresh.size(); i++)
+		if (fresh[i] < chunkCount_)
+			pending_[fresh[i]] |= masks[i];
+	out.chunks.clear();
+	out.pageMasks.clear();
 	for (uint32_t i = 0; i < chunkCount_; i++) {
 		if (pending_[i]) {
-			out.push_back(i);
+			out.chunks.push_back(i);
+			out.pageMasks.push_back(pending_[i]);
 			pending_[i] = 0;
 		}
 	}
 	lastSent_ = out;
 	stats_.dirtyReports++;
-	stats_.dirtyChunksReported += out.size();
+	stats_.dirtyChunksReported += out.chunks.size();
 	if (final)
-		stats_.finalDirtyChunks = out.size();
-	return out;
+		stats_.finalDirtyChunks = out.chunks.size();
+	return {};
 }
 
 Status Seeder::serveChunk(Connection &conn, uint64_t reqId, uint32_t index)
@@ -119,6 +122,36 @@ Status Seeder::serveChunk(Connection &conn, uint64_t reqId, uint32_t index)
 	return {};
 }
 
+// Only the pages a destination asks for (it holds the rest of the chunk already): contiguous
+// pages go out as one piece of the frame.
+Status Seeder::servePages(Connection &conn, uint64_t reqId, uint32_t index, uint64_t mask)
+{
+	const uint8_t *chunk = data_ + uint64_t(index) * opts_.chunkSize;
+	uint8_t prefix[12];
+	putLe32(prefix, index);
+	for (int i = 0; i < 8; i++)
+		prefix[4 + i] = uint8_t(mask >> (8 * i));
+	std::vector<iovec> parts{{prefix, sizeof prefix}};
+	uint64_t bytes = 0;
+	for (unsigned p = 0; p < 64;) {
+		if (!(mask >> p & 1)) {
+			p++;
+			continue;
+		}
+		unsigned q = p;
+		while (q < 64 && (mask >> q & 1))
+			q++;
+		parts.push_back({const_cast<uint8_t *>(chunk + size_t(p) * kWirePageSize), size_t(q - p) * kWirePageSize});
+		bytes += uint64_t(q - p) * kWirePageSize;
+		p = q;
+	}
+	FERRY_TRY(conn.sendParts(MsgType::Pages, reqId, parts));
+	std::lock_guard g(lock_);
+	stats_.pagesServed += bytes / kWirePageSize;
+	stats_.bytesSent += bytes;
+	return {};
+}
+
 Status Seeder::handleFrame(Connection &conn, const FrameHeader &h)
 {
 	FERRY_ASSIGN(std::vector<uint8_t> payload, conn.recvPayload(h));
@@ -139,9 +172,9 @@ Status Seeder::handleFrame(Connection &conn, const FrameHeader &h)
 			// A resumed session: whatever dirty list may have been lost with the old
 			// connection is owed again.
 			std::lock_guard g(lock_);
-			for (uint32_t i : lastSent_)
-				pending_[i] = 1;
-			lastSent_.clear();
+			for (size_t i = 0; i < lastSent_.chunks.size(); i++)
+				pending_[lastSent_.chunks[i]] |= lastSent_.pageMasks[i];
+			lastSent_ = {};
 			FERRY_LOG(Debug, opts_.name, "session joined by {}", hello.clientName);
 		}
 		HelloReplyMsg reply{kProtocolVersion, sessionId_, size_, opts_.chunkSize, 0};
@@ -168,11 +201,18 @@ Status Seeder::handleFrame(Connection &conn, const FrameHeader &h)
 					     chunkCount_);
 		return serveChunk(conn, h.requestId, index);
 	}
+	case MsgType::GetPages: {
+		if (st == SeederState::Serving)
+			return Error(EPROTO, "GetPages before TrackStart");
+		FERRY_ASSIGN(GetPagesMsg m, decodeGetPages(pl, ChunkGeometry{size_, opts_.chunkSize}));
+		return servePages(conn, h.requestId, m.chunkIndex, m.pageMask);
+	}
 	case MsgType::GetDirty: {
 		if (st != SeederState::Tracking)
 			return conn.send(MsgType::DirtyList, h.requestId, encode(DirtyListMsg{}));
-		FERRY_ASSIGN(std::vector<uint32_t> dirty, takeDirty(false));
-		return conn.send(MsgType::DirtyList, h.requestId, encode(DirtyListMsg{std::move(dirty)}));
+		DirtyListMsg dirty;
+		FERRY_TRY(takeDirty(false, dirty));
+		return conn.send(MsgType::DirtyList, h.requestId, encode(dirty));
 	}
 	case MsgType::Finalize: {
 		if (st == SeederState::Serving)
@@ -181,15 +221,16 @@ Status Seeder::handleFrame(Connection &conn, const FrameHeader &h)
 			FERRY_TRY_CTX(hooks_.suspend ? hooks_.suspend() : Status(), "suspend the application");
 			suspendedAtNs_ = realtimeNs();
 			// The application is quiescent: this collect is the complete remainder.
-			auto dirty = takeDirty(true);
-			if (!dirty.ok()) {
+			DirtyListMsg dirty;
+			Status st2 = takeDirty(true, dirty);
+			if (!st2.ok()) {
 				// Cannot hand over a trustworthy dirty set: undo the suspend.
 				if (hooks_.resume)
 					(void)hooks_.resume();
-				return dirty.error().context("final dirty scan (source resumed)");
+				return st2.error().context("final dirty scan (source resumed)");
 			}
 			std::lock_guard g(lock_);
-			final_ = std::move(dirty).value();
+			final_ = std::move(dirty);
 			FERRY_TRY(transition(SeederState::Suspended));
 		}
 		FinalizedMsg reply;
@@ -198,16 +239,18 @@ Status Seeder::handleFrame(Connection &conn, const FrameHeader &h)
 			reply.suspendedAtUnixNs = suspendedAtNs_;
 			// Idempotent: a repeated Finalize (after a reconnect) gets the same list plus
 			// anything owed from a lost DirtyList.
-			std::vector<uint8_t> set(chunkCount_, 0);
-			for (uint32_t i : final_)
-				set[i] = 1;
-			for (uint32_t i = 0; i < chunkCount_; i++)
-				if (pending_[i])
-					set[i] = 1;
-			for (uint32_t i = 0; i < chunkCount_; i++)
-				if (set[i])
+			std::vector<uint64_t> set(pending_);
+			for (size_t i = 0; i < final_.chunks.size(); i++)
+				set[final_.chunks[i]] |= final_.pageMasks[i];
+			for (uint32_t i = 0; i < chunkCount_; i++) {
+				if (set[i]) {
 					reply.chunks.push_back(i);
-			final_ = reply.chunks;
+					reply.pageMasks.push_back(set[i]);
+					pending_[i] = 0;
+				}
+			}
+			final_.chunks = reply.chunks;
+			final_.pageMasks = reply.pageMasks;
 		}
 		return conn.send(MsgType::Finalized, h.requestId, encode(reply));
 	}

@@ -38,6 +38,10 @@ LengthRule lengthRule(MsgType t)
 	case MsgType::GetChunk:
 	case MsgType::ChunkZero:
 		return {4, 4};
+	case MsgType::GetPages:
+		return {12, 12};
+	case MsgType::Pages:
+		return {12 + kWirePageSize, kUnbounded};
 	case MsgType::Chunk:
 		// Index plus at least one byte: chunks are never empty.
 		return {uint32_t(kChunkPrefixSize) + 1, kUnbounded};
@@ -80,18 +84,26 @@ void store64(uint8_t *p, uint64_t v)
 
 ferry::Error protoError(std::string msg) { return ferry::Error(EPROTO, std::move(msg)); }
 
-// Shared by DirtyList and Finalized: u32 count, then count strictly increasing indices.
-Result<std::vector<uint32_t>> readIndexList(PayloadReader &r, uint32_t chunkCount)
+// Shared by DirtyList and Finalized: u32 count, then count entries { u32 index, u64 pageMask }
+// with strictly increasing indices and non-zero masks.
+Status readIndexList(PayloadReader &r, uint32_t chunkCount, std::vector<uint32_t> &out,
+		     std::vector<uint64_t> &masks)
 {
 	FERRY_ASSIGN(uint32_t count, r.u32());
-	uint64_t need = uint64_t(count) * 4;
+	uint64_t need = uint64_t(count) * 12;
 	if (need != r.remaining())
-		return protoError(fmt::format("count {} needs {} bytes of indices, payload has {}",
+		return protoError(fmt::format("count {} needs {} bytes of entries, payload has {}",
 					      count, need, r.remaining()));
-	std::vector<uint32_t> out;
+	out.clear();
+	masks.clear();
 	out.reserve(count);
+	masks.reserve(count);
 	for (uint32_t i = 0; i < count; i++) {
 		FERRY_ASSIGN(uint32_t idx, r.u32());
+		FERRY_ASSIGN(uint64_t mask, r.u64());
+		if (mask == 0)
+			return protoError(fmt::format("chunk {} at position {} has an empty page mask", idx, i));
+		masks.push_back(mask);
 		if (idx >= chunkCount)
 			return protoError(fmt::format("chunk index {} at position {} is out of range "
 						      "(chunk count {})",
@@ -102,14 +114,16 @@ Result<std::vector<uint32_t>> readIndexList(PayloadReader &r, uint32_t chunkCoun
 						      i, idx, out.back()));
 		out.push_back(idx);
 	}
-	return out;
+	return {};
 }
 
-void writeIndexList(PayloadWriter &w, const std::vector<uint32_t> &chunks)
+void writeIndexList(PayloadWriter &w, const std::vector<uint32_t> &chunks, const std::vector<uint64_t> &masks)
 {
 	w.u32(uint32_t(chunks.size()));
-	for (uint32_t idx : chunks)
-		w.u32(idx);
+	for (size_t i = 0; i < chunks.size(); i++) {
+		w.u32(chunks[i]);
+		w.u64(i < masks.size() ? masks[i] : kAllPages);
+	}
 }
 
 } // namespace
@@ -141,13 +155,15 @@ const char *msgTypeName(MsgType type)
 	case MsgType::ChunkZero: return "ChunkZero";
 	case MsgType::SwitchOver: return "SwitchOver";
 	case MsgType::SwitchOverAck: return "SwitchOverAck";
+	case MsgType::GetPages: return "GetPages";
+	case MsgType::Pages: return "Pages";
 	}
 	return "unknown";
 }
 
 bool isKnownMsgType(uint16_t type)
 {
-	return type >= uint16_t(MsgType::Hello) && type <= uint16_t(MsgType::SwitchOverAck);
+	return type >= uint16_t(MsgType::Hello) && type <= uint16_t(MsgType::Pages);
 }
 
 void encodeHeader(const FrameHeader &h, uint8_t out[kHeaderSize])
@@ -345,19 +361,19 @@ std::vector<uint8_t> encode(const GetChunkMsg &m)
 std::vector<uint8_t> encode(const DirtyListMsg &m)
 {
 	std::vector<uint8_t> out;
-	out.reserve(4 + 4 * m.chunks.size());
+	out.reserve(4 + 12 * m.chunks.size());
 	PayloadWriter w(out);
-	writeIndexList(w, m.chunks);
+	writeIndexList(w, m.chunks, m.pageMasks);
 	return out;
 }
 
 std::vector<uint8_t> encode(const FinalizedMsg &m)
 {
 	std::vector<uint8_t> out;
-	out.reserve(12 + 4 * m.chunks.size());
+	out.reserve(12 + 12 * m.chunks.size());
 	PayloadWriter w(out);
 	w.u64(m.suspendedAtUnixNs);
-	writeIndexList(w, m.chunks);
+	writeIndexList(w, m.chunks, m.pageMasks);
 	return out;
 }
 
@@ -441,7 +457,7 @@ Result<DirtyListMsg> decodeDirtyList(std::span<const uint8_t> in, uint32_t chunk
 	auto body = [&]() -> Result<DirtyListMsg> {
 		PayloadReader r(in);
 		DirtyListMsg m;
-		FERRY_ASSIGN(m.chunks, readIndexList(r, chunkCount));
+		FERRY_TRY(readIndexList(r, chunkCount, m.chunks, m.pageMasks));
 		return m;
 	};
 	return body().context("DirtyList");
@@ -453,7 +469,7 @@ Result<FinalizedMsg> decodeFinalized(std::span<const uint8_t> in, uint32_t chunk
 		PayloadReader r(in);
 		FinalizedMsg m;
 		FERRY_ASSIGN(m.suspendedAtUnixNs, r.u64());
-		FERRY_ASSIGN(m.chunks, readIndexList(r, chunkCount));
+		FERRY_TRY(readIndexList(r, chunkCount, m.chunks, m.pageMasks));
 		return m;
 	};
 	return body().context("Finalized");
@@ -532,6 +548,60 @@ ferry::Error peerError(const ErrorMsg &m)
 	}
 	int code = (m.errnoValue > 0 && m.errnoValue < 4096) ? m.errnoValue : EPROTO;
 	return ferry::Error(code, fmt::format("peer error: {}", msg));
+}
+
+Result<uint32_t> pagesInMask(const ChunkGeometry &g, uint32_t index, uint64_t mask)
+{
+	if (index >= g.chunkCount())
+		return protoError(fmt::format("chunk index {} out of range (chunk count {})", index, g.chunkCount()));
+	if (mask == 0)
+		return protoError(fmt::format("chunk {}: empty page mask", index));
+	uint32_t pages = (g.chunkLength(index) + kWirePageSize - 1) / kWirePageSize;
+	if (pages > 64 || g.chunkLength(index) % kWirePageSize != 0)
+		return protoError(fmt::format("chunk {} cannot be addressed by pages ({} bytes)", index,
+					      g.chunkLength(index)));
+	if (pages < 64 && (mask >> pages) != 0)
+		return protoError(fmt::format("chunk {}: page mask {:#x} names pages beyond its {}", index, mask, pages));
+	return uint32_t(__builtin_popcountll(mask));
+}
+
+std::vector<uint8_t> encode(const GetPagesMsg &m)
+{
+	std::vector<uint8_t> out;
+	PayloadWriter w(out);
+	w.u32(m.chunkIndex);
+	w.u64(m.pageMask);
+	return out;
+}
+
+Result<GetPagesMsg> decodeGetPages(std::span<const uint8_t> in, const ChunkGeometry &g)
+{
+	auto body = [&]() -> Result<GetPagesMsg> {
+		PayloadReader r(in);
+		GetPagesMsg m;
+		FERRY_ASSIGN(m.chunkIndex, r.u32());
+		FERRY_ASSIGN(m.pageMask, r.u64());
+		FERRY_TRY(r.expectEnd());
+		FERRY_TRY(pagesInMask(g, m.chunkIndex, m.pageMask));
+		return m;
+	};
+	return body().context("GetPages");
+}
+
+Result<GetPagesMsg> decodePagesPrefix(const FrameHeader &h, std::span<const uint8_t> prefix,
+				      const ChunkGeometry &g)
+{
+	auto body = [&]() -> Result<GetPagesMsg> {
+		if (h.type != MsgType::Pages)
+			return protoError(fmt::format("expected Pages, got {}", msgTypeName(h.type)));
+		FERRY_ASSIGN(GetPagesMsg m, decodeGetPages(prefix, g));
+		FERRY_ASSIGN(uint32_t pages, pagesInMask(g, m.chunkIndex, m.pageMask));
+		if (uint64_t(h.payloadLen) != kPagesPrefixSize + uint64_t(pages) * kWirePageSize)
+			return protoError(fmt::format("chunk {}: {} bytes for {} pages", m.chunkIndex,
+						      h.payloadLen - kPagesPrefixSize, pages));
+		return m;
+	};
+	return body().context("Pages");
 }
 
 } // namespace ferry

@@ -213,6 +213,29 @@ TEST(LinkEmulator, CapsBandwidthWithinTenPercent)
 	EXPECT_NEAR(up, double(rate), 0.1 * double(rate));
 }
 
+TEST(LinkEmulator, ConnectionsShareTheCapLikeOneLink)
+{
+	// Two flows over one 100 Mbit/s link get ~50 Mbit/s each, not 100 each: the cap models
+	// the link, not each connection (a per-connection cap let multi-connection pulls
+	// out-run the emulated link).
+	const uint64_t rate = 100'000'000 / 8;
+	Rig rig = Rig::make({oneWay(1ms, rate), oneWay(1ms, rate)});
+	auto [c1, s1] = rig.connectPair();
+	auto [c2, s2] = rig.connectPair();
+	const size_t total = 4'000'000;
+	double r1 = 0, r2 = 0;
+	auto t0 = Clock::now();
+	std::thread a([&] { r1 = transfer(s1.fd(), c1.fd(), total); });
+	std::thread b([&] { r2 = transfer(s2.fd(), c2.fd(), total); });
+	a.join();
+	b.join();
+	double aggregate = double(2 * total) / std::chrono::duration<double>(Clock::now() - t0).count();
+	std::printf("two flows over 100 Mbit/s: %.1f + %.1f Mbit/s, aggregate %.1f Mbit/s\n", r1 * 8 / 1e6,
+		    r2 * 8 / 1e6, aggregate * 8 / 1e6);
+	EXPECT_LT(aggregate, 1.15 * double(rate));
+	EXPECT_GT(aggregate, 0.8 * double(rate));
+}
+
 double processCpuSeconds()
 {
 	timespec ts;

@@ -11,7 +11,7 @@ TEST(ChunkMap, PreCopyHandsOutEveryChunkOnceInIndexOrder)
 	for (uint32_t i = 0; i < 5; i++) {
 		auto n = m.next(false);
 		ASSERT_TRUE(n.has_value());
-		EXPECT_EQ(*n, i);
+		EXPECT_EQ(n->index, i);
 		EXPECT_EQ(m.state(i), ChunkState::InFlight);
 	}
 	EXPECT_FALSE(m.next(false).has_value());
@@ -24,14 +24,14 @@ TEST(ChunkMap, DirtyLocalChunkBecomesStaleAndIsRequestedAgain)
 {
 	ChunkMap m(3);
 	for (int i = 0; i < 3; i++)
-		m.completed(*m.next(false));
+		m.completed(m.next(false)->index);
 	uint32_t dirty[] = {1};
 	m.markDirty(dirty);
 	EXPECT_EQ(m.state(1), ChunkState::Stale);
 	EXPECT_EQ(m.counts().stale, 1u);
 	auto n = m.next(false);
 	ASSERT_TRUE(n.has_value());
-	EXPECT_EQ(*n, 1u);
+	EXPECT_EQ(n->index, 1u);
 	EXPECT_TRUE(m.completed(1));
 	EXPECT_TRUE(m.allLocal());
 }
@@ -39,7 +39,7 @@ TEST(ChunkMap, DirtyLocalChunkBecomesStaleAndIsRequestedAgain)
 TEST(ChunkMap, ChunkDirtiedWhileInFlightIsNotTrustedWhenItsReplyLands)
 {
 	ChunkMap m(2);
-	uint32_t first = *m.next(false);
+	uint32_t first = m.next(false)->index;
 	uint32_t dirty[] = {first};
 	m.markDirty(dirty);
 	EXPECT_FALSE(m.completed(first)); // the reply may hold data read before the write
@@ -51,30 +51,30 @@ TEST(ChunkMap, StaleFirstOrderServesStaleChunksBeforeNeverPulledOnes)
 {
 	ChunkMap m(10);
 	for (int i = 0; i < 4; i++)
-		m.completed(*m.next(false));
+		m.completed(m.next(false)->index);
 	uint32_t dirty[] = {3, 1};
 	m.markDirty(dirty);
 	m.setOrder(ChunkMap::Order::StaleFirst);
-	EXPECT_EQ(*m.next(false), 3u);
-	EXPECT_EQ(*m.next(false), 1u);
-	EXPECT_EQ(*m.next(false), 4u);
+	EXPECT_EQ(m.next(false)->index, 3u);
+	EXPECT_EQ(m.next(false)->index, 1u);
+	EXPECT_EQ(m.next(false)->index, 4u);
 }
 
 TEST(ChunkMap, PrioritizedChunkJumpsTheQueue)
 {
 	ChunkMap m(100);
 	EXPECT_EQ(m.prioritize(77), ChunkState::Missing);
-	EXPECT_EQ(*m.next(false), 77u);
-	EXPECT_EQ(*m.next(false), 0u);
+	EXPECT_EQ(m.next(false)->index, 77u);
+	EXPECT_EQ(m.next(false)->index, 0u);
 }
 
 TEST(ChunkMap, LostRequestIsRequestedAgain)
 {
 	ChunkMap m(2);
-	uint32_t a = *m.next(false);
+	uint32_t a = m.next(false)->index;
 	m.requestFailed(a);
 	EXPECT_NE(m.state(a), ChunkState::InFlight);
-	EXPECT_EQ(*m.next(false), a);
+	EXPECT_EQ(m.next(false)->index, a);
 }
 
 TEST(ChunkMap, LocalRunsGroupConsecutiveLocalChunks)
@@ -88,4 +88,40 @@ TEST(ChunkMap, LocalRunsGroupConsecutiveLocalChunks)
 	ASSERT_EQ(runs.size(), 2u);
 	EXPECT_EQ(runs[0], std::make_pair(0u, 3u));
 	EXPECT_EQ(runs[1], std::make_pair(5u, 7u));
+}
+
+TEST(ChunkMap, StaleChunkHeldWholeIsRequestedAsItsWrittenPagesOnly)
+{
+	ChunkMap m(1);
+	m.completed(m.next(false)->index); // chunk 0, whole
+	uint32_t dirty[] = {0};
+	uint64_t pages[] = {0b101};
+	m.markDirty(dirty, pages);
+	auto r = m.next(false);
+	ASSERT_TRUE(r.has_value());
+	EXPECT_EQ(r->index, 0u);
+	EXPECT_EQ(r->pageMask, 0b101u);
+	// Pages written while that request is in flight are asked for next time.
+	uint64_t more[] = {0b10};
+	m.markDirty(dirty, more);
+	EXPECT_FALSE(m.completed(0, false));
+	auto again = m.next(false);
+	ASSERT_TRUE(again.has_value());
+	EXPECT_EQ(again->index, 0u);
+	EXPECT_EQ(again->pageMask, 0b10u);
+}
+
+TEST(ChunkMap, ChunkWhoseRequestFailedIsRequestedWhole)
+{
+	ChunkMap m(1);
+	m.completed(m.next(false)->index);
+	uint32_t dirty[] = {0};
+	uint64_t pages[] = {0b1};
+	m.markDirty(dirty, pages);
+	auto r = m.next(false);
+	ASSERT_EQ(r->pageMask, 0b1u);
+	m.requestFailed(0); // local bytes may be half-written now
+	auto whole = m.next(false);
+	ASSERT_TRUE(whole.has_value());
+	EXPECT_EQ(whole->pageMask, 0u);
 }

@@ -84,8 +84,8 @@ TEST(WireConnection, EveryMessageRoundTripsThroughASocket)
 	auto [a, b] = connectedPair();
 	HelloMsg hello{1, 1, 99, "leecher"};
 	HelloReplyMsg reply{1, 99, 1 << 24, 1 << 16, HelloReplyMsg::kFlagTracking};
-	DirtyListMsg dirty{{1, 5, 255}};
-	FinalizedMsg fin{123, {2, 3}};
+	DirtyListMsg dirty{{1, 5, 255}, {}};
+	FinalizedMsg fin{123, {2, 3}, {}};
 	ErrorMsg err{EIO, "bad things"};
 	PingMsg ping{555};
 

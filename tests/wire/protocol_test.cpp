@@ -82,7 +82,7 @@ TEST(WireHeader, LayoutIsLittleEndianWithFrryMagic)
 
 TEST(WireHeader, EveryTypeRoundTripsWithItsMinimumLength)
 {
-	for (uint16_t t = 1; t <= 18; t++) {
+	for (uint16_t t = 1; t <= 20; t++) {
 		ASSERT_TRUE(isKnownMsgType(t));
 		MsgType type = MsgType(t);
 		EXPECT_STRNE(msgTypeName(type), "unknown");
@@ -93,6 +93,8 @@ TEST(WireHeader, EveryTypeRoundTripsWithItsMinimumLength)
 		case MsgType::HelloReply: len = 28; break;
 		case MsgType::GetChunk: case MsgType::ChunkZero: len = 4; break;
 		case MsgType::Chunk: len = 5; break;
+		case MsgType::GetPages: len = 12; break;
+		case MsgType::Pages: len = 12 + 4096; break;
 		case MsgType::DirtyList: len = 4; break;
 		case MsgType::Finalized: len = 12; break;
 		case MsgType::Error: len = 6; break;
@@ -104,7 +106,7 @@ TEST(WireHeader, EveryTypeRoundTripsWithItsMinimumLength)
 		EXPECT_EQ(d->type, type);
 	}
 	EXPECT_FALSE(isKnownMsgType(0));
-	EXPECT_FALSE(isKnownMsgType(19));
+	EXPECT_FALSE(isKnownMsgType(21));
 	EXPECT_STREQ(msgTypeName(MsgType(99)), "unknown");
 }
 
@@ -249,7 +251,7 @@ TEST(WireMessages, GetChunkChecksIndexAgainstChunkCount)
 
 TEST(WireMessages, DirtyListRoundTripsAndRejectsCountMismatch)
 {
-	DirtyListMsg m{{0, 3, 4, 1000}};
+	DirtyListMsg m{{0, 3, 4, 1000}, {}};
 	auto d = decodeDirtyList(encode(m), 1001);
 	ASSERT_TRUE(d.ok()) << d.error().message();
 	EXPECT_EQ(d->chunks, m.chunks);
@@ -261,32 +263,69 @@ TEST(WireMessages, DirtyListRoundTripsAndRejectsCountMismatch)
 	auto b = encode(m);
 	put32(b, 0, 5);
 	EXPECT_TRUE(failsWith(asStatus(decodeDirtyList(b, 1001)), EPROTO,
-			      "count 5 needs 20 bytes of indices, payload has 16"));
+			      "count 5 needs 60 bytes of entries, payload has 48"));
 	put32(b, 0, 0xffffffffu);
 	EXPECT_TRUE(failsWith(asStatus(decodeDirtyList(b, 1001)), EPROTO, "count 4294967295"));
 	b = encode(m);
 	b.push_back(1);
-	EXPECT_TRUE(failsWith(asStatus(decodeDirtyList(b, 1001)), EPROTO, "payload has 17"));
+	EXPECT_TRUE(failsWith(asStatus(decodeDirtyList(b, 1001)), EPROTO, "payload has 49"));
 
 	EXPECT_TRUE(failsWith(asStatus(decodeDirtyList(encode(m), 1000)), EPROTO,
 			      "chunk index 1000 at position 3 is out of range"));
-	EXPECT_TRUE(failsWith(asStatus(decodeDirtyList(encode(DirtyListMsg{{3, 3}}), 10)), EPROTO,
+	EXPECT_TRUE(failsWith(asStatus(decodeDirtyList(encode(DirtyListMsg{{3, 3}, {}}), 10)), EPROTO,
 			      "not strictly increasing"));
-	EXPECT_TRUE(failsWith(asStatus(decodeDirtyList(encode(DirtyListMsg{{4, 3}}), 10)), EPROTO,
+	EXPECT_TRUE(failsWith(asStatus(decodeDirtyList(encode(DirtyListMsg{{4, 3}, {}}), 10)), EPROTO,
 			      "not strictly increasing"));
 }
 
 TEST(WireMessages, FinalizedRoundTrips)
 {
-	FinalizedMsg m{1700000000123456789ull, {1, 2, 99}};
+	FinalizedMsg m{1700000000123456789ull, {1, 2, 99}, {0x1, 0x8000000000000000ull, 0xf0}};
 	auto d = decodeFinalized(encode(m), 100);
 	ASSERT_TRUE(d.ok()) << d.error().message();
 	EXPECT_EQ(d->suspendedAtUnixNs, m.suspendedAtUnixNs);
 	EXPECT_EQ(d->chunks, m.chunks);
+	EXPECT_EQ(d->pageMasks, m.pageMasks);
 
 	auto b = encode(m);
 	b.resize(b.size() - 4);
-	EXPECT_TRUE(failsWith(asStatus(decodeFinalized(b, 100)), EPROTO, "count 3 needs 12 bytes"));
+	EXPECT_TRUE(failsWith(asStatus(decodeFinalized(b, 100)), EPROTO, "count 3 needs 36 bytes"));
+}
+
+TEST(WireMessages, DirtyListCarriesPageMasksAndRejectsAnEmptyOne)
+{
+	DirtyListMsg m{{2, 7}, {0x5, 0x8000000000000001ull}};
+	auto d = decodeDirtyList(encode(m), 8);
+	ASSERT_TRUE(d.ok()) << d.error().message();
+	EXPECT_EQ(d->pageMasks, m.pageMasks);
+	// Masks left out on encode mean "every page".
+	auto all = decodeDirtyList(encode(DirtyListMsg{{1}, {}}), 8);
+	ASSERT_TRUE(all.ok());
+	EXPECT_EQ(all->pageMasks, std::vector<uint64_t>{kAllPages});
+	EXPECT_TRUE(failsWith(asStatus(decodeDirtyList(encode(DirtyListMsg{{1}, {0}}), 8)), EPROTO,
+			      "empty page mask"));
+}
+
+TEST(WireMessages, GetPagesChecksTheMaskAgainstTheChunk)
+{
+	const ChunkGeometry g{10 * 16384 + 8192, 16384}; // 11 chunks; the last has 2 pages
+	auto ok = decodeGetPages(encode(GetPagesMsg{3, 0b1010}), g);
+	ASSERT_TRUE(ok.ok()) << ok.error().message();
+	EXPECT_EQ(ok->pageMask, 0b1010u);
+	EXPECT_TRUE(failsWith(asStatus(decodeGetPages(encode(GetPagesMsg{3, 0}), g)), EPROTO, "empty page mask"));
+	EXPECT_TRUE(failsWith(asStatus(decodeGetPages(encode(GetPagesMsg{3, 0x10}), g)), EPROTO,
+			      "beyond its 4"));
+	EXPECT_TRUE(failsWith(asStatus(decodeGetPages(encode(GetPagesMsg{10, 0b100}), g)), EPROTO,
+			      "beyond its 2"));
+	EXPECT_TRUE(failsWith(asStatus(decodeGetPages(encode(GetPagesMsg{11, 1}), g)), EPROTO, "out of range"));
+
+	FrameHeader h;
+	h.type = MsgType::Pages;
+	h.payloadLen = uint32_t(kPagesPrefixSize + 2 * kWirePageSize);
+	auto prefix = encode(GetPagesMsg{3, 0b1010});
+	EXPECT_TRUE(decodePagesPrefix(h, prefix, g).ok());
+	h.payloadLen += 1;
+	EXPECT_TRUE(failsWith(asStatus(decodePagesPrefix(h, prefix, g)), EPROTO, "for 2 pages"));
 }
 
 TEST(WireMessages, ErrorRoundTripsAndBecomesPeerError)
@@ -380,8 +419,8 @@ TEST(WireFuzz, RandomAndMutatedFramesYieldErrorsOrValidMessages)
 		encode(HelloMsg{1, 1, 5, "seed"}),
 		encode(HelloReplyMsg{1, 9, 1 << 20, 4096, 1}),
 		encode(GetChunkMsg{3}),
-		encode(DirtyListMsg{{1, 2, 3}}),
-		encode(FinalizedMsg{77, {0, 255}}),
+		encode(DirtyListMsg{{1, 2, 3}, {}}),
+		encode(FinalizedMsg{77, {0, 255}, {}}),
 		encode(ErrorMsg{5, "boom"}),
 		encode(PingMsg{1}),
 	};
@@ -461,7 +500,7 @@ TEST(WireFuzz, RandomAndMutatedFramesYieldErrorsOrValidMessages)
 			auto m = decodeFinalized(payload, chunkCount);
 			ok = m.ok();
 			if (ok) {
-				EXPECT_EQ(payload.size(), 12 + 4 * m->chunks.size());
+				EXPECT_EQ(payload.size(), 12 + 12 * m->chunks.size());
 			}
 			break;
 		}

@@ -33,6 +33,16 @@ public:
 	// written since start() or the previous collect(), and clears that state. A failed
 	// collect() drops nothing: what it had already cleared is reported by the next one.
 	virtual Status collect(std::vector<uint32_t> &dirtyChunks) = 0;
+	// Like collect(), and also which pages (4 KiB, bit i = page i of the chunk) of each chunk
+	// were written; pageMasks is parallel to dirtyChunks. Chunks of more than 64 pages, and
+	// trackers without page resolution, report ~0 (the whole chunk). Use one of collect()
+	// and collectPages() per tracker, not both.
+	virtual Status collectPages(std::vector<uint32_t> &dirtyChunks, std::vector<uint64_t> &pageMasks)
+	{
+		FERRY_TRY(collect(dirtyChunks));
+		pageMasks.assign(dirtyChunks.size(), ~uint64_t(0));
+		return {};
+	}
 	virtual const char *name() const = 0; // "uffd-wp", "xxh3"
 	virtual uint64_t chunkCount() const = 0;
 };

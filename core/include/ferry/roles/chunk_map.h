@@ -21,6 +21,13 @@ namespace ferry {
 
 enum class ChunkState : uint8_t { Missing, InFlight, Local, Stale };
 
+// What to request for a chunk: all of it, or (pageMask != 0) only those pages of a chunk held
+// intact locally whose bits the seeder reported written since.
+struct ChunkRequest {
+	uint32_t index = 0;
+	uint64_t pageMask = 0;
+};
+
 struct ChunkCounts {
 	uint64_t missing = 0, inFlight = 0, local = 0, stale = 0;
 	uint64_t total() const { return missing + inFlight + local + stale; }
@@ -40,21 +47,24 @@ public:
 	// Blocks until a chunk needs requesting and marks it InFlight, or returns nullopt when
 	// there is nothing to request now and `wait` is false, when close() was called, or when
 	// `cancel` is set (checked whenever wakeAll() is called).
-	std::optional<uint32_t> next(bool wait, const std::atomic<bool> *cancel = nullptr);
+	std::optional<ChunkRequest> next(bool wait, const std::atomic<bool> *cancel = nullptr);
 	// Wakes every next() waiter so it can re-check its cancel flag.
 	void wakeAll();
-	// A requested chunk's data is in place. Returns true if it became Local (false when it
-	// was dirtied meanwhile and went back to Stale).
-	bool completed(uint32_t index);
-	// A request was lost (connection dropped): the chunk goes back to be requested again.
+	// A requested chunk's data is in place (`whole`: the entire chunk was written, so later
+	// page-only updates may apply to it). Returns true if it became Local (false when it was
+	// dirtied meanwhile and went back to Stale).
+	bool completed(uint32_t index, bool whole = true);
+	// A request was lost (connection dropped): the chunk goes back to be requested again, in
+	// full (its local bytes may be half-written).
 	void requestFailed(uint32_t index);
-	// Chunks written at the source since they were pulled.
-	void markDirty(std::span<const uint32_t> indices);
+	// Chunks written at the source since they were pulled; pageMasks (parallel, optional)
+	// say which pages.
+	void markDirty(std::span<const uint32_t> indices, std::span<const uint64_t> pageMasks = {});
 	// Moves a chunk to the front (a page fault waits on it). Returns its state.
 	ChunkState prioritize(uint32_t index);
 	// Takes a Missing or Stale chunk for an immediate request (marks it InFlight) and returns
 	// true; returns false (and changes nothing) for any other state.
-	bool claim(uint32_t index);
+	std::optional<ChunkRequest> claim(uint32_t index);
 	// Blocks until the chunk is Local or close() is called; returns whether it is Local.
 	bool waitLocal(uint32_t index);
 	// Blocks until every chunk is Local (true) or close() is called / timeout (false).
@@ -78,7 +88,8 @@ public:
 
 private:
 	void setState(uint32_t index, ChunkState s); // keeps counts_ in step; lock held
-	std::optional<uint32_t> takeLocked();
+	std::optional<ChunkRequest> takeLocked();
+	ChunkRequest startRequest(uint32_t index); // lock held; index is Missing or Stale
 
 	mutable std::mutex lock_;
 	std::condition_variable workCv_;  // next() waiters
@@ -86,6 +97,8 @@ private:
 	std::vector<ChunkState> state_;
 	std::vector<uint8_t> redo_;       // dirtied while InFlight
 	std::vector<uint8_t> received_;   // received at least once
+	std::vector<uint8_t> intact_;     // local bytes are a whole chunk as read at some point
+	std::vector<uint64_t> staleMask_; // pages written since the local copy was read
 	uint64_t receivedCount_ = 0;
 	std::deque<uint32_t> urgent_;
 	std::deque<uint32_t> requeue_;    // stale or failed chunks, in report order

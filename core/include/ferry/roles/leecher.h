@@ -87,6 +87,7 @@ struct LeecherReport {
 	uint64_t bytesTotal = 0;
 	uint64_t bytesTransferred = 0;
 	double precopyMs = 0, downtimeMs = 0, postcopyMs = 0;
+	double firstPassMs = 0;         // first chunk request to every chunk received once
 	uint64_t faults = 0;            // faults on chunks that were not local yet
 	uint64_t localFaults = 0;       // first touches of local chunks not yet mapped
 	uint64_t staleChunksAtFinalize = 0;

@@ -23,6 +23,7 @@
 #include "ferry/dirty/tracker.h"
 #include "ferry/wire/connection.h"
 #include "ferry/wire/endpoint.h"
+#include "ferry/wire/protocol.h"
 
 namespace ferry {
 
@@ -47,7 +48,7 @@ struct SeederOptions {
 };
 
 struct SeederStats {
-	uint64_t chunksServed = 0, zeroChunksServed = 0, bytesSent = 0, dirtyReports = 0,
+	uint64_t chunksServed = 0, zeroChunksServed = 0, pagesServed = 0, bytesSent = 0, dirtyReports = 0,
 		 dirtyChunksReported = 0, finalDirtyChunks = 0;
 };
 
@@ -74,8 +75,10 @@ private:
 	Status handleConnection(Connection conn);
 	Status handleFrame(Connection &conn, const FrameHeader &h);
 	Status serveChunk(Connection &conn, uint64_t reqId, uint32_t index);
+	Status servePages(Connection &conn, uint64_t reqId, uint32_t index, uint64_t mask);
 	Status transition(SeederState to);
-	Result<std::vector<uint32_t>> takeDirty(bool final);
+	// The dirty set as a DirtyList (chunks + page masks); see seeder.cpp.
+	Status takeDirty(bool final, DirtyListMsg &out);
 
 	const uint8_t *data_;
 	uint64_t size_;
@@ -90,10 +93,10 @@ private:
 	std::atomic<int> connections_{0};
 	std::atomic<int64_t> lastDisconnectNs_{0};
 
-	mutable std::mutex lock_;        // guards the dirty sets and stats below
-	std::vector<uint8_t> pending_;   // dirty, not yet reported (bitmap by chunk)
-	std::vector<uint32_t> lastSent_; // last DirtyList, resent after a reconnect
-	std::vector<uint32_t> final_;    // the Finalized list (idempotent Finalize)
+	mutable std::mutex lock_;          // guards the dirty sets and stats below
+	std::vector<uint64_t> pending_;    // written pages per chunk, not yet reported (0: clean)
+	DirtyListMsg lastSent_;            // last DirtyList, owed again after a reconnect
+	DirtyListMsg final_;               // the Finalized list (idempotent Finalize)
 	int64_t suspendedAtNs_ = 0;
 	SeederStats stats_;
 };

@@ -59,6 +59,8 @@ enum class MsgType : uint16_t {
 	ChunkZero = 16,     // S->L, reply to GetChunk: { u32 chunkIndex }, the chunk is all zeros
 	SwitchOver = 17,    // L->S, empty: the destination runs now; the source must never resume
 	SwitchOverAck = 18, // S->L, empty
+	GetPages = 19,      // L->S: { u32 chunkIndex, u64 pageMask } some pages of a chunk it holds
+	Pages = 20,         // S->L: { u32 chunkIndex, u64 pageMask, the pages set in the mask, in order }
 };
 
 // "GetChunk", ...; "unknown" for values outside the enum.
@@ -165,14 +167,31 @@ struct GetChunkMsg {
 	uint32_t chunkIndex = 0;
 };
 
+// Dirty lists carry, per chunk, which of its pages (kWirePageSize each, bit i = page i) were
+// written, so that a destination holding an older copy can fetch only those (GetPages). A
+// chunk of more than 64 pages, or a tracker without page resolution, reports kAllPages.
+inline constexpr uint32_t kWirePageSize = 4096;
+inline constexpr uint64_t kAllPages = ~uint64_t(0);
+
 struct DirtyListMsg {
-	std::vector<uint32_t> chunks; // strictly increasing
+	std::vector<uint32_t> chunks;    // strictly increasing
+	std::vector<uint64_t> pageMasks; // parallel to chunks, non-zero; empty on encode = kAllPages
 };
 
 struct FinalizedMsg {
 	uint64_t suspendedAtUnixNs = 0;
-	std::vector<uint32_t> chunks; // strictly increasing
+	std::vector<uint32_t> chunks;    // strictly increasing
+	std::vector<uint64_t> pageMasks; // as in DirtyListMsg
 };
+
+struct GetPagesMsg {
+	uint32_t chunkIndex = 0;
+	uint64_t pageMask = 0;
+};
+
+// The pages of chunk `index` a mask names: bits beyond the chunk's last page are invalid.
+// Returns the number of pages, or an error for a zero or out-of-chunk mask.
+Result<uint32_t> pagesInMask(const ChunkGeometry &g, uint32_t index, uint64_t mask);
 
 struct ErrorMsg {
 	int32_t errnoValue = 0;
@@ -191,6 +210,7 @@ std::vector<uint8_t> encode(const DirtyListMsg &m);
 std::vector<uint8_t> encode(const FinalizedMsg &m);
 std::vector<uint8_t> encode(const ErrorMsg &m);
 std::vector<uint8_t> encode(const PingMsg &m);
+std::vector<uint8_t> encode(const GetPagesMsg &m);
 
 Result<HelloMsg> decodeHello(std::span<const uint8_t> in);
 // Also checks chunkSize in 1..kMaxChunkSize and that the chunk count fits in 32 bits.
@@ -201,6 +221,13 @@ Result<DirtyListMsg> decodeDirtyList(std::span<const uint8_t> in, uint32_t chunk
 Result<FinalizedMsg> decodeFinalized(std::span<const uint8_t> in, uint32_t chunkCount);
 Result<ErrorMsg> decodeError(std::span<const uint8_t> in);
 Result<PingMsg> decodePing(std::span<const uint8_t> in);
+Result<GetPagesMsg> decodeGetPages(std::span<const uint8_t> in, const ChunkGeometry &g);
+// A Pages payload is { u32 chunkIndex, u64 pageMask, pages }: the 12-byte prefix is decoded
+// separately so the pages can be received straight into place. Checks index, mask and
+// h.payloadLen == 12 + pages * kWirePageSize.
+inline constexpr size_t kPagesPrefixSize = 12;
+Result<GetPagesMsg> decodePagesPrefix(const FrameHeader &h, std::span<const uint8_t> prefix,
+				      const ChunkGeometry &g);
 
 // A Chunk payload is { u32 chunkIndex, bytes }. The index prefix is decoded separately so
 // the bytes can be received straight into the destination. Checks the index against
