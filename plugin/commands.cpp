@@ -391,7 +391,7 @@ CommandRunner addLeechCommand(CLI::App &app)
 	c->add_option("--connect", a->connect, "Seeder endpoint: tcp:HOST:PORT or unix:/path")->required();
 	c->add_option("--mode", a->mode, "hybrid (post-copy faults) or precopy")->capture_default_str()->check(CLI::IsMember({"hybrid", "precopy"}));
 	c->add_option("--connections", a->connections, "Data connections")->capture_default_str()->check(CLI::Range(1, 64));
-	c->add_option("--depth", a->depth, "Chunk requests in flight per connection")->capture_default_str()->check(CLI::Range(1, 4096));
+	c->add_option("--depth", a->depth, "Chunks in flight per connection")->capture_default_str()->check(CLI::Range(1, 4096));
 	c->add_option("--finalize", a->finalize, "Finalize policy: immediate, threshold, local-minimum, cycle (name:key=value,...)")->capture_default_str();
 	c->add_option("--deadline-s", a->deadlineS, "Finalize anyway after this long")->capture_default_str();
 	c->add_option("--sample-ms", a->sampleMs, "Dirty-rate sampling interval")->capture_default_str()->check(CLI::Range(10.0, 1000.0));
@@ -424,7 +424,7 @@ CommandRunner addDemoCommand(CLI::App &app)
 	c->add_option("--pattern", a->pattern, "random or seq")->capture_default_str()->check(CLI::IsMember({"random", "seq"}));
 	c->add_option("--chunk-kib", a->chunkKib, "Chunk size")->capture_default_str();
 	c->add_option("--connections", a->connections, "Data connections")->capture_default_str();
-	c->add_option("--depth", a->depth, "Requests in flight per connection")->capture_default_str();
+	c->add_option("--depth", a->depth, "Chunks in flight per connection")->capture_default_str();
 	c->add_option("--finalize", a->finalize, "Finalize policy")->capture_default_str();
 	c->add_option("--tracker", a->tracker, "uffd or xxh3")->capture_default_str();
 	c->add_option("--read-mbps", a->readMbps, "Destination application's read rate after resume")->capture_default_str();

@@ -70,7 +70,7 @@ int runMigrate(const MigrateArgs &a)
 struct ReceiveArgs {
 	std::string qmp, agent, connect, incoming, ramMatch = "memory-backend-memfd";
 	std::string mode = "hybrid", finalize = "immediate";
-	unsigned connections = 2, depth = 128;
+	unsigned connections = 2, depth = 256;
 	double deadlineS = 60;
 	bool verify = false, quiet = false;
 };
@@ -139,7 +139,7 @@ CommandRunner addReceiveCommand(CLI::App &app)
 	c->add_option("--finalize", a->finalize, "Finalize policy")->capture_default_str();
 	c->add_option("--deadline-s", a->deadlineS, "Finalize anyway after this long")->capture_default_str();
 	c->add_option("--connections", a->connections, "Data connections")->capture_default_str();
-	c->add_option("--depth", a->depth, "Requests in flight per connection")->capture_default_str();
+	c->add_option("--depth", a->depth, "Chunks in flight per connection")->capture_default_str();
 	c->add_flag("--verify", a->verify, "Keep the guest paused until its RAM was compared byte for byte with the source");
 	c->add_flag("--quiet", a->quiet, "No progress lines");
 	return [a] { return runReceive(*a); };

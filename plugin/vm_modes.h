@@ -17,7 +17,7 @@ struct FerryVmParams {
 	// smaller chunks mean fewer bytes; deeper pipelining keeps the pull rate up.
 	unsigned chunkKib = 16;
 	unsigned connections = 2;
-	unsigned depth = 128;
+	unsigned depth = 256; // chunks in flight per connection: 4 MiB
 	std::string finalize = "immediate";
 	double deadlineSec = 30;
 	bool verify = false;

@@ -26,6 +26,12 @@ void ChunkMap::setState(uint32_t index, ChunkState s)
 	state_[index] = s;
 }
 
+void ChunkMap::setMaxRun(uint32_t n)
+{
+	std::lock_guard g(lock_);
+	maxRun_ = std::max<uint32_t>(1, n);
+}
+
 void ChunkMap::setOrder(Order order)
 {
 	std::lock_guard g(lock_);
@@ -71,8 +77,19 @@ std::optional<ChunkRequest> ChunkMap::takeLocked()
 		return std::nullopt;
 	if (!pick && order_ == Order::StaleFirst)
 		pick = fromQueue(requeue_);
-	if (!pick)
+	if (!pick) {
 		pick = fromCursor();
+		if (pick) {
+			// A run of never-pulled chunks: one request, many replies.
+			ChunkRequest r = startRequest(*pick);
+			while (r.count < maxRun_ && cursor_ < state_.size() &&
+			       state_[cursor_] == ChunkState::Missing) {
+				setState(cursor_++, ChunkState::InFlight);
+				r.count++;
+			}
+			return r;
+		}
+	}
 	if (!pick)
 		pick = fromQueue(requeue_);
 	if (!pick)

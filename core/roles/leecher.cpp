@@ -146,7 +146,12 @@ struct Leecher::Impl::Worker {
 	std::thread thread;
 	std::mutex lock;
 	std::condition_variable cv;
-	std::unordered_map<uint64_t, ChunkRequest> pending; // requestId -> what was asked
+	struct Pending {
+		ChunkRequest req;
+		uint32_t received = 0; // replies so far (a range gets one per chunk, in order)
+	};
+	std::unordered_map<uint64_t, Pending> pending; // requestId -> what was asked
+	uint32_t inflightChunks = 0;                   // chunks asked for, not yet received
 	uint64_t nextId = 1;
 	std::atomic<uint64_t> liveBytes{0};               // bytes received on the current connection
 	Connection *current = nullptr;                    // guarded by lock
@@ -275,7 +280,7 @@ void Leecher::Impl::senderLoop(Worker *w, Connection *conn, std::atomic<bool> *d
 	for (;;) {
 		{
 			std::unique_lock g(w->lock);
-			w->cv.wait(g, [&] { return *dead || stopping_ || w->pending.size() < opts_.depth; });
+			w->cv.wait(g, [&] { return *dead || stopping_ || w->inflightChunks < opts_.depth; });
 			if (*dead || stopping_)
 				return;
 		}
@@ -287,11 +292,13 @@ void Leecher::Impl::senderLoop(Worker *w, Connection *conn, std::atomic<bool> *d
 		{
 			std::lock_guard g(w->lock);
 			if (*dead) {
-				map_->requestFailed(req->index);
+				for (uint32_t k = 0; k < req->count; k++)
+					map_->requestFailed(req->index + k);
 				return;
 			}
 			id = w->nextId++;
-			w->pending[id] = *req;
+			w->pending[id] = {*req, 0};
+			w->inflightChunks += req->count;
 		}
 		if (!sendRequest(*conn, id, *req).ok()) {
 			// The receiver sees the broken connection too and fails every pending request.
@@ -316,6 +323,8 @@ void Leecher::Impl::normalize(ChunkRequest &req) const
 
 Status Leecher::Impl::sendRequest(Connection &conn, uint64_t id, const ChunkRequest &req)
 {
+	if (req.count > 1)
+		return conn.send(MsgType::GetRange, id, encode(GetRangeMsg{req.index, req.count}));
 	if (req.pageMask)
 		return conn.send(MsgType::GetPages, id, encode(GetPagesMsg{req.index, req.pageMask}));
 	uint8_t payload[4];
@@ -337,12 +346,14 @@ Status Leecher::Impl::receiveLoop(Worker *w, Connection &conn)
 		if (h.type != MsgType::Chunk && h.type != MsgType::ChunkZero && h.type != MsgType::Pages)
 			return Error::format(EPROTO, "unexpected {} on a data connection", msgTypeName(h.type));
 		ChunkRequest asked;
+		uint32_t expectIndex;
 		{
 			std::lock_guard g(w->lock);
 			auto it = w->pending.find(h.requestId);
 			if (it == w->pending.end())
 				return Error::format(EPROTO, "reply to unknown request {}", h.requestId);
-			asked = it->second;
+			asked = it->second.req;
+			expectIndex = asked.index + it->second.received;
 		}
 		const ChunkGeometry geo{size_, chunkSize_};
 		uint32_t index;
@@ -377,9 +388,9 @@ Status Leecher::Impl::receiveLoop(Worker *w, Connection &conn)
 			uint8_t ib[4];
 			FERRY_TRY(conn.recvExact(ib, 4));
 			index = getLe32(ib);
-			if (index != asked.index || asked.pageMask != 0)
-				return Error::format(EPROTO, "request {} asked chunk {}, reply carries whole chunk {}",
-						     h.requestId, asked.index, index);
+			if (index != expectIndex || asked.pageMask != 0)
+				return Error::format(EPROTO, "request {} expects chunk {}, reply carries whole chunk {}",
+						     h.requestId, expectIndex, index);
 			uint64_t off = uint64_t(index) * chunkSize_;
 			size_t len = std::min<uint64_t>(chunkSize_, size_ - off);
 			if (h.type == MsgType::Chunk) {
@@ -400,7 +411,10 @@ Status Leecher::Impl::receiveLoop(Worker *w, Connection &conn)
 		}
 		{
 			std::lock_guard g(w->lock);
-			w->pending.erase(h.requestId);
+			auto it = w->pending.find(h.requestId);
+			w->inflightChunks--;
+			if (++it->second.received == it->second.req.count)
+				w->pending.erase(it);
 		}
 		w->cv.notify_one();
 		w->liveBytes = conn.bytesReceived();
@@ -454,9 +468,11 @@ void Leecher::Impl::workerLoop(Worker *w)
 			// A fault thread may be sending on this connection right now.
 			w->cv.wait(g, [&] { return w->borrowers == 0; });
 			w->current = nullptr;
-			for (auto &[id, req] : w->pending)
-				map_->requestFailed(req.index);
+			for (auto &[id, p] : w->pending)
+				for (uint32_t k = p.received; k < p.req.count; k++)
+					map_->requestFailed(p.req.index + k);
 			w->pending.clear();
+			w->inflightChunks = 0;
 		}
 		w->cv.notify_all();
 		map_->wakeAll(); // a sender blocked in next() sees `dead`
@@ -537,7 +553,8 @@ void Leecher::Impl::requestNow(uint32_t index)
 		normalize(sent);
 		{
 			std::lock_guard g(w->lock);
-			w->pending[id] = sent;
+			w->pending[id] = {sent, 0};
+			w->inflightChunks += sent.count;
 		}
 		Status st = sendRequest(*conn, id, sent);
 		{
@@ -811,6 +828,9 @@ Result<LeecherReport> Leecher::Impl::run()
 	}
 	if (opts_.postcopyOnly)
 		map_->setOrder(ChunkMap::Order::UrgentOnly);
+	// The first pass asks for runs of never-pulled chunks (~1 MiB a request): a request per
+	// 16 KiB chunk would make a mostly-zero region cost a round of syscalls per chunk.
+	map_->setMaxRun(std::min<uint32_t>({kMaxRangeChunks, opts_.depth, std::max<uint32_t>(1, (1u << 20) / chunkSize_)}));
 	const int64_t pullStartNs = monotonicNs();
 	for (auto &w : workers_)
 		w->thread = std::thread([this, p = w.get()] { workerLoop(p); });

@@ -122,6 +122,49 @@ Status Seeder::serveChunk(Connection &conn, uint64_t reqId, uint32_t index)
 	return {};
 }
 
+// A run of chunks in one gathered write: per chunk a Chunk (or ChunkZero) frame with the
+// request's id, in order. One syscall for many small frames is what makes a mostly-zero
+// region (a freshly booted guest) cheap to pull.
+Status Seeder::serveRange(Connection &conn, uint64_t reqId, uint32_t first, uint32_t count)
+{
+	struct Prefix {
+		uint8_t hdr[kHeaderSize];
+		uint8_t idx[4];
+	};
+	std::vector<Prefix> prefixes(count);
+	std::vector<iovec> iov;
+	iov.reserve(size_t(count) * 2);
+	uint64_t zero = 0, full = 0, bytes = 0;
+	for (uint32_t k = 0; k < count; k++) {
+		uint32_t index = first + k;
+		uint64_t off = uint64_t(index) * opts_.chunkSize;
+		size_t len = std::min<uint64_t>(opts_.chunkSize, size_ - off);
+		const uint8_t *p = data_ + off;
+		bool isZeroChunk = opts_.sendZeroChunksAsMarkers && isZero(p, len);
+		FrameHeader h;
+		h.type = isZeroChunk ? MsgType::ChunkZero : MsgType::Chunk;
+		h.requestId = reqId;
+		h.payloadLen = uint32_t(4 + (isZeroChunk ? 0 : len));
+		encodeHeader(h, prefixes[k].hdr);
+		putLe32(prefixes[k].idx, index);
+		iov.push_back({prefixes[k].hdr, kHeaderSize + 4}); // hdr and idx are adjacent
+		if (isZeroChunk) {
+			zero++;
+		} else {
+			iov.push_back({const_cast<uint8_t *>(p), len});
+			full++;
+			bytes += len;
+		}
+	}
+	static_assert(sizeof(Prefix) == kHeaderSize + 4, "header and index must be contiguous");
+	FERRY_TRY(conn.sendFrames(iov));
+	std::lock_guard g(lock_);
+	stats_.chunksServed += full;
+	stats_.zeroChunksServed += zero;
+	stats_.bytesSent += bytes;
+	return {};
+}
+
 // Only the pages a destination asks for (it holds the rest of the chunk already): contiguous
 // pages go out as one piece of the frame.
 Status Seeder::servePages(Connection &conn, uint64_t reqId, uint32_t index, uint64_t mask)
@@ -200,6 +243,12 @@ Status Seeder::handleFrame(Connection &conn, const FrameHeader &h)
 			return Error::format(ERANGE, "GetChunk index {} out of range (chunks: {})", index,
 					     chunkCount_);
 		return serveChunk(conn, h.requestId, index);
+	}
+	case MsgType::GetRange: {
+		if (st == SeederState::Serving)
+			return Error(EPROTO, "GetRange before TrackStart");
+		FERRY_ASSIGN(GetRangeMsg m, decodeGetRange(pl, chunkCount_));
+		return serveRange(conn, h.requestId, m.firstChunk, m.count);
 	}
 	case MsgType::GetPages: {
 		if (st == SeederState::Serving)

@@ -202,6 +202,13 @@ Status Connection::sendParts(MsgType type, uint64_t requestId, std::span<const i
 	return s_->sendAll(iov, parts.size() + 1).context(fmt::format("send {}", msgTypeName(type)));
 }
 
+Status Connection::sendFrames(std::span<iovec> frames)
+{
+	if (!valid())
+		return Error(EBADF, "send on a closed connection");
+	return s_->sendAll(frames.data(), frames.size()).context("send frames");
+}
+
 Status Connection::send(MsgType type, uint64_t requestId, std::span<const uint8_t> payload)
 {
 	iovec part{const_cast<uint8_t *>(payload.data()), payload.size()};

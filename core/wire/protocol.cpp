@@ -40,6 +40,8 @@ LengthRule lengthRule(MsgType t)
 		return {4, 4};
 	case MsgType::GetPages:
 		return {12, 12};
+	case MsgType::GetRange:
+		return {8, 8};
 	case MsgType::Pages:
 		return {12 + kWirePageSize, kUnbounded};
 	case MsgType::Chunk:
@@ -157,13 +159,14 @@ const char *msgTypeName(MsgType type)
 	case MsgType::SwitchOverAck: return "SwitchOverAck";
 	case MsgType::GetPages: return "GetPages";
 	case MsgType::Pages: return "Pages";
+	case MsgType::GetRange: return "GetRange";
 	}
 	return "unknown";
 }
 
 bool isKnownMsgType(uint16_t type)
 {
-	return type >= uint16_t(MsgType::Hello) && type <= uint16_t(MsgType::Pages);
+	return type >= uint16_t(MsgType::Hello) && type <= uint16_t(MsgType::GetRange);
 }
 
 void encodeHeader(const FrameHeader &h, uint8_t out[kHeaderSize])
@@ -602,6 +605,33 @@ Result<GetPagesMsg> decodePagesPrefix(const FrameHeader &h, std::span<const uint
 		return m;
 	};
 	return body().context("Pages");
+}
+
+std::vector<uint8_t> encode(const GetRangeMsg &m)
+{
+	std::vector<uint8_t> out;
+	PayloadWriter w(out);
+	w.u32(m.firstChunk);
+	w.u32(m.count);
+	return out;
+}
+
+Result<GetRangeMsg> decodeGetRange(std::span<const uint8_t> in, uint32_t chunkCount)
+{
+	auto body = [&]() -> Result<GetRangeMsg> {
+		PayloadReader r(in);
+		GetRangeMsg m;
+		FERRY_ASSIGN(m.firstChunk, r.u32());
+		FERRY_ASSIGN(m.count, r.u32());
+		FERRY_TRY(r.expectEnd());
+		if (m.count == 0 || m.count > kMaxRangeChunks)
+			return protoError(fmt::format("count {} outside 1..{}", m.count, kMaxRangeChunks));
+		if (uint64_t(m.firstChunk) + m.count > chunkCount)
+			return protoError(fmt::format("chunks {}..{} beyond the chunk count {}", m.firstChunk,
+						      uint64_t(m.firstChunk) + m.count - 1, chunkCount));
+		return m;
+	};
+	return body().context("GetRange");
 }
 
 } // namespace ferry

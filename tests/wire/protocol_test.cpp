@@ -82,7 +82,7 @@ TEST(WireHeader, LayoutIsLittleEndianWithFrryMagic)
 
 TEST(WireHeader, EveryTypeRoundTripsWithItsMinimumLength)
 {
-	for (uint16_t t = 1; t <= 20; t++) {
+	for (uint16_t t = 1; t <= 21; t++) {
 		ASSERT_TRUE(isKnownMsgType(t));
 		MsgType type = MsgType(t);
 		EXPECT_STRNE(msgTypeName(type), "unknown");
@@ -94,6 +94,7 @@ TEST(WireHeader, EveryTypeRoundTripsWithItsMinimumLength)
 		case MsgType::GetChunk: case MsgType::ChunkZero: len = 4; break;
 		case MsgType::Chunk: len = 5; break;
 		case MsgType::GetPages: len = 12; break;
+		case MsgType::GetRange: len = 8; break;
 		case MsgType::Pages: len = 12 + 4096; break;
 		case MsgType::DirtyList: len = 4; break;
 		case MsgType::Finalized: len = 12; break;
@@ -106,7 +107,7 @@ TEST(WireHeader, EveryTypeRoundTripsWithItsMinimumLength)
 		EXPECT_EQ(d->type, type);
 	}
 	EXPECT_FALSE(isKnownMsgType(0));
-	EXPECT_FALSE(isKnownMsgType(21));
+	EXPECT_FALSE(isKnownMsgType(22));
 	EXPECT_STREQ(msgTypeName(MsgType(99)), "unknown");
 }
 
@@ -326,6 +327,20 @@ TEST(WireMessages, GetPagesChecksTheMaskAgainstTheChunk)
 	EXPECT_TRUE(decodePagesPrefix(h, prefix, g).ok());
 	h.payloadLen += 1;
 	EXPECT_TRUE(failsWith(asStatus(decodePagesPrefix(h, prefix, g)), EPROTO, "for 2 pages"));
+}
+
+TEST(WireMessages, GetRangeIsBoundedByTheRegionAndTheRangeLimit)
+{
+	auto ok = decodeGetRange(encode(GetRangeMsg{10, 6}), 16);
+	ASSERT_TRUE(ok.ok()) << ok.error().message();
+	EXPECT_EQ(ok->firstChunk, 10u);
+	EXPECT_EQ(ok->count, 6u);
+	EXPECT_TRUE(failsWith(asStatus(decodeGetRange(encode(GetRangeMsg{10, 7}), 16)), EPROTO, "beyond the chunk count"));
+	EXPECT_TRUE(failsWith(asStatus(decodeGetRange(encode(GetRangeMsg{0, 0}), 16)), EPROTO, "outside 1.."));
+	EXPECT_TRUE(failsWith(asStatus(decodeGetRange(encode(GetRangeMsg{0, kMaxRangeChunks + 1}), UINT32_MAX)),
+			      EPROTO, "outside 1.."));
+	EXPECT_TRUE(failsWith(asStatus(decodeGetRange(encode(GetRangeMsg{UINT32_MAX, 2}), UINT32_MAX)), EPROTO,
+			      "beyond the chunk count"));
 }
 
 TEST(WireMessages, ErrorRoundTripsAndBecomesPeerError)

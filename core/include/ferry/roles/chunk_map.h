@@ -26,6 +26,7 @@ enum class ChunkState : uint8_t { Missing, InFlight, Local, Stale };
 struct ChunkRequest {
 	uint32_t index = 0;
 	uint64_t pageMask = 0;
+	uint32_t count = 1; // > 1: the never-pulled chunks index .. index+count-1 (pageMask 0)
 };
 
 struct ChunkCounts {
@@ -43,6 +44,8 @@ public:
 	//  - UrgentOnly: nothing but prioritized chunks (pure demand paging, for measurements).
 	enum class Order { PreCopy, StaleFirst, UrgentOnly };
 	void setOrder(Order order);
+	// Never-pulled chunks are handed out in runs of up to this many (first pass). Default 1.
+	void setMaxRun(uint32_t n);
 
 	// Blocks until a chunk needs requesting and marks it InFlight, or returns nullopt when
 	// there is nothing to request now and `wait` is false, when close() was called, or when
@@ -105,6 +108,7 @@ private:
 	uint32_t cursor_ = 0;             // first-pass scan position
 	ChunkCounts counts_;
 	Order order_ = Order::PreCopy;
+	uint32_t maxRun_ = 1;
 	bool paused_ = false;
 	bool closed_ = false;
 };

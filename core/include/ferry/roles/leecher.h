@@ -69,7 +69,7 @@ struct LeecherOptions {
 	Endpoint seeder;
 	MigrationMode mode = MigrationMode::Hybrid;
 	unsigned connections = 2;
-	unsigned depth = 64;                     // requests in flight per connection
+	unsigned depth = 64;                     // chunks in flight per connection (depth x chunk = bytes)
 	std::string finalizePolicy = "immediate";
 	PolicyOptions policy;
 	std::chrono::milliseconds sampleInterval{100};

@@ -75,6 +75,7 @@ private:
 	Status handleConnection(Connection conn);
 	Status handleFrame(Connection &conn, const FrameHeader &h);
 	Status serveChunk(Connection &conn, uint64_t reqId, uint32_t index);
+	Status serveRange(Connection &conn, uint64_t reqId, uint32_t first, uint32_t count);
 	Status servePages(Connection &conn, uint64_t reqId, uint32_t index, uint64_t mask);
 	Status transition(SeederState to);
 	// The dirty set as a DirtyList (chunks + page masks); see seeder.cpp.

@@ -48,6 +48,9 @@ public:
 	Status sendParts(MsgType type, uint64_t requestId, std::span<const iovec> parts);
 	// Chunk frame: the 4-byte index prefix, then `data` straight from the caller's memory.
 	Status sendChunk(uint64_t requestId, uint32_t chunkIndex, std::span<const uint8_t> data);
+	// Several frames the caller encoded (headers included) in one gathered write: many
+	// small replies cost one syscall. The iovecs may be modified.
+	Status sendFrames(std::span<iovec> frames);
 	// Error frame carrying e.code() and e.message() (truncated to kMaxErrorMessageLen).
 	Status sendError(uint64_t requestId, const ferry::Error &e);
 

@@ -61,6 +61,7 @@ enum class MsgType : uint16_t {
 	SwitchOverAck = 18, // S->L, empty
 	GetPages = 19,      // L->S: { u32 chunkIndex, u64 pageMask } some pages of a chunk it holds
 	Pages = 20,         // S->L: { u32 chunkIndex, u64 pageMask, the pages set in the mask, in order }
+	GetRange = 21,      // L->S: { u32 firstChunk, u32 count }: one Chunk/ChunkZero reply per chunk, in order
 };
 
 // "GetChunk", ...; "unknown" for values outside the enum.
@@ -184,6 +185,14 @@ struct FinalizedMsg {
 	std::vector<uint64_t> pageMasks; // as in DirtyListMsg
 };
 
+// At most this many chunks per GetRange: bounds what one request makes the seeder send.
+inline constexpr uint32_t kMaxRangeChunks = 1024;
+
+struct GetRangeMsg {
+	uint32_t firstChunk = 0;
+	uint32_t count = 0;
+};
+
 struct GetPagesMsg {
 	uint32_t chunkIndex = 0;
 	uint64_t pageMask = 0;
@@ -211,6 +220,9 @@ std::vector<uint8_t> encode(const FinalizedMsg &m);
 std::vector<uint8_t> encode(const ErrorMsg &m);
 std::vector<uint8_t> encode(const PingMsg &m);
 std::vector<uint8_t> encode(const GetPagesMsg &m);
+std::vector<uint8_t> encode(const GetRangeMsg &m);
+// Checks 1 <= count <= kMaxRangeChunks and first + count <= chunkCount.
+Result<GetRangeMsg> decodeGetRange(std::span<const uint8_t> in, uint32_t chunkCount);
 
 Result<HelloMsg> decodeHello(std::span<const uint8_t> in);
 // Also checks chunkSize in 1..kMaxChunkSize and that the chunk count fits in 32 bits.
