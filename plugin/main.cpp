@@ -3,6 +3,7 @@
 #include <csignal>
 
 #include "commands.h"
+#include "monitor.h"
 #include "ferry/base/log.h"
 
 int main(int argc, char **argv)
@@ -21,6 +22,7 @@ int main(int argc, char **argv)
 	track(ferry::addSeedCommand(app));
 	track(ferry::addLeechCommand(app));
 	track(ferry::addLinkCommand(app));
+	track(ferry::addMonitorCommand(app));
 	track(ferry::addMigrateCommand(app));
 	track(ferry::addReceiveCommand(app));
 	ferry::CommandRunner destApp;

@@ -5,6 +5,7 @@
 #include <charconv>
 #include <cmath>
 #include <optional>
+#include <utility>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -223,10 +224,52 @@ private:
 		return static_cast<double>(analyser_.size()) * opts_.sampleIntervalSec;
 	}
 
+	// The analyser needs evenly spaced samples, but the migration loop's samples drift
+	// (100 ms sleeps plus the round's work: 100-120 ms apart on a loaded machine, which
+	// blurs a period by as much). So each sample's bytes are spread evenly over the time
+	// it covers and re-cut into bins of exactly sampleIntervalSec.
 	void observe(const RoundStats &s) override
 	{
-		analyser_.addSample(static_cast<double>(s.dirtyBytes));
+		const double dt = opts_.sampleIntervalSec;
+		const double t0 = lastElapsed_, t1 = std::max(s.elapsedSec, lastElapsed_);
+		lastElapsed_ = t1;
+		const double bytes = static_cast<double>(s.dirtyBytes);
+		bool added = false;
+		if (!(t1 > t0)) {
+			binBytes_ += bytes;
+		} else {
+			const double rate = bytes / (t1 - t0);
+			for (double t = t0; t < t1;) {
+				const double binEnd = static_cast<double>(bin_ + 1) * dt;
+				const double upTo = std::min(t1, binEnd);
+				binBytes_ += rate * (upTo - t);
+				t = upTo;
+				// Sample times are sums of doubles: a hair short of a bin's end is
+				// its end.
+				if (t >= binEnd - 1e-6 * dt) {
+					analyser_.addSample(binBytes_);
+					binBytes_ = 0;
+					bin_++;
+					added = true;
+					t = std::max(t, binEnd);
+				}
+			}
+		}
+		if (!added)
+			return;
 		estimate_ = analyser_.estimate();
+		// The estimate's "now" is the end of the last whole bin; move it to t1.
+		const double lag = std::max(0.0, t1 - static_cast<double>(bin_) * dt);
+		if (estimate_.periodic && lag > 0) {
+			estimate_.phaseSec = std::fmod(estimate_.phaseSec + lag, estimate_.periodSec);
+			estimate_.nextLowStartSec = std::max(0.0, estimate_.nextLowStartSec - lag);
+			estimate_.nextLowEndSec -= lag;
+			if (estimate_.nextLowEndSec <= 0) {
+				const double len = (1 - estimate_.dutyCycle) * estimate_.periodSec;
+				estimate_.nextLowEndSec += estimate_.periodSec;
+				estimate_.nextLowStartSec = estimate_.nextLowEndSec - len;
+			}
+		}
 	}
 
 	Decision decide(const RoundStats &s) override
@@ -234,17 +277,32 @@ private:
 		// The fallback always sees every round so that switching to it (the verdict
 		// turning aperiodic) behaves exactly as if it had run all along.
 		Decision threshold = fallback_.update(s, roundsAfterFirstPass_);
-		if (!estimate_.periodic)
+		const std::optional<uint64_t> prevStale = std::exchange(prevStale_, s.staleBytes);
+		if (!estimate_.periodic) {
+			inWindow_ = false;
 			return observedSec() >= opts_.cycleWarmupSec ? threshold : Decision{};
+		}
 
 		// Finalize early in a low window: the switch-over (about the downtime budget)
 		// should end before activity resumes, so enough of the window must be left; a
 		// window shorter than the budget is used if at least half of it is left.
 		const double lowLen = (1 - estimate_.dutyCycle) * estimate_.periodSec;
 		const double needLeft = std::min(opts_.downtimeBudgetSec, lowLen / 2);
-		if (estimate_.nextLowStartSec > 0 || estimate_.nextLowEndSec < needLeft)
+		const bool inWindow = estimate_.nextLowStartSec <= 0 && estimate_.nextLowEndSec >= needLeft;
+		const bool wasInWindow = std::exchange(inWindow_, inWindow);
+		if (!inWindow || !fitsBudget(s, opts_.downtimeBudgetSec))
 			return {};
-		if (!fitsBudget(s, opts_.downtimeBudgetSec))
+		// Fitting the budget is not enough at the start of a window: what the high
+		// phase left stale is still draining, and every chunk pulled now is one fault
+		// less after the switch-over. So the first sample of a window only starts a
+		// trend, and later ones wait while stale bytes keep falling and are above what
+		// the low phase itself keeps dirtying (two samples' worth) -- unless the window
+		// would be too short to finalize in by the next sample but one.
+		const bool closing = estimate_.nextLowEndSec < needLeft + 2 * opts_.sampleIntervalSec;
+		const bool atFloor = s.staleBytes <= 2 * s.dirtyBytes;
+		const bool falling = prevStale &&
+				     double(s.staleBytes) < double(*prevStale) * (1 - opts_.marginFraction);
+		if (!closing && (!wasInWindow || (falling && !atFloor)))
 			return {};
 		return { true, fmt::format("low window ({:.2f}s left), {:.1f} MiB stale fits {:.2f}s; {}",
 					   estimate_.nextLowEndSec, mib(s.staleBytes),
@@ -253,19 +311,33 @@ private:
 
 	bool hold(const RoundStats &s) override
 	{
-		if (!opts_.cycleHold || s.elapsedSec >= opts_.deadlineSec)
+		if (!opts_.cycleHold || holdDropped_ || s.elapsedSec >= opts_.deadlineSec)
 			return false;
-		if (estimate_.periodic)
+		if (estimate_.periodic) {
+			everPeriodic_ = true;
 			return estimate_.nextLowStartSec > 0;
-		// Aperiodic after the warm-up: no window is worth waiting for. The verdict is
-		// not latched: should it turn periodic later, holding resumes (the deadline
-		// bounds how long that can last).
-		return observedSec() < opts_.cycleWarmupSec;
+		}
+		if (observedSec() < opts_.cycleWarmupSec)
+			return true;
+		// Aperiodic after the warm-up: no window is worth waiting for. A workload never
+		// seen periodic is taken as aperiodic for good (a spurious periodic verdict on
+		// noise must not pause the pull again); one seen periodic before only flickered,
+		// and holding resumes with the verdict (the deadline bounds how long).
+		if (!everPeriodic_)
+			holdDropped_ = true;
+		return false;
 	}
 
 	CycleAnalyser analyser_;
 	CycleEstimate estimate_;
 	ThresholdRule fallback_;
+	double lastElapsed_ = 0;		// end of the time the samples so far cover
+	uint64_t bin_ = 0;			// bins handed to the analyser
+	double binBytes_ = 0;			// bytes in the bin being filled
+	std::optional<uint64_t> prevStale_;	// stale bytes at the previous decision
+	bool inWindow_ = false;			// the previous decision was inside a low window
+	bool everPeriodic_ = false;		// the analyser has called the workload periodic
+	bool holdDropped_ = false;		// aperiodic after the warm-up, never periodic
 };
 
 template<typename T>

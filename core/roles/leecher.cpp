@@ -828,6 +828,8 @@ Result<LeecherReport> Leecher::Impl::run()
 	}
 	if (opts_.postcopyOnly)
 		map_->setOrder(ChunkMap::Order::UrgentOnly);
+	else if (policy->holdAtStart())
+		map_->setPaused(true); // the policy wants to start pulling in a quiet phase
 	// The first pass asks for runs of never-pulled chunks (~1 MiB a request): a request per
 	// 16 KiB chunk would make a mostly-zero region cost a round of syscalls per chunk.
 	map_->setMaxRun(std::min<uint32_t>({kMaxRangeChunks, opts_.depth, std::max<uint32_t>(1, (1u << 20) / chunkSize_)}));
@@ -871,6 +873,7 @@ Result<LeecherReport> Leecher::Impl::run()
 			      uint64_t(dirty.chunks.size()) * chunkSize_, c.total() - c.local,
 			      (c.total() - c.local) * uint64_t(chunkSize_), pullRate, firstPassDone, ++rep.rounds};
 		Decision d = policy->onSample(rs);
+		map_->setPaused(d.holdPull && !d.finalize);
 		emitProgress(pullRate, double(rs.dirtyBytes) / dt, policy->status());
 		if (d.finalize) {
 			rep.finalizeReason = d.reason;

@@ -291,6 +291,73 @@ TEST(CyclePolicy, WaitsForStaleBytesToFitInALowPhase)
 	}
 }
 
+TEST(CyclePolicy, LetsWhatTheHighPhaseLeftDrainBeforeFinalizing)
+{
+	// High phase: 300 MB/s dirtied, 200 MB/s pulled, up to a 40 MB stale cap (the region);
+	// low phase 1 MB/s. At the window's start the 40 MB left fit the 0.3 s budget already,
+	// but they drain to nearly nothing within 0.3 s: the policy must take that.
+	for (int k = 0; k < 4; k++) {
+		Wave w;
+		w.periodSec = 4;
+		w.duty = 0.5;
+		w.low = 0.1e6;
+		w.high = 30e6;
+		w.noise = 0.05;
+		w.phaseSec = 0.7 * k;
+		auto p = make("cycle:budget=0.3,rounds=100000,max-rounds=100000,deadline=100");
+		std::vector<double> dirty = test::sampleWave(w, kDt, 600, 70 + k);
+		double stale = 40e6;
+		Outcome o = run(*p, 600, [&](uint32_t r) {
+			stale = std::min(40e6, std::max(0.0, stale + dirty[r - 1] - 200e6 * kDt));
+			RoundStats s = stats(r, r >= 20, 0, 200e6);
+			s.dirtyBytes = static_cast<uint64_t>(dirty[r - 1]);
+			s.staleBytes = static_cast<uint64_t>(stale);
+			s.staleChunks = (s.staleBytes + kChunk - 1) / kChunk;
+			return s;
+		});
+		SCOPED_TRACE(fmt::format("phase {}: {}", w.phaseSec, p->status()));
+		ASSERT_TRUE(o.round);
+		EXPECT_EQ(o.reason.rfind("low window", 0), 0u) << o.reason;
+		EXPECT_TRUE(w.isLow(o.timeSec + kDt / 2));
+		EXPECT_LT(stale, 1e6) << o.reason;
+	}
+}
+
+TEST(CyclePolicy, FindsTheCycleThroughIrregularSampleSpacing)
+{
+	// A migration loop's samples come 100-125 ms apart, not 100 ms: the policy re-cuts them
+	// by elapsed time, so it still sees T = 4 s and finalizes in a low window.
+	for (int k = 0; k < 4; k++) {
+		Wave w;
+		w.periodSec = 4;
+		w.duty = 0.5;
+		w.phaseSec = 0.8 * k;
+		std::mt19937_64 rng(80 + k);
+		std::uniform_real_distribution<double> gap(0.1, 0.125);
+		auto p = make("cycle:rounds=100000,max-rounds=100000,deadline=100");
+		double t = 0;
+		std::optional<double> at;
+		for (uint32_t r = 1; r <= 400 && !at; r++) {
+			const double from = t;
+			t += gap(rng);
+			// The bytes dirtied over (from, t], integrated at 1 ms steps.
+			double bytes = 0;
+			for (double u = from; u < t; u += 0.001)
+				bytes += w.clean(u) / kDt * std::min(0.001, t - u);
+			RoundStats s = stats(r, t >= 3, 0);
+			s.elapsedSec = t;
+			s.dirtyBytes = static_cast<uint64_t>(bytes);
+			if (p->onSample(s).finalize)
+				at = t;
+		}
+		SCOPED_TRACE(fmt::format("phase {}: {}", w.phaseSec, p->status()));
+		ASSERT_TRUE(at);
+		EXPECT_TRUE(w.isLow(*at + 0.05));
+		EXPECT_NE(p->status().find("T=4.0"), std::string::npos);
+		EXPECT_LE(*at, 10 + 2 * w.periodSec);
+	}
+}
+
 TEST(CyclePolicy, BehavesLikeThresholdOnAperiodicLoad)
 {
 	for (unsigned seed = 0; seed < 10; seed++) {

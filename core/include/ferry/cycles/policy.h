@@ -27,21 +27,27 @@
 //                   (a drop of more than marginFraction below the value at the last
 //                   significant drop) for patienceRounds samples, and the current value within
 //                   marginFraction of the lowest seen. Zero stale bytes finalizes at once.
-//  "cycle"          feed dirtyBytes (every sample, from pre-copy start) to a CycleAnalyser.
+//  "cycle"          feed dirtyBytes (every sample, from pre-copy start, re-cut by elapsedSec
+//                   into bins of exactly sampleIntervalSec) to a CycleAnalyser.
 //                   When it calls the workload periodic, finalize inside a predicted low window
 //                   with at least min(downtimeBudgetSec, half the window) of it left, once
-//                   staleBytes / bandwidth fits downtimeBudgetSec (maxRounds does not apply;
-//                   the deadline does). When it calls the workload aperiodic, behave exactly
-//                   like "threshold" -- but only once the analyser has seen cycleWarmupSec of
-//                   samples: before that "aperiodic" just means "not enough data yet", and an
-//                   early threshold hit would otherwise always pre-empt the cycle logic.
+//                   staleBytes / bandwidth fits downtimeBudgetSec and what the high phase
+//                   left stale has drained (not on a window's first sample; later, once stale
+//                   bytes stop falling by more than marginFraction per sample or are down to
+//                   two samples' dirty bytes, or the window is about to close). maxRounds
+//                   does not apply; the deadline does. When it calls the workload aperiodic,
+//                   behave exactly like "threshold" -- but only once the analyser has seen
+//                   cycleWarmupSec of samples: before that "aperiodic" just means "not enough
+//                   data yet", and an early threshold hit would otherwise always pre-empt the
+//                   cycle logic.
 //                   With hold=1 (default) it asks to hold pulling from the start while the
 //                   analyser is warming up (the migration begins as a monitoring phase) and,
 //                   once the workload is periodic, whenever no low window is under way, so
 //                   that the region is pulled inside low windows instead of being pulled,
 //                   dirtied and pulled again. No hold while the verdict is aperiodic after
-//                   the warm-up, nor once deadlineSec have passed since the first sample (so
-//                   a migration ends by twice the deadline at the latest).
+//                   the warm-up (for good if it was never periodic), nor once deadlineSec
+//                   have passed since the first sample (so a migration ends by twice the
+//                   deadline at the latest).
 // A spec is "name" or "name:key=value,key=value" with keys
 //  deadline, interval, budget, chunks, rounds, max-rounds, patience, margin, warmup, hold
 // (seconds for deadline/interval/budget/warmup, a fraction for margin, 0/1 for hold), e.g.
