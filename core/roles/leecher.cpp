@@ -314,9 +314,9 @@ void Leecher::Impl::normalize(ChunkRequest &req) const
 {
 	if (!req.pageMask)
 		return;
-	auto pages = pagesInMask(ChunkGeometry{size_, chunkSize_}, req.index, req.pageMask);
-	uint32_t all = uint32_t((std::min<uint64_t>(chunkSize_, size_ - uint64_t(req.index) * chunkSize_) +
-				 kWirePageSize - 1) / kWirePageSize);
+	const ChunkGeometry geo{size_, chunkSize_};
+	auto pages = pagesInMask(geo, req.index, req.pageMask);
+	uint32_t all = (geo.chunkLength(req.index) + kWirePageSize - 1) / kWirePageSize;
 	if (!pages.ok() || *pages >= all)
 		req.pageMask = 0;
 }

@@ -103,23 +103,7 @@ Status Seeder::takeDirty(bool final, DirtyListMsg &out)
 
 Status Seeder::serveChunk(Connection &conn, uint64_t reqId, uint32_t index)
 {
-	uint64_t off = uint64_t(index) * opts_.chunkSize;
-	size_t len = std::min<uint64_t>(opts_.chunkSize, size_ - off);
-	const uint8_t *p = data_ + off;
-	uint8_t idx[4];
-	putLe32(idx, index);
-	if (opts_.sendZeroChunksAsMarkers && isZero(p, len)) {
-		FERRY_TRY(conn.send(MsgType::ChunkZero, reqId, std::span<const uint8_t>(idx, 4)));
-		std::lock_guard g(lock_);
-		stats_.zeroChunksServed++;
-		return {};
-	}
-	iovec parts[2] = {{idx, 4}, {const_cast<uint8_t *>(p), len}};
-	FERRY_TRY(conn.sendParts(MsgType::Chunk, reqId, parts));
-	std::lock_guard g(lock_);
-	stats_.chunksServed++;
-	stats_.bytesSent += len;
-	return {};
+	return serveRange(conn, reqId, index, 1); // same frame, zero-marker included
 }
 
 // A run of chunks in one gathered write: per chunk a Chunk (or ChunkZero) frame with the
