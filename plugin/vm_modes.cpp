@@ -76,10 +76,14 @@ Status runFerryVm(VmPair &pair, const ScenarioConfig &cfg, MigrationRecord &rec,
 	lo.policy.deadlineSec = params.deadlineSec;
 	lo.verify = params.verify;
 	lo.reconnectTimeout = params.reconnectTimeout;
-	if (params.inject) {
-		LinkEmulator *l = link.get();
-		lo.onProgress = [&pair, l, &params](const LeecherProgress &p) { params.inject(pair, l, p); };
-	}
+	lo.onProgress = [&pair, l = link.get(), &params](const LeecherProgress &p) {
+		FERRY_LOG(Debug, "leecher", "{:6.2f}s {:<10} pull {:5.1f} MB/s dirty {:6.1f} MB/s, {} local {} stale {} missing, {:.1f} MiB in; {}",
+			  p.elapsedSec, leecherStateName(p.state), p.pullBytesPerSec / 1e6, p.dirtyBytesPerSec / 1e6,
+			  p.chunksLocal, p.chunksStale, p.chunksMissing, double(p.bytesTransferred) / (1 << 20),
+			  p.policyStatus);
+		if (params.inject)
+			params.inject(pair, l, p);
+	};
 	VmReceiveOptions ro;
 	ro.verify = params.verify;
 	ro.configure = false;

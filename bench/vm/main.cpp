@@ -4,6 +4,7 @@
 // --json-out). Exit status: 0 if every run succeeded, 1 if any failed, 2 on usage errors.
 #include <cstdio>
 #include <fstream>
+#include <random>
 
 #include <CLI/CLI.hpp>
 
@@ -32,6 +33,8 @@ int main(int argc, char **argv)
 	double bootTimeoutS = 60;
 	int runs = 1;
 	int firstRun = 0;
+	double startDelayS = 0, randomStartS = 0;
+	uint64_t startSeed = 1;
 	std::string jsonOut;
 	bool kvm = false;
 	std::string ram = "private";
@@ -46,6 +49,15 @@ int main(int argc, char **argv)
 	vm->add_option("--pattern", cfg.workload.pattern, "random|seq")->check(CLI::IsMember({"random", "seq"}));
 	vm->add_option("--period-s", cfg.workload.periodS, "cycle workload period");
 	vm->add_option("--duty", cfg.workload.duty, "cycle workload high-phase fraction")->check(CLI::Range(0.0, 1.0));
+	vm->add_option("--low-rate", cfg.workload.lowRateMBps, "cycle workload write rate in the low phase, MB/s")
+		->check(CLI::NonNegativeNumber);
+	vm->add_option("--start-delay-s", startDelayS, "wait this long after boot before migrating")
+		->check(CLI::NonNegativeNumber);
+	vm->add_option("--random-start-s", randomStartS,
+		       "add a delay drawn uniformly from [0, this) per run (e.g. one period: a random "
+		       "phase); the same for every mode of a run")
+		->check(CLI::NonNegativeNumber);
+	vm->add_option("--start-seed", startSeed, "seed of the --random-start-s draws")->capture_default_str();
 	vm->add_option("--rtt-ms", cfg.linkRttMs, "link emulator round-trip time")->check(CLI::NonNegativeNumber);
 	vm->add_option("--mbit", cfg.linkMbit, "link emulator bandwidth in Mbit/s (0: unlimited)")
 		->check(CLI::NonNegativeNumber);
@@ -132,9 +144,13 @@ int main(int argc, char **argv)
 	bool allOk = true;
 	// Modes interleaved run by run, so that every mode sees the same machine conditions.
 	for (int i = firstRun; i < firstRun + runs; i++) {
+		// One draw per run number (not per mode), so runs of different modes pair up.
+		std::mt19937_64 rng(startSeed * 1'000'003 + static_cast<uint64_t>(i));
+		const double delayS = startDelayS + std::uniform_real_distribution<double>(0, randomStartS)(rng);
 		for (const auto &m : modes) {
 			ScenarioConfig c = isFerryMode(m) ? prepareFerryConfig(cfg) : cfg;
 			c.mode = m;
+			c.startDelay = std::chrono::milliseconds(static_cast<int64_t>(delayS * 1000));
 			MigrationRecord rec = runner.run(c, i);
 			std::string line = rec.toJson().toString();
 			fmt::print("{}\n", line);

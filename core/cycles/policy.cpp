@@ -25,14 +25,25 @@ double mib(uint64_t bytes)
 
 // Would the stale bytes go over the link within the downtime budget? An unknown (zero)
 // bandwidth never fits, except when nothing is stale.
+bool fitsBudget(uint64_t staleBytes, double bandwidth, double budgetSec)
+{
+	if (staleBytes == 0)
+		return true;
+	if (!(bandwidth > 0) || !(budgetSec > 0))
+		return false;
+	return static_cast<double>(staleBytes) / bandwidth <= budgetSec;
+}
+
 bool fitsBudget(const RoundStats &s, double budgetSec)
 {
-	if (s.staleBytes == 0)
-		return true;
-	if (!(s.bandwidthBytesPerSec > 0) || !(budgetSec > 0))
-		return false;
-	return static_cast<double>(s.staleBytes) / s.bandwidthBytesPerSec <= budgetSec;
+	return fitsBudget(s.staleBytes, s.bandwidthBytesPerSec, budgetSec);
 }
+
+// What a policy asks the caller to hold (see Decision).
+struct PullHold {
+	bool on = false;
+	double hotSec = 0;
+};
 
 // The bookkeeping every policy shares: nothing before the first pass, the deadline after it,
 // and the latch that keeps a finalize decision final.
@@ -59,11 +70,15 @@ public:
 				d = { true, fmt::format("deadline: {:.1f}s since first pass",
 							opts_.deadlineSec) };
 		}
-		if (d.finalize)
+		if (d.finalize) {
 			decided_ = d;
-		else
-			d.holdPull = hold(s);
+		} else {
+			PullHold h = hold(s);
+			d.holdPull = h.on;
+			d.holdHotSec = h.on ? h.hotSec : 0;
+		}
 		holding_ = d.holdPull;
+		holdingHot_ = d.holdHotSec > 0;
 		return d;
 	}
 
@@ -73,7 +88,7 @@ protected:
 	// Samples after the first pass, while no decision has been made.
 	virtual Decision decide(const RoundStats &s) = 0;
 	// Every sample without a finalize decision: whether to ask for a pull hold.
-	virtual bool hold(const RoundStats &) { return false; }
+	virtual PullHold hold(const RoundStats &) { return {}; }
 
 	// "stale 1.5 MiB/23 chunks" plus the decision once made.
 	std::string staleStatus() const
@@ -85,7 +100,7 @@ protected:
 		if (decided_.finalize)
 			out += ", finalize: " + decided_.reason;
 		else if (holding_)
-			out += ", holding pull";
+			out += holdingHot_ ? ", holding hot chunks" : ", holding pull";
 		return out;
 	}
 
@@ -97,6 +112,7 @@ private:
 	std::optional<double> firstPassAt_;
 	Decision decided_;
 	bool holding_ = false;
+	bool holdingHot_ = false;
 };
 
 class ImmediatePolicy final : public PolicyBase {
@@ -216,7 +232,7 @@ public:
 		return out + ", " + fallback_.status();
 	}
 	const char *name() const override { return "cycle"; }
-	bool holdAtStart() const override { return opts_.cycleHold; }
+	bool holdAtStart() const override { return opts_.cycleHold != PolicyOptions::Hold::Off; }
 
 private:
 	double observedSec() const
@@ -230,6 +246,8 @@ private:
 	// it covers and re-cut into bins of exactly sampleIntervalSec.
 	void observe(const RoundStats &s) override
 	{
+		// The link's rate, not the current pull rate: a held pull measures nothing.
+		peakRate_ = std::max(peakRate_, s.bandwidthBytesPerSec);
 		const double dt = opts_.sampleIntervalSec;
 		const double t0 = lastElapsed_, t1 = std::max(s.elapsedSec, lastElapsed_);
 		lastElapsed_ = t1;
@@ -290,7 +308,13 @@ private:
 		const double needLeft = std::min(opts_.downtimeBudgetSec, lowLen / 2);
 		const bool inWindow = estimate_.nextLowStartSec <= 0 && estimate_.nextLowEndSec >= needLeft;
 		const bool wasInWindow = std::exchange(inWindow_, inWindow);
-		if (!inWindow || !fitsBudget(s, opts_.downtimeBudgetSec))
+		if (!inWindow)
+			return {};
+		const bool closing = estimate_.nextLowEndSec < needLeft + 2 * opts_.sampleIntervalSec;
+		const bool fits = fitsBudget(s.staleBytes, peakRate_, opts_.downtimeBudgetSec);
+		// After a switch-over with post-copy, what is still stale is sent once; past this
+		// window the next high phase would dirty it again first.
+		if (!fits && !(opts_.postCopyFollows && closing && wasInWindow))
 			return {};
 		// Fitting the budget is not enough at the start of a window: what the high
 		// phase left stale is still draining, and every chunk pulled now is one fault
@@ -298,34 +322,41 @@ private:
 		// trend, and later ones wait while stale bytes keep falling and are above what
 		// the low phase itself keeps dirtying (two samples' worth) -- unless the window
 		// would be too short to finalize in by the next sample but one.
-		const bool closing = estimate_.nextLowEndSec < needLeft + 2 * opts_.sampleIntervalSec;
 		const bool atFloor = s.staleBytes <= 2 * s.dirtyBytes;
 		const bool falling = prevStale &&
 				     double(s.staleBytes) < double(*prevStale) * (1 - opts_.marginFraction);
 		if (!closing && (!wasInWindow || (falling && !atFloor)))
 			return {};
-		return { true, fmt::format("low window ({:.2f}s left), {:.1f} MiB stale fits {:.2f}s; {}",
+		return { true, fmt::format("low window ({:.2f}s left), {:.1f} MiB stale {} {:.2f}s; {}",
 					   estimate_.nextLowEndSec, mib(s.staleBytes),
+					   fits ? "fits" : "left to post-copy, window closing, over",
 					   opts_.downtimeBudgetSec, estimate_.verdict()) };
 	}
 
-	bool hold(const RoundStats &s) override
+	PullHold hold(const RoundStats &s) override
 	{
-		if (!opts_.cycleHold || holdDropped_ || s.elapsedSec >= opts_.deadlineSec)
-			return false;
+		using Hold = PolicyOptions::Hold;
+		if (opts_.cycleHold == Hold::Off || holdDropped_ || s.elapsedSec >= opts_.deadlineSec)
+			return {};
+		const bool hot = opts_.cycleHold == Hold::Hot;
 		if (estimate_.periodic) {
 			everPeriodic_ = true;
-			return estimate_.nextLowStartSec > 0;
+			// What the last period wrote, the high phase will likely write again.
+			return { estimate_.nextLowStartSec > 0, hot ? estimate_.periodSec : 0 };
 		}
+		// Warming up, nothing is known about which chunks are hot: a working set written
+		// before the migration began looks cold until its next high phase. So hold every
+		// chunk: the warm-up is a monitoring phase, and once the cycle is known the cold
+		// rest is pulled at any time and the hot set inside a low window.
 		if (observedSec() < opts_.cycleWarmupSec)
-			return true;
+			return { true, 0 };
 		// Aperiodic after the warm-up: no window is worth waiting for. A workload never
 		// seen periodic is taken as aperiodic for good (a spurious periodic verdict on
 		// noise must not pause the pull again); one seen periodic before only flickered,
 		// and holding resumes with the verdict (the deadline bounds how long).
 		if (!everPeriodic_)
 			holdDropped_ = true;
-		return false;
+		return {};
 	}
 
 	CycleAnalyser analyser_;
@@ -335,6 +366,7 @@ private:
 	uint64_t bin_ = 0;			// bins handed to the analyser
 	double binBytes_ = 0;			// bytes in the bin being filled
 	std::optional<uint64_t> prevStale_;	// stale bytes at the previous decision
+	double peakRate_ = 0;			// highest pull rate measured, bytes/s
 	bool inWindow_ = false;			// the previous decision was inside a low window
 	bool everPeriodic_ = false;		// the analyser has called the workload periodic
 	bool holdDropped_ = false;		// aperiodic after the warm-up, never periodic
@@ -371,10 +403,14 @@ Status applyOption(PolicyOptions *o, std::string_view key, std::string_view valu
 	} else if (key == "warmup") {
 		FERRY_ASSIGN(o->cycleWarmupSec, parseNumber<double>(key, value));
 	} else if (key == "hold") {
-		FERRY_ASSIGN(unsigned h, parseNumber<unsigned>(key, value));
-		if (h > 1)
-			return Error::format(EINVAL, "hold: '{}' is not 0 or 1", value);
-		o->cycleHold = h == 1;
+		if (value == "off")
+			o->cycleHold = PolicyOptions::Hold::Off;
+		else if (value == "hot")
+			o->cycleHold = PolicyOptions::Hold::Hot;
+		else if (value == "all")
+			o->cycleHold = PolicyOptions::Hold::All;
+		else
+			return Error::format(EINVAL, "hold: '{}' is not off, hot or all", value);
 	} else {
 		return Error::format(EINVAL, "unknown option '{}' (known: deadline, interval, budget, "
 				     "chunks, rounds, max-rounds, patience, margin, warmup, hold)", key);

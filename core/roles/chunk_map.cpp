@@ -1,11 +1,15 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 #include "ferry/roles/chunk_map.h"
 
+#include <cmath>
+#include <limits>
+
 namespace ferry {
 
 ChunkMap::ChunkMap(uint32_t chunkCount)
 	: state_(chunkCount, ChunkState::Missing), redo_(chunkCount, 0), received_(chunkCount, 0),
-	  intact_(chunkCount, 0), staleMask_(chunkCount, 0)
+	  intact_(chunkCount, 0), staleMask_(chunkCount, 0),
+	  lastWritten_(chunkCount, -std::numeric_limits<double>::infinity())
 {
 	counts_.missing = chunkCount;
 }
@@ -51,39 +55,66 @@ ChunkRequest ChunkMap::startRequest(uint32_t index)
 	return r;
 }
 
+bool ChunkMap::heldLocked(uint32_t index) const
+{
+	// lastWritten_ starts at -infinity, which no window reaches (not even an infinite one).
+	return hotWindow_ > 0 && std::isfinite(lastWritten_[index]) &&
+	       lastWritten_[index] >= clock_ - hotWindow_;
+}
+
+void ChunkMap::releaseDeferredLocked()
+{
+	if (deferred_.empty())
+		return;
+	requeue_.insert(requeue_.begin(), deferred_.begin(), deferred_.end());
+	deferred_.clear();
+	workCv_.notify_all();
+}
+
 std::optional<ChunkRequest> ChunkMap::takeLocked()
 {
-	auto fromQueue = [this](std::deque<uint32_t> &q) -> std::optional<uint32_t> {
+	// Urgent chunks (a fault waits) bypass the hot-chunk hold.
+	auto fromQueue = [this](std::deque<uint32_t> &q, bool hold) -> std::optional<uint32_t> {
 		while (!q.empty()) {
 			uint32_t i = q.front();
 			q.pop_front();
 			// Entries may be outdated: a chunk can be queued twice or already served.
-			if (state_[i] == ChunkState::Missing || state_[i] == ChunkState::Stale)
-				return i;
+			if (state_[i] != ChunkState::Missing && state_[i] != ChunkState::Stale)
+				continue;
+			if (hold && heldLocked(i)) {
+				deferred_.push_back(i);
+				continue;
+			}
+			return i;
 		}
 		return std::nullopt;
 	};
 	auto fromCursor = [this]() -> std::optional<uint32_t> {
 		while (cursor_ < state_.size()) {
 			uint32_t i = cursor_++;
-			if (state_[i] == ChunkState::Missing)
-				return i;
+			if (state_[i] != ChunkState::Missing)
+				continue;
+			if (heldLocked(i)) {
+				deferred_.push_back(i);
+				continue;
+			}
+			return i;
 		}
 		return std::nullopt;
 	};
 
-	std::optional<uint32_t> pick = fromQueue(urgent_);
+	std::optional<uint32_t> pick = fromQueue(urgent_, false);
 	if (!pick && order_ == Order::UrgentOnly)
 		return std::nullopt;
 	if (!pick && order_ == Order::StaleFirst)
-		pick = fromQueue(requeue_);
+		pick = fromQueue(requeue_, true);
 	if (!pick) {
 		pick = fromCursor();
 		if (pick) {
 			// A run of never-pulled chunks: one request, many replies.
 			ChunkRequest r = startRequest(*pick);
 			while (r.count < maxRun_ && cursor_ < state_.size() &&
-			       state_[cursor_] == ChunkState::Missing) {
+			       state_[cursor_] == ChunkState::Missing && !heldLocked(cursor_)) {
 				setState(cursor_++, ChunkState::InFlight);
 				r.count++;
 			}
@@ -91,7 +122,7 @@ std::optional<ChunkRequest> ChunkMap::takeLocked()
 		}
 	}
 	if (!pick)
-		pick = fromQueue(requeue_);
+		pick = fromQueue(requeue_, true);
 	if (!pick)
 		return std::nullopt;
 	return startRequest(*pick);
@@ -158,6 +189,7 @@ void ChunkMap::markDirty(std::span<const uint32_t> indices, std::span<const uint
 		if (i >= state_.size())
 			continue; // callers validate; never index out of range
 		uint64_t mask = k < pageMasks.size() ? pageMasks[k] : ~uint64_t(0);
+		lastWritten_[i] = clock_;
 		switch (state_[i]) {
 		case ChunkState::Local:
 			setState(i, ChunkState::Stale);
@@ -230,6 +262,20 @@ void ChunkMap::setPaused(bool paused)
 	std::lock_guard g(lock_);
 	paused_ = paused;
 	workCv_.notify_all();
+}
+
+void ChunkMap::setClock(double nowSec)
+{
+	std::lock_guard g(lock_);
+	clock_ = nowSec;
+	releaseDeferredLocked(); // some may have cooled down
+}
+
+void ChunkMap::setHotHold(double hotWindowSec)
+{
+	std::lock_guard g(lock_);
+	hotWindow_ = std::isnan(hotWindowSec) || hotWindowSec < 0 ? 0 : hotWindowSec;
+	releaseDeferredLocked();
 }
 
 void ChunkMap::wakeAll()

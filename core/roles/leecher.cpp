@@ -795,7 +795,9 @@ Result<LeecherReport> Leecher::Impl::run()
 	rep.mode = opts_.mode;
 	startNs_ = monotonicNs();
 
-	FERRY_ASSIGN(auto policy, makeFinalizePolicy(opts_.finalizePolicy, opts_.policy));
+	PolicyOptions policyOpts = opts_.policy;
+	policyOpts.postCopyFollows = opts_.mode == MigrationMode::Hybrid;
+	FERRY_ASSIGN(auto policy, makeFinalizePolicy(opts_.finalizePolicy, policyOpts));
 
 	// Session set-up: learn the region, then ask the seeder to start tracking.
 	HelloReplyMsg hello;
@@ -857,8 +859,9 @@ Result<LeecherReport> Leecher::Impl::run()
 			return f->context("pre-copy");
 		FERRY_ASSIGN(std::vector<uint8_t> payload, control(MsgType::GetDirty, MsgType::DirtyList));
 		FERRY_ASSIGN(DirtyListMsg dirty, decodeDirtyList(payload, chunkCount_));
-		map_->markDirty(dirty.chunks, dirty.pageMasks);
 		int64_t now = monotonicNs();
+		map_->setClock(msBetween(startNs_, now) / 1000); // stamps what markDirty names
+		map_->markDirty(dirty.chunks, dirty.pageMasks);
 		double dt = std::max(1e-3, msBetween(lastNs, now) / 1000);
 		uint64_t bytes = bytesReceived();
 		double pullRate = double(bytes - lastBytes) / dt;
@@ -873,7 +876,9 @@ Result<LeecherReport> Leecher::Impl::run()
 			      uint64_t(dirty.chunks.size()) * chunkSize_, c.total() - c.local,
 			      (c.total() - c.local) * uint64_t(chunkSize_), pullRate, firstPassDone, ++rep.rounds};
 		Decision d = policy->onSample(rs);
-		map_->setPaused(d.holdPull && !d.finalize);
+		const bool hold = d.holdPull && !d.finalize;
+		map_->setHotHold(hold ? d.holdHotSec : 0);
+		map_->setPaused(hold && d.holdHotSec <= 0);
 		emitProgress(pullRate, double(rs.dirtyBytes) / dt, policy->status());
 		if (d.finalize) {
 			rep.finalizeReason = d.reason;

@@ -51,9 +51,12 @@ std::string formatNumber(double v)
 
 std::string WorkloadParams::kernelArgs() const
 {
-	return fmt::format("ferry.mode={} ferry.rate={} ferry.wss={} ferry.pattern={} ferry.period={} ferry.duty={}",
-			   mode, formatNumber(rateMBps), wssMib, pattern, formatNumber(periodS),
-			   formatNumber(duty));
+	std::string args = fmt::format("ferry.mode={} ferry.rate={} ferry.wss={} ferry.pattern={} ferry.period={} ferry.duty={}",
+				       mode, formatNumber(rateMBps), wssMib, pattern, formatNumber(periodS),
+				       formatNumber(duty));
+	if (lowRateMBps > 0)
+		args += fmt::format(" ferry.low_rate={}", formatNumber(lowRateMBps));
+	return args;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -81,7 +84,9 @@ JsonValue MigrationRecord::toJson() const
 		.set("wss_mib", config.workload.wssMib)
 		.set("pattern", config.workload.pattern);
 	if (config.workload.mode == "cycle")
-		wl.set("period_s", config.workload.periodS).set("duty", config.workload.duty);
+		wl.set("period_s", config.workload.periodS)
+			.set("duty", config.workload.duty)
+			.set("low_rate_mbps", config.workload.lowRateMBps);
 	o.set("workload", std::move(wl));
 	JsonValue link = JsonValue::object();
 	link.set("transport", config.transport).set("rtt_ms", config.linkRttMs).set("mbit", config.linkMbit);
@@ -90,6 +95,7 @@ JsonValue MigrationRecord::toJson() const
 	optD("max_bandwidth_mbps", config.maxBandwidthMbps);
 	optI("downtime_limit_ms", config.downtimeLimitMs);
 	o.set("timeout_s", static_cast<double>(config.migrationTimeout.count()) / 1000.0);
+	o.set("start_delay_ms", static_cast<int64_t>(config.startDelay.count()));
 
 	o.set("completed", completed);
 	o.set("timed_out", timedOut);
@@ -196,6 +202,8 @@ Result<std::unique_ptr<VmPair>> VmPair::start(const ScenarioConfig &cfg, const s
 	}
 	if (record)
 		record->bootMs = msSince(t0);
+	if (cfg.startDelay.count() > 0)
+		std::this_thread::sleep_for(cfg.startDelay); // the caller's chosen start moment
 	FERRY_TRY(p->checkAlive());
 	return p;
 }

@@ -112,7 +112,7 @@ TEST(FinalizePolicy, RejectsBadSpecsWithClearErrors)
 		{ "threshold:rounds=0", "rounds 0 out of range" },
 		{ "local-minimum:margin=1.5", "margin" },
 		{ "cycle:interval=0", "interval" },
-		{ "cycle:hold=2", "hold: '2' is not 0 or 1" },
+		{ "cycle:hold=2", "hold: '2' is not off, hot or all" },
 	};
 	for (const Case &c : cases) {
 		auto r = makeFinalizePolicy(c.spec, {});
@@ -482,7 +482,7 @@ TEST(CyclePolicy, HoldsPullWhileWarmingUpAndOutsideLowWindows)
 			periodicRounds++;
 			agree += d.holdPull == !w.isLow(t + kDt / 2);
 			if (!d.holdPull) {
-				EXPECT_EQ(p->status().find("holding pull"), std::string::npos);
+				EXPECT_EQ(p->status().find("holding"), std::string::npos);
 			}
 		}
 		SCOPED_TRACE(fmt::format("phase {}: {}", w.phaseSec, p->status()));
@@ -522,7 +522,7 @@ TEST(FinalizePolicy, OnlyCycleAsksToHoldPulling)
 {
 	Wave w;
 	std::vector<double> dirty = test::sampleWave(w, kDt, 200, 2);
-	for (const char *spec : { "immediate", "threshold", "local-minimum", "cycle:hold=0" }) {
+	for (const char *spec : { "immediate", "threshold", "local-minimum", "cycle:hold=off" }) {
 		auto p = make(spec);
 		EXPECT_FALSE(p->holdAtStart()) << spec;
 		for (uint32_t r = 1; r <= 200; r++) {
@@ -531,4 +531,114 @@ TEST(FinalizePolicy, OnlyCycleAsksToHoldPulling)
 			EXPECT_FALSE(p->onSample(s).holdPull) << spec << " round " << r;
 		}
 	}
+}
+
+TEST(CyclePolicy, HoldsOnlyHotChunksByDefault)
+{
+	// While warming up every chunk is held (holdHotSec 0); once periodic, what the last
+	// period wrote. hold=all holds every chunk throughout.
+	Wave w;
+	w.periodSec = 4;
+	w.duty = 0.5;
+	w.noise = 0.1;
+	std::vector<double> dirty = test::sampleWave(w, kDt, 300, 7);
+	auto hot = make("cycle:warmup=10,deadline=100");
+	auto all = make("cycle:warmup=10,deadline=100,hold=all");
+	unsigned periodicHolds = 0;
+	for (uint32_t r = 1; r <= 300; r++) {
+		Decision h = hot->onSample(heldSample(r, dirty[r - 1]));
+		Decision a = all->onSample(heldSample(r, dirty[r - 1]));
+		EXPECT_EQ(a.holdHotSec, 0) << "round " << r;
+		if (!h.holdPull) {
+			EXPECT_EQ(h.holdHotSec, 0) << "round " << r;
+			continue;
+		}
+		if (hot->status().rfind("periodic", 0) != 0) {
+			EXPECT_EQ(h.holdHotSec, 0) << "round " << r << ": " << hot->status();
+		} else {
+			periodicHolds++;
+			EXPECT_NEAR(h.holdHotSec, 4.0, 0.4) << "round " << r;
+			EXPECT_NE(hot->status().find("holding hot chunks"), std::string::npos);
+		}
+	}
+	EXPECT_GE(periodicHolds, 80u);
+}
+
+// A migration against a working set the high phase rewrites (the cold rest was pulled
+// already): the stale set is the part of the working set the destination lacks, drained at
+// `bandwidth` and refilled by the writes, never beyond the working set.
+Outcome simulateWorkingSet(FinalizePolicy &p, const Wave &w, double workingSet, double bandwidth,
+			   double maxSec, unsigned seed)
+{
+	const auto rounds = static_cast<uint32_t>(maxSec / kDt);
+	std::vector<double> dirty = test::sampleWave(w, kDt, rounds, seed);
+	double stale = workingSet;
+	return run(p, rounds, [&](uint32_t r) {
+		const double pulled = std::min(stale, bandwidth * kDt);
+		stale = std::min(workingSet, stale - pulled + dirty[r - 1]);
+		RoundStats s;
+		s.round = r;
+		s.elapsedSec = r * kDt;
+		s.dirtyBytes = static_cast<uint64_t>(dirty[r - 1]);
+		s.dirtyChunks = s.dirtyBytes / kChunk;
+		s.staleBytes = static_cast<uint64_t>(stale);
+		s.staleChunks = (s.staleBytes + kChunk - 1) / kChunk;
+		s.bandwidthBytesPerSec = pulled / kDt;
+		s.firstPassDone = true;
+		return s;
+	});
+}
+
+TEST(CyclePolicy, WithPostCopyFollowingFinalizesAsTheLowWindowCloses)
+{
+	// The working set (120 MB) takes 1.2 s to pull but the low window is 1 s: its stale
+	// bytes never fit 0.3 s. Without post-copy the policy waits (for the deadline here);
+	// with post-copy following it finalizes late in a low window, leaving the rest to it.
+	Wave w;
+	w.periodSec = 2;
+	w.duty = 0.5;
+	w.low = 0.01e6;
+	w.high = 30e6; // per 0.1 s: the whole working set within the high phase
+	w.noise = 0.05;
+	PolicyOptions post;
+	post.postCopyFollows = true;
+	for (int k = 0; k < 3; k++) {
+		w.phaseSec = 0.6 * k;
+		auto with = make("cycle:warmup=6,deadline=30,hold=off", post);
+		auto without = make("cycle:warmup=6,deadline=30,hold=off");
+		Outcome a = simulateWorkingSet(*with, w, 120e6, 100e6, 40, 90 + k);
+		Outcome b = simulateWorkingSet(*without, w, 120e6, 100e6, 40, 90 + k);
+		SCOPED_TRACE(fmt::format("phase {}: {} / {}", w.phaseSec, with->status(), without->status()));
+		ASSERT_TRUE(a.round);
+		EXPECT_EQ(a.reason.rfind("low window", 0), 0u) << a.reason;
+		EXPECT_NE(a.reason.find("left to post-copy"), std::string::npos) << a.reason;
+		EXPECT_TRUE(w.isLow(a.timeSec + kDt / 2));
+		EXPECT_LT(a.timeSec, 6 + 3 * w.periodSec);
+		ASSERT_TRUE(b.round);
+		EXPECT_EQ(b.reason.rfind("deadline", 0), 0u) << b.reason;
+	}
+}
+
+TEST(CyclePolicy, ComparesStaleBytesWithThePeakPullRateNotTheCurrentOne)
+{
+	// After a held interval the current pull rate is zero; the link's rate is what counts.
+	Wave w;
+	w.periodSec = 2;
+	w.duty = 0.5;
+	w.low = 0.01e6;
+	w.high = 10e6;
+	w.noise = 0.05;
+	auto p = make("cycle:warmup=6,deadline=60,hold=off");
+	std::vector<double> dirty = test::sampleWave(w, kDt, 400, 3);
+	std::optional<Outcome> o;
+	for (uint32_t r = 1; r <= 400 && !o; r++) {
+		RoundStats s = stats(r, true, 2); // 128 KiB stale: fits 0.3 s at any real rate
+		s.dirtyBytes = static_cast<uint64_t>(dirty[r - 1]);
+		s.bandwidthBytesPerSec = r == 1 ? 100e6 : 0; // measured once, then held
+		Decision d = p->onSample(s);
+		if (d.finalize)
+			o = Outcome{ r, s.elapsedSec, d.reason };
+	}
+	ASSERT_TRUE(o) << p->status();
+	EXPECT_EQ(o->reason.rfind("low window", 0), 0u) << o->reason;
 }

@@ -1,4 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
+#include <algorithm>
+#include <limits>
+#include <vector>
+
 #include <gtest/gtest.h>
 
 #include "ferry/roles/chunk_map.h"
@@ -124,4 +128,75 @@ TEST(ChunkMap, ChunkWhoseRequestFailedIsRequestedWhole)
 	auto whole = m.next(false);
 	ASSERT_TRUE(whole.has_value());
 	EXPECT_EQ(whole->pageMask, 0u);
+}
+
+// The hot-chunk hold: the never-pulled chunks the source keeps writing wait, the rest flow.
+TEST(ChunkMap, HotHoldPassesOverRecentlyWrittenChunksAndHandsThemOutOnceCool)
+{
+	ChunkMap m(6);
+	m.setClock(1.0);
+	uint32_t hot[] = {1, 4};
+	m.markDirty(hot); // never pulled, but written: remembered all the same
+	m.setHotHold(0.5);
+	std::vector<uint32_t> got;
+	while (auto r = m.next(false))
+		got.push_back(r->index);
+	EXPECT_EQ(got, (std::vector<uint32_t>{0, 2, 3, 5}));
+	EXPECT_EQ(m.state(1), ChunkState::Missing);
+	EXPECT_EQ(m.state(4), ChunkState::Missing);
+
+	m.setClock(1.4); // still within the window
+	EXPECT_FALSE(m.next(false).has_value());
+	m.setClock(1.6); // cooled down
+	std::vector<uint32_t> later;
+	while (auto r = m.next(false))
+		later.push_back(r->index);
+	std::sort(later.begin(), later.end());
+	EXPECT_EQ(later, (std::vector<uint32_t>{1, 4}));
+}
+
+TEST(ChunkMap, HotHoldDefersStaleChunksUntilLiftedButNeverUrgentOnes)
+{
+	ChunkMap m(4);
+	for (int i = 0; i < 4; i++)
+		m.completed(m.next(false)->index);
+	m.setClock(2.0);
+	uint32_t dirty[] = {0, 2, 3};
+	m.markDirty(dirty);
+	m.setHotHold(std::numeric_limits<double>::infinity());
+	EXPECT_FALSE(m.next(false).has_value());
+	m.setClock(100.0); // infinity: written at all is hot
+	EXPECT_FALSE(m.next(false).has_value());
+
+	EXPECT_EQ(m.prioritize(2), ChunkState::Stale); // a fault waits on it
+	auto urgent = m.next(false);
+	ASSERT_TRUE(urgent.has_value());
+	EXPECT_EQ(urgent->index, 2u);
+	EXPECT_FALSE(m.next(false).has_value());
+
+	m.setHotHold(0);
+	std::vector<uint32_t> rest;
+	while (auto r = m.next(false))
+		rest.push_back(r->index);
+	std::sort(rest.begin(), rest.end());
+	EXPECT_EQ(rest, (std::vector<uint32_t>{0, 3}));
+}
+
+TEST(ChunkMap, FirstPassRunStopsAtAHeldChunk)
+{
+	ChunkMap m(8);
+	m.setMaxRun(8);
+	uint32_t hot[] = {3};
+	m.markDirty(hot);
+	m.setHotHold(std::numeric_limits<double>::infinity());
+	auto a = m.next(false);
+	ASSERT_TRUE(a.has_value());
+	EXPECT_EQ(a->index, 0u);
+	EXPECT_EQ(a->count, 3u);
+	auto b = m.next(false);
+	ASSERT_TRUE(b.has_value());
+	EXPECT_EQ(b->index, 4u);
+	EXPECT_EQ(b->count, 4u);
+	EXPECT_FALSE(m.next(false).has_value());
+	EXPECT_FALSE(m.firstPassDone());
 }

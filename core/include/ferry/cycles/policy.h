@@ -10,11 +10,15 @@
 //  - Called from one thread (the migration loop); not thread-safe.
 //  - A policy may ask the caller to hold pulling (Decision::holdPull, holdAtStart()): it
 //    expects what would be pulled now to be dirtied again before it could finalize, so the
-//    transfer would be wasted. Honouring the hint is optional (a caller that ignores it gets
-//    the same decisions, only more bytes); a caller that honours it pauses the pull of
-//    never-pulled and stale chunks (never of chunks a fault waits for) until a later sample
-//    clears it. A finalize decision never holds. The hint only ever changes what is
-//    transferred, never when a policy may finalize.
+//    transfer would be wasted. Decision::holdHotSec narrows the hold to hot chunks: those the
+//    source wrote within the last holdHotSec seconds (infinity: at any time since pre-copy
+//    started); chunks never written keep flowing. 0 holds every chunk. Honouring the hint
+//    is optional (a caller that ignores it gets the same decisions, only more bytes); a
+//    caller that honours it pauses the pull of the held never-pulled and stale chunks (never
+//    of chunks a fault waits for) until a later sample clears it. holdAtStart() holds every
+//    chunk until the first sample, when nothing is known yet about which are hot. A finalize
+//    decision never holds. The hint only ever changes what is transferred, never when a
+//    policy may finalize.
 //
 // Specs (makeFinalizePolicy):
 //  "immediate"      finalize right after the first full pass.
@@ -40,17 +44,29 @@
 //                   cycleWarmupSec of samples: before that "aperiodic" just means "not enough
 //                   data yet", and an early threshold hit would otherwise always pre-empt the
 //                   cycle logic.
-//                   With hold=1 (default) it asks to hold pulling from the start while the
-//                   analyser is warming up (the migration begins as a monitoring phase) and,
-//                   once the workload is periodic, whenever no low window is under way, so
-//                   that the region is pulled inside low windows instead of being pulled,
-//                   dirtied and pulled again. No hold while the verdict is aperiodic after
-//                   the warm-up (for good if it was never periodic), nor once deadlineSec
-//                   have passed since the first sample (so a migration ends by twice the
-//                   deadline at the latest).
+//                   It asks to hold every chunk while the analyser warms up (the migration
+//                   begins as a monitoring phase: until a high phase has been seen, a
+//                   working set written before the migration looks cold). With hold=hot
+//                   (default), once the workload is periodic it holds, whenever no low
+//                   window is under way, the chunks written within the last period (what
+//                   the high phase keeps rewriting) and lets the cold rest flow; hold=all
+//                   holds every chunk then too, hold=off never holds. So the working set
+//                   is pulled inside a low window instead of being pulled, dirtied and
+//                   pulled again. No hold while the verdict is aperiodic
+//                   after the warm-up (for good if it was never periodic), nor once
+//                   deadlineSec have passed since the first sample (so a migration ends by
+//                   twice the deadline at the latest).
+//                   The bandwidth it compares stale bytes with is the highest pull rate
+//                   measured so far: while the pull is held the current rate says nothing
+//                   about the link. With postCopyFollows (the caller serves what is still
+//                   stale after the switch-over, as hybrid mode does) a low window that is
+//                   closing finalizes even when the stale bytes do not fit the budget:
+//                   every stale page is then sent once, after the switch-over, instead of
+//                   being re-dirtied by the next high phase.
 // A spec is "name" or "name:key=value,key=value" with keys
 //  deadline, interval, budget, chunks, rounds, max-rounds, patience, margin, warmup, hold
-// (seconds for deadline/interval/budget/warmup, a fraction for margin, 0/1 for hold), e.g.
+// (seconds for deadline/interval/budget/warmup, a fraction for margin, off|hot|all for hold),
+// e.g.
 //  "threshold:chunks=128,rounds=5" or "cycle:deadline=30,budget=0.2".
 #pragma once
 
@@ -79,6 +95,7 @@ struct Decision {
 	bool finalize = false;
 	std::string reason;		// why (set when finalize is true, e.g. "deadline 60.0s")
 	bool holdPull = false;		// pulling now would be wasted: pause it (see above)
+	double holdHotSec = 0;		// with holdPull: hold only chunks written this recently
 };
 
 class FinalizePolicy {
@@ -105,7 +122,9 @@ struct PolicyOptions {
 	double marginFraction = 0.05;	// local-minimum: "within a small margin of the minimum"
 	double cycleWarmupSec = 10;	// cycle: samples needed before "aperiodic" is trusted
 					// (10 s shows 2.5 periods of up to 4 s)
-	bool cycleHold = true;		// cycle: ask to hold pulling outside low windows
+	enum class Hold { Off, Hot, All };
+	Hold cycleHold = Hold::Hot;	// cycle: what to hold outside low windows
+	bool postCopyFollows = false;	// stale chunks can be served after the switch-over
 };
 
 // Builds a policy from a spec (see above). Errors (EINVAL): unknown name, unknown key,

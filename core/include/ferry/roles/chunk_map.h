@@ -74,6 +74,14 @@ public:
 	bool waitAllLocal(std::chrono::milliseconds timeout);
 	// Stops handing out work (pause) or resumes it.
 	void setPaused(bool paused);
+	// The hot-chunk hold. markDirty() stamps every chunk it names -- in any state, a
+	// never-pulled one too -- with the clock last set here (seconds, any origin).
+	void setClock(double nowSec);
+	// While hotWindowSec > 0, next() hands out no chunk written within the last hotWindowSec
+	// (infinity: ever written since the map was made), except urgent ones; chunks never
+	// reported written still flow. 0 lifts the hold. A held chunk is not lost: it is handed
+	// out once it has cooled down (checked at every setClock()) or the hold is lifted.
+	void setHotHold(double hotWindowSec);
 	// Wakes every waiter for good; next() returns nullopt from then on.
 	void close();
 
@@ -92,6 +100,8 @@ public:
 private:
 	void setState(uint32_t index, ChunkState s); // keeps counts_ in step; lock held
 	std::optional<ChunkRequest> takeLocked();
+	bool heldLocked(uint32_t index) const; // the hot-chunk hold applies to it
+	void releaseDeferredLocked();          // deferred_ back to requeue_ for a re-check
 	ChunkRequest startRequest(uint32_t index); // lock held; index is Missing or Stale
 
 	mutable std::mutex lock_;
@@ -105,6 +115,10 @@ private:
 	uint64_t receivedCount_ = 0;
 	std::deque<uint32_t> urgent_;
 	std::deque<uint32_t> requeue_;    // stale or failed chunks, in report order
+	std::vector<uint32_t> deferred_;  // passed over by the hot-chunk hold
+	std::vector<double> lastWritten_; // clock at the last markDirty() naming the chunk
+	double clock_ = 0;
+	double hotWindow_ = 0;
 	uint32_t cursor_ = 0;             // first-pass scan position
 	ChunkCounts counts_;
 	Order order_ = Order::PreCopy;

@@ -38,6 +38,7 @@ struct WorkloadParams {
 	std::string pattern = "random"; // random | seq
 	double periodS = 4;
 	double duty = 0.5;
+	double lowRateMBps = 0; // cycle: write rate in the low phase
 
 	// "ferry.mode=... ferry.rate=... ..." for QemuConfig::extraAppend.
 	std::string kernelArgs() const;
@@ -70,6 +71,9 @@ struct ScenarioConfig {
 	int64_t postcopyAfterPass = 2;
 	std::chrono::milliseconds migrationTimeout = std::chrono::seconds(120);
 	std::chrono::milliseconds bootTimeout = std::chrono::seconds(60);
+	// Wait this long after the guest booted before migrating (e.g. a random phase of a
+	// cyclic workload).
+	std::chrono::milliseconds startDelay{0};
 	// After the migration, this many new heartbeats must appear on the side the guest runs
 	// on (20 Hz heartbeats: 10 ~ 0.5 s).
 	int heartbeatsAfter = 10;
