@@ -392,7 +392,7 @@ CommandRunner addLeechCommand(CLI::App &app)
 	c->add_option("--mode", a->mode, "hybrid (post-copy faults) or precopy")->capture_default_str()->check(CLI::IsMember({"hybrid", "precopy"}));
 	c->add_option("--connections", a->connections, "Data connections")->capture_default_str()->check(CLI::Range(1, 64));
 	c->add_option("--depth", a->depth, "Chunks in flight per connection")->capture_default_str()->check(CLI::Range(1, 4096));
-	c->add_option("--finalize", a->finalize, "Finalize policy: immediate, threshold, local-minimum, cycle (name:key=value,...)")->capture_default_str();
+	c->add_option("--finalize", a->finalize, kFinalizeHelp)->capture_default_str();
 	c->add_option("--deadline-s", a->deadlineS, "Finalize anyway after this long")->capture_default_str();
 	c->add_option("--sample-ms", a->sampleMs, "Dirty-rate sampling interval")->capture_default_str()->check(CLI::Range(10.0, 1000.0));
 	c->add_flag("--verify", a->verify, "Compare the region byte for byte with the suspended source at the end");
@@ -425,7 +425,7 @@ CommandRunner addDemoCommand(CLI::App &app)
 	c->add_option("--chunk-kib", a->chunkKib, "Chunk size")->capture_default_str();
 	c->add_option("--connections", a->connections, "Data connections")->capture_default_str();
 	c->add_option("--depth", a->depth, "Chunks in flight per connection")->capture_default_str();
-	c->add_option("--finalize", a->finalize, "Finalize policy")->capture_default_str();
+	c->add_option("--finalize", a->finalize, kFinalizeHelp)->capture_default_str();
 	c->add_option("--tracker", a->tracker, "uffd or xxh3")->capture_default_str();
 	c->add_option("--read-mbps", a->readMbps, "Destination application's read rate after resume")->capture_default_str();
 	c->add_option("--period-s", a->periodS, "Cyclic writes: period in seconds (0 = constant rate)")->capture_default_str();

@@ -11,6 +11,13 @@ namespace ferry {
 
 using CommandRunner = std::function<int()>;
 
+// --help text of every --finalize option (the policies are in core/cycles/policy.h).
+inline constexpr const char *kFinalizeHelp =
+	"Finalize policy: immediate | threshold | local-minimum | cycle, optionally with "
+	"':key=value,...' (deadline, budget, chunks, rounds, max-rounds, patience, margin, "
+	"warmup, interval; cycle: hold=off|hot|all, default hot: hold every chunk while the "
+	"analyser warms up, then the recently written ones outside low windows)";
+
 CommandRunner addSeedCommand(CLI::App &app);
 CommandRunner addLeechCommand(CLI::App &app);
 CommandRunner addDemoCommand(CLI::App &app);

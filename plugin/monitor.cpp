@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 #include "monitor.h"
 
+#include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <csignal>
 #include <ctime>
 #include <poll.h>
@@ -14,6 +16,8 @@
 #include "ferry/base/log.h"
 #include "ferry/cycles/analyser.h"
 #include "ferry/dirty/tracker.h"
+#include "ferry/qmp/dirty_rate.h"
+#include "ferry/qmp/qmp_client.h"
 #include "ferry/sys/fd.h"
 
 namespace ferry {
@@ -30,6 +34,11 @@ struct MonitorArgs {
 	double durationS = 20;
 	unsigned chunkKib = 64;
 	bool json = false;
+	// --qmp: a running QEMU instead of the demo application.
+	std::string qmpPath;
+	int64_t calcTimeS = 1;
+	std::string mode = "page-sampling";
+	int64_t samplePages = 0; // 0 = QEMU's default
 };
 
 int64_t monotonicNs()
@@ -71,6 +80,8 @@ public:
 			sigprocmask(SIG_SETMASK, &old_, nullptr);
 	}
 
+	int fd() const { return fd_.get(); }
+
 	// Waits until the monotonic clock reaches deadlineNs; false if a signal came first.
 	Result<bool> waitUntil(int64_t deadlineNs)
 	{
@@ -109,18 +120,21 @@ struct JsonPtr {
 	~JsonPtr() { json_object_put(o); }
 };
 
-void printJson(const Sample &s, const CycleEstimate &e)
+void addNum(json_object *j, const char *k, double v)
 {
-	JsonPtr j{json_object_new_object()};
-	auto num = [&](const char *k, double v) { json_object_object_add(j.o, k, json_object_new_double(v)); };
-	auto u64 = [&](const char *k, uint64_t v) {
-		json_object_object_add(j.o, k, json_object_new_int64(int64_t(v)));
-	};
-	num("t_s", s.tSec);
-	num("interval_s", s.dtSec);
-	u64("dirty_chunks", s.dirtyChunks);
-	u64("dirty_bytes", s.dirtyBytes);
-	num("dirty_bytes_per_s", double(s.dirtyBytes) / s.dtSec);
+	json_object_object_add(j, k, json_object_new_double(v));
+}
+
+void addU64(json_object *j, const char *k, uint64_t v)
+{
+	json_object_object_add(j, k, json_object_new_int64(int64_t(v)));
+}
+
+// The analyser's fields, shared by both sample sources; prints and consumes j.
+void printJsonEstimate(JsonPtr &j, const CycleEstimate &e)
+{
+	auto num = [&](const char *k, double v) { addNum(j.o, k, v); };
+	auto u64 = [&](const char *k, uint64_t v) { addU64(j.o, k, v); };
 	json_object_object_add(j.o, "periodic", json_object_new_boolean(e.periodic));
 	num("period_s", e.periodSec);
 	num("confidence", e.confidence);
@@ -131,6 +145,17 @@ void printJson(const Sample &s, const CycleEstimate &e)
 	u64("samples", e.samples);
 	json_object_object_add(j.o, "verdict", json_object_new_string(e.verdict().c_str()));
 	fmt::print("{}\n", json_object_to_json_string_ext(j.o, JSON_C_TO_STRING_PLAIN));
+}
+
+void printJson(const Sample &s, const CycleEstimate &e)
+{
+	JsonPtr j{json_object_new_object()};
+	addNum(j.o, "t_s", s.tSec);
+	addNum(j.o, "interval_s", s.dtSec);
+	addU64(j.o, "dirty_chunks", s.dirtyChunks);
+	addU64(j.o, "dirty_bytes", s.dirtyBytes);
+	addNum(j.o, "dirty_bytes_per_s", double(s.dirtyBytes) / s.dtSec);
+	printJsonEstimate(j, e);
 }
 
 void printText(const Sample &s, const CycleEstimate &e)
@@ -212,13 +237,101 @@ Status runMonitorLoop(const MonitorArgs &a)
 	return {};
 }
 
+void printQmpJson(const Sample &s, const QemuDirtyRateSample &q, const CycleEstimate &e)
+{
+	JsonPtr j{json_object_new_object()};
+	addNum(j.o, "t_s", s.tSec);
+	addNum(j.o, "interval_s", s.dtSec);
+	addU64(j.o, "dirty_bytes", s.dirtyBytes);
+	addNum(j.o, "dirty_bytes_per_s", q.dirtyBytesPerSec());
+	json_object_object_add(j.o, "source", json_object_new_string("qemu"));
+	json_object_object_add(j.o, "mode", json_object_new_string(std::string(dirtyRateModeName(q.mode)).c_str()));
+	addU64(j.o, "qemu_dirty_rate", uint64_t(q.dirtyRateMBps)); // QEMU's "MB/s", 2^20 bytes/s
+	addU64(j.o, "qemu_calc_time_s", uint64_t(q.calcTimeSec));
+	addU64(j.o, "qemu_start_time_s", uint64_t(q.startTime));
+	if (q.mode == DirtyRateMode::PageSampling)
+		addU64(j.o, "qemu_sample_pages", uint64_t(q.samplePages));
+	printJsonEstimate(j, e);
+}
+
+void printQmpText(const Sample &s, const QemuDirtyRateSample &q, const CycleEstimate &e)
+{
+	fmt::print("{:7.1f}s  qemu {:>13} {:8.1f} MiB {:8.1f} MB/s  {}\n", s.tSec, dirtyRateModeName(q.mode),
+		   double(s.dirtyBytes) / (1 << 20), q.dirtyBytesPerSec() / 1e6, e.verdict());
+}
+
+// `--qmp`: the same series from a running, unmodified QEMU. Each sample is one
+// calc-dirty-rate window of calc-time whole seconds, started as soon as the previous result
+// was read, so windows follow each other with a gap of about one poll interval.
+Status runQmpMonitorLoop(const MonitorArgs &a)
+{
+	using namespace std::chrono_literals;
+	FERRY_ASSIGN(InterruptFd interrupt, InterruptFd::create());
+	FERRY_ASSIGN(QmpClient qmp, QmpClient::connect(a.qmpPath, 10s).context(fmt::format("QMP {}", a.qmpPath)));
+	QemuDirtyRateOptions o;
+	o.calcTimeSec = a.calcTimeS;
+	FERRY_ASSIGN(o.mode, parseDirtyRateMode(a.mode));
+	if (a.samplePages > 0)
+		o.samplePagesPerGiB = a.samplePages;
+	// QEMU publishes the result right after calc-time; a short poll keeps the gap between
+	// windows (time nobody measures) small.
+	o.pollInterval = 20ms;
+	o.cancelFd = interrupt.fd();
+	FERRY_ASSIGN(QemuDirtyRateSampler sampler, QemuDirtyRateSampler::create(qmp, o));
+
+	const double interval = double(a.calcTimeS);
+	CycleAnalyser analyser(interval);
+	FERRY_LOG(Info, "monitor", "QEMU at {}: {} every {} s for {} s", a.qmpPath, a.mode, a.calcTimeS,
+		  a.durationS);
+
+	const int64_t intervalNs = a.calcTimeS * 1'000'000'000;
+	// One measurement per whole calc-time in the duration (each also costs a poll interval
+	// or so of gap, so a deadline would drop the last one).
+	const auto count = std::max<uint64_t>(1, uint64_t(a.durationS / interval + 1e-9));
+	const int64_t t0 = monotonicNs();
+	int64_t last = t0;
+	uint64_t slotsDone = 0;
+	for (uint64_t n = 0; n < count; n++) {
+		auto r = sampler.sample();
+		if (!r.ok()) {
+			if (r.error().code() == ECANCELED)
+				break;
+			return r.error().context(fmt::format("sample at {:.1f}s", double(monotonicNs() - t0) / 1e9));
+		}
+		const QemuDirtyRateSample &q = r.value();
+		int64_t now = monotonicNs();
+		// The analyser assumes evenly spaced samples, one per calc-time. The slot count
+		// follows the real clock, so the small per-window gap does not stretch the time base
+		// (it costs a repeated slot now and then), and a result QEMU published late fills
+		// the slots it spans with its rate -- what is known about them.
+		uint64_t target = uint64_t(std::llround(double(now - t0) / double(intervalNs)));
+		uint64_t slots = target > slotsDone ? target - slotsDone : 1;
+		if (slots > 2)
+			FERRY_LOG_RATELIMITED(Warn, "monitor", "QEMU's result came {} window(s) late", slots - 1);
+		slotsDone += slots;
+		auto bytes = uint64_t(q.dirtyBytesPerSec() * double(q.calcTimeSec));
+		Sample s{double(now - t0) / 1e9, double(now - last) / 1e9, 0, bytes};
+		last = now;
+		for (uint64_t i = 0; i < slots; i++)
+			analyser.addSample(q.dirtyBytesPerSec() * interval);
+		CycleEstimate e = analyser.estimate();
+		if (a.json)
+			printQmpJson(s, q, e);
+		else
+			printQmpText(s, q, e);
+		std::fflush(stdout);
+	}
+	return {};
+}
+
 } // namespace
 
 CommandRunner addMonitorCommand(CLI::App &app)
 {
 	auto a = std::make_shared<MonitorArgs>();
 	auto *c = app.add_subcommand("monitor", "Run the demo application, sample its dirty rate with the exact "
-						 "tracker and show the workload-cycle analyser's verdict");
+						 "tracker and show the workload-cycle analyser's verdict; or, with "
+						 "--qmp, sample a running stock QEMU's dirty rate through QMP");
 	c->add_option("--size-mib", a->sizeMib, "Region size")->capture_default_str()->check(CLI::PositiveNumber);
 	c->add_option("--write-mbps", a->writeMbps, "Application write rate, MB/s of 4 KiB pages")->capture_default_str()->check(CLI::NonNegativeNumber);
 	c->add_option("--pattern", a->pattern, "random or seq")->capture_default_str()->check(CLI::IsMember({"random", "seq"}));
@@ -227,16 +340,35 @@ CommandRunner addMonitorCommand(CLI::App &app)
 	c->add_option("--low-mbps", a->lowMbps, "Cyclic writes: rate in the low phase")->capture_default_str()->check(CLI::NonNegativeNumber);
 	c->add_option("--phase", a->phase, "Cyclic writes: starting phase, 0..1")->capture_default_str()->check(CLI::Range(0.0, 1.0));
 	c->add_option("--seed", a->seed, "Random seed of the application")->capture_default_str();
-	c->add_option("--interval-ms", a->intervalMs, "Sampling interval")->capture_default_str()->check(CLI::Range(10.0, 10000.0));
-	c->add_option("--duration-s", a->durationS, "How long to monitor")->capture_default_str()->check(CLI::PositiveNumber);
+	auto *interval = c->add_option("--interval-ms", a->intervalMs, "Sampling interval (demo application)")->capture_default_str()->check(CLI::Range(10.0, 10000.0));
+	c->add_option("--duration-s", a->durationS, "How long to monitor (with --qmp: duration / calc-time measurements)")->capture_default_str()->check(CLI::PositiveNumber);
 	c->add_option("--chunk-kib", a->chunkKib, "Chunk size (power of two >= 4)")->capture_default_str();
 	c->add_flag("--json", a->json, "One JSON object per sample instead of text lines");
+	auto *qmp = c->add_option("--qmp", a->qmpPath,
+				  "Instead of the demo application, sample a running QEMU through its QMP UNIX socket "
+				  "(-qmp unix:PATH,server=on) with calc-dirty-rate, back to back. The guest is not "
+				  "modified; the demo-application options do not apply");
+	qmp->excludes(interval);
+	c->add_option("--calc-time-s", a->calcTimeS,
+		      "With --qmp: QEMU's measuring window = the sampling interval. QEMU measures whole "
+		      "seconds only (1..60), so only periods of several seconds are detectable (the analyser "
+		      "needs >= 4 samples per period and 2.5 periods of data)")
+		->capture_default_str()->check(CLI::Range(1, 60))->needs(qmp);
+	c->add_option("--mode", a->mode,
+		      "With --qmp: page-sampling (default; hashes --sample-pages random pages per GiB, an "
+		      "estimate of pages whose content changed), dirty-bitmap or dirty-ring (exact, KVM "
+		      "only: refused under TCG, where QEMU 7.2 would crash)")
+		->capture_default_str()->check(CLI::IsMember({"page-sampling", "dirty-bitmap", "dirty-ring"}))->needs(qmp);
+	c->add_option("--sample-pages", a->samplePages,
+		      "With --qmp --mode page-sampling: pages sampled per GiB, 128..16384 (default: QEMU's, 512); "
+		      "more pages, less noise")
+		->check(CLI::Range(128, 16384))->needs(qmp);
 	return [a] {
 		if (a->chunkKib < 4 || (a->chunkKib & (a->chunkKib - 1))) {
 			fmt::print(stderr, "ferry monitor: error: --chunk-kib must be a power of two >= 4\n");
 			return 2;
 		}
-		Status st = runMonitorLoop(*a);
+		Status st = a->qmpPath.empty() ? runMonitorLoop(*a) : runQmpMonitorLoop(*a);
 		if (!st.ok()) {
 			fmt::print(stderr, "ferry monitor: error: {}\n", st.error().message());
 			return 1;

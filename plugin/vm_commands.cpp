@@ -136,7 +136,7 @@ CommandRunner addReceiveCommand(CLI::App &app)
 	c->add_option("--incoming", a->incoming, "URI the destination QEMU listens on for device state")->required();
 	c->add_option("--ram-match", a->ramMatch, "Substring of guest RAM's mapping path")->capture_default_str();
 	c->add_option("--mode", a->mode, "hybrid or precopy")->capture_default_str()->check(CLI::IsMember({"hybrid", "precopy"}));
-	c->add_option("--finalize", a->finalize, "Finalize policy")->capture_default_str();
+	c->add_option("--finalize", a->finalize, kFinalizeHelp)->capture_default_str();
 	c->add_option("--deadline-s", a->deadlineS, "Finalize anyway after this long")->capture_default_str();
 	c->add_option("--connections", a->connections, "Data connections")->capture_default_str();
 	c->add_option("--depth", a->depth, "Chunks in flight per connection")->capture_default_str();

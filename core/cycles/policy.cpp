@@ -43,6 +43,7 @@ bool fitsBudget(const RoundStats &s, double budgetSec)
 struct PullHold {
 	bool on = false;
 	double hotSec = 0;
+	double hotLastSec = 0; // when not on
 };
 
 // The bookkeeping every policy shares: nothing before the first pass, the deadline after it,
@@ -69,6 +70,8 @@ public:
 			if (!d.finalize && s.elapsedSec - *firstPassAt_ >= opts_.deadlineSec)
 				d = { true, fmt::format("deadline: {:.1f}s since first pass",
 							opts_.deadlineSec) };
+		} else {
+			d = decideBeforeFirstPass(s);
 		}
 		if (d.finalize) {
 			decided_ = d;
@@ -76,6 +79,7 @@ public:
 			PullHold h = hold(s);
 			d.holdPull = h.on;
 			d.holdHotSec = h.on ? h.hotSec : 0;
+			d.hotLastSec = h.on ? 0 : h.hotLastSec;
 		}
 		holding_ = d.holdPull;
 		holdingHot_ = d.holdHotSec > 0;
@@ -87,6 +91,8 @@ protected:
 	virtual void observe(const RoundStats &) {}
 	// Samples after the first pass, while no decision has been made.
 	virtual Decision decide(const RoundStats &s) = 0;
+	// Samples before it: only a policy whose caller post-copies may finalize then.
+	virtual Decision decideBeforeFirstPass(const RoundStats &) { return {}; }
 	// Every sample without a finalize decision: whether to ask for a pull hold.
 	virtual PullHold hold(const RoundStats &) { return {}; }
 
@@ -301,16 +307,9 @@ private:
 			return observedSec() >= opts_.cycleWarmupSec ? threshold : Decision{};
 		}
 
-		// Finalize early in a low window: the switch-over (about the downtime budget)
-		// should end before activity resumes, so enough of the window must be left; a
-		// window shorter than the budget is used if at least half of it is left.
-		const double lowLen = (1 - estimate_.dutyCycle) * estimate_.periodSec;
-		const double needLeft = std::min(opts_.downtimeBudgetSec, lowLen / 2);
-		const bool inWindow = estimate_.nextLowStartSec <= 0 && estimate_.nextLowEndSec >= needLeft;
-		const bool wasInWindow = std::exchange(inWindow_, inWindow);
+		const auto [inWindow, wasInWindow, closing] = trackWindow();
 		if (!inWindow)
 			return {};
-		const bool closing = estimate_.nextLowEndSec < needLeft + 2 * opts_.sampleIntervalSec;
 		const bool fits = fitsBudget(s.staleBytes, peakRate_, opts_.downtimeBudgetSec);
 		// After a switch-over with post-copy, what is still stale is sent once; past this
 		// window the next high phase would dirty it again first.
@@ -333,6 +332,47 @@ private:
 					   opts_.downtimeBudgetSec, estimate_.verdict()) };
 	}
 
+	// Finalize early in a low window: the switch-over (about the downtime budget) should end
+	// before activity resumes, so enough of the window must be left; a window shorter than
+	// the budget is used if at least half of it is left. With post-copy following, the
+	// switch-over moves device state only (tens of ms), so 0.1 s (at most a quarter of the
+	// window) is left and the rest of the window still pulls. "closing": the last sample
+	// but one that still leaves that much.
+	struct WindowState {
+		bool in = false, was = false, closing = false;
+	};
+	WindowState trackWindow()
+	{
+		const double lowLen = (1 - estimate_.dutyCycle) * estimate_.periodSec;
+		const double needLeft = opts_.postCopyFollows ? std::min(0.1, lowLen / 4)
+							      : std::min(opts_.downtimeBudgetSec, lowLen / 2);
+		WindowState w;
+		w.in = estimate_.nextLowStartSec <= 0 && estimate_.nextLowEndSec >= needLeft;
+		w.was = std::exchange(inWindow_, w.in);
+		w.closing = estimate_.nextLowEndSec < needLeft + 2 * opts_.sampleIntervalSec;
+		return w;
+	}
+
+	Decision decideBeforeFirstPass(const RoundStats &s) override
+	{
+		if (!opts_.postCopyFollows || !estimate_.periodic) {
+			inWindow_ = false;
+			return {};
+		}
+		const WindowState w = trackWindow();
+		// Only a window that began with the cold rest all in: then it went to the working
+		// set alone, and what is left is the part of it no window could hold. Otherwise
+		// the cold rest is pulled on through the next high phase, leaving the next window
+		// to the working set.
+		if (w.in && !w.was)
+			coldDoneAtWindowStart_ = s.coldPendingBytes == 0;
+		if (!w.in || !w.was || !w.closing || !coldDoneAtWindowStart_)
+			return {};
+		return { true, fmt::format("low window ({:.2f}s left) closing before the first pass ended: "
+					   "{:.1f} MiB left to post-copy; {}",
+					   estimate_.nextLowEndSec, mib(s.staleBytes), estimate_.verdict()) };
+	}
+
 	PullHold hold(const RoundStats &s) override
 	{
 		using Hold = PolicyOptions::Hold;
@@ -341,8 +381,14 @@ private:
 		const bool hot = opts_.cycleHold == Hold::Hot;
 		if (estimate_.periodic) {
 			everPeriodic_ = true;
-			// What the last period wrote, the high phase will likely write again.
-			return { estimate_.nextLowStartSec > 0, hot ? estimate_.periodSec : 0 };
+			// What the last periods wrote, the high phase will likely write again. Two
+			// periods, not one: a high phase need not touch every chunk of its working
+			// set, and a chunk it skipped once would cool down just as the next high
+			// phase starts, be pulled, and be written again.
+			const double hotSec = 2 * estimate_.periodSec;
+			if (estimate_.nextLowStartSec > 0)
+				return { true, hot ? hotSec : 0, 0 };
+			return { false, 0, hotSec }; // a low window: the cold rest, then the hot chunks
 		}
 		// Warming up, nothing is known about which chunks are hot: a working set written
 		// before the migration began looks cold until its next high phase. So hold every
@@ -367,6 +413,7 @@ private:
 	double binBytes_ = 0;			// bytes in the bin being filled
 	std::optional<uint64_t> prevStale_;	// stale bytes at the previous decision
 	double peakRate_ = 0;			// highest pull rate measured, bytes/s
+	bool coldDoneAtWindowStart_ = false;	// this low window began with only hot chunks left
 	bool inWindow_ = false;			// the previous decision was inside a low window
 	bool everPeriodic_ = false;		// the analyser has called the workload periodic
 	bool holdDropped_ = false;		// aperiodic after the warm-up, never periodic

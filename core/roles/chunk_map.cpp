@@ -62,12 +62,20 @@ bool ChunkMap::heldLocked(uint32_t index) const
 	       lastWritten_[index] >= clock_ - hotWindow_;
 }
 
+void ChunkMap::deferLocked(uint32_t index)
+{
+	(state_[index] == ChunkState::Missing ? deferredMissing_ : deferredStale_).push_back(index);
+}
+
 void ChunkMap::releaseDeferredLocked()
 {
-	if (deferred_.empty())
+	if (deferredMissing_.empty() && deferredStale_.empty())
 		return;
-	requeue_.insert(requeue_.begin(), deferred_.begin(), deferred_.end());
-	deferred_.clear();
+	// Never-pulled ones in front: they end the first pass.
+	requeue_.insert(requeue_.begin(), deferredStale_.begin(), deferredStale_.end());
+	requeue_.insert(requeue_.begin(), deferredMissing_.begin(), deferredMissing_.end());
+	deferredMissing_.clear();
+	deferredStale_.clear();
 	workCv_.notify_all();
 }
 
@@ -82,7 +90,7 @@ std::optional<ChunkRequest> ChunkMap::takeLocked()
 			if (state_[i] != ChunkState::Missing && state_[i] != ChunkState::Stale)
 				continue;
 			if (hold && heldLocked(i)) {
-				deferred_.push_back(i);
+				deferLocked(i);
 				continue;
 			}
 			return i;
@@ -95,7 +103,7 @@ std::optional<ChunkRequest> ChunkMap::takeLocked()
 			if (state_[i] != ChunkState::Missing)
 				continue;
 			if (heldLocked(i)) {
-				deferred_.push_back(i);
+				deferLocked(i);
 				continue;
 			}
 			return i;
@@ -123,6 +131,20 @@ std::optional<ChunkRequest> ChunkMap::takeLocked()
 	}
 	if (!pick)
 		pick = fromQueue(requeue_, true);
+	// A lenient hold: the hot chunks once nothing else is left, never-pulled ones first.
+	auto fromDeferred = [this](std::vector<uint32_t> &v) -> std::optional<uint32_t> {
+		while (!v.empty()) {
+			uint32_t i = v.back();
+			v.pop_back();
+			if (state_[i] == ChunkState::Missing || state_[i] == ChunkState::Stale)
+				return i;
+		}
+		return std::nullopt;
+	};
+	if (!pick && !holdStrict_)
+		pick = fromDeferred(deferredMissing_);
+	if (!pick && !holdStrict_)
+		pick = fromDeferred(deferredStale_);
 	if (!pick)
 		return std::nullopt;
 	return startRequest(*pick);
@@ -271,10 +293,11 @@ void ChunkMap::setClock(double nowSec)
 	releaseDeferredLocked(); // some may have cooled down
 }
 
-void ChunkMap::setHotHold(double hotWindowSec)
+void ChunkMap::setHotHold(double hotWindowSec, bool strict)
 {
 	std::lock_guard g(lock_);
 	hotWindow_ = std::isnan(hotWindowSec) || hotWindowSec < 0 ? 0 : hotWindowSec;
+	holdStrict_ = strict;
 	releaseDeferredLocked();
 }
 
@@ -296,6 +319,17 @@ ChunkState ChunkMap::state(uint32_t index) const
 {
 	std::lock_guard g(lock_);
 	return state_[index];
+}
+
+uint64_t ChunkMap::coldPendingCount() const
+{
+	std::lock_guard g(lock_);
+	if (!(hotWindow_ > 0))
+		return counts_.total() - counts_.local;
+	uint64_t n = 0;
+	for (uint32_t i = 0; i < state_.size(); i++)
+		n += state_[i] != ChunkState::Local && !heldLocked(i);
+	return n;
 }
 
 ChunkCounts ChunkMap::counts() const

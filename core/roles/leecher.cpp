@@ -874,10 +874,14 @@ Result<LeecherReport> Leecher::Impl::run()
 		}
 		RoundStats rs{msBetween(startNs_, now) / 1000, dirty.chunks.size(),
 			      uint64_t(dirty.chunks.size()) * chunkSize_, c.total() - c.local,
-			      (c.total() - c.local) * uint64_t(chunkSize_), pullRate, firstPassDone, ++rep.rounds};
+			      (c.total() - c.local) * uint64_t(chunkSize_), pullRate, firstPassDone,
+			      map_->coldPendingCount() * chunkSize_, ++rep.rounds};
 		Decision d = policy->onSample(rs);
 		const bool hold = d.holdPull && !d.finalize;
-		map_->setHotHold(hold ? d.holdHotSec : 0);
+		if (hold)
+			map_->setHotHold(d.holdHotSec, true);
+		else
+			map_->setHotHold(d.finalize ? 0 : d.hotLastSec, false);
 		map_->setPaused(hold && d.holdHotSec <= 0);
 		emitProgress(pullRate, double(rs.dirtyBytes) / dt, policy->status());
 		if (d.finalize) {

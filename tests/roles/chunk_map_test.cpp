@@ -200,3 +200,23 @@ TEST(ChunkMap, FirstPassRunStopsAtAHeldChunk)
 	EXPECT_FALSE(m.next(false).has_value());
 	EXPECT_FALSE(m.firstPassDone());
 }
+
+TEST(ChunkMap, LenientHotHoldServesHotChunksLastNeverPulledOnesFirst)
+{
+	ChunkMap m(8);
+	m.completed(m.next(false)->index); // chunk 0 local
+	m.setClock(5.0);
+	uint32_t old[] = {6};
+	m.markDirty(old);
+	m.setClock(9.0);
+	uint32_t recent[] = {0, 5};
+	m.markDirty(recent); // 0 goes stale, 5 is still missing
+	m.setHotHold(2.0, false);
+	std::vector<uint32_t> got;
+	while (auto r = m.next(false))
+		got.push_back(r->index);
+	// The cold rest in index order (6 was written at 5.0: cold by now), then the hot ones:
+	// the never-pulled 5 before the stale 0.
+	EXPECT_EQ(got, (std::vector<uint32_t>{1, 2, 3, 4, 6, 7, 5, 0}));
+	EXPECT_EQ(m.counts().inFlight, 8u);
+}

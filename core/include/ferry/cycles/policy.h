@@ -16,7 +16,10 @@
 //    is optional (a caller that ignores it gets the same decisions, only more bytes); a
 //    caller that honours it pauses the pull of the held never-pulled and stale chunks (never
 //    of chunks a fault waits for) until a later sample clears it. holdAtStart() holds every
-//    chunk until the first sample, when nothing is known yet about which are hot. A finalize
+//    chunk until the first sample, when nothing is known yet about which are hot. Without a
+//    hold, Decision::hotLastSec > 0 asks to pull the chunks written within the last
+//    hotLastSec only once nothing else is left to pull (never-pulled ones first), so that
+//    the first pass ends as early as it can and the working set goes last. A finalize
 //    decision never holds. The hint only ever changes what is transferred, never when a
 //    policy may finalize.
 //
@@ -48,11 +51,18 @@
 //                   begins as a monitoring phase: until a high phase has been seen, a
 //                   working set written before the migration looks cold). With hold=hot
 //                   (default), once the workload is periodic it holds, whenever no low
-//                   window is under way, the chunks written within the last period (what
-//                   the high phase keeps rewriting) and lets the cold rest flow; hold=all
-//                   holds every chunk then too, hold=off never holds. So the working set
-//                   is pulled inside a low window instead of being pulled, dirtied and
-//                   pulled again. No hold while the verdict is aperiodic
+//                   window is under way, the chunks written within the last two periods
+//                   (what the high phase keeps rewriting) and lets the cold rest flow; hold=all
+//                   holds every chunk then too, hold=off never holds. Inside a low window it
+//                   asks for those recently written chunks last (hotLastSec). So the
+//                   working set is pulled inside a low window, after the cold rest,
+//                   instead of being pulled, dirtied and pulled again.
+//                   With postCopyFollows, the closing of a low window finalizes even before
+//                   the first pass is done, if the window began with nothing but hot
+//                   chunks left (coldPendingBytes 0): the whole window went to the working
+//                   set, and the part of it no window can hold is post-copied once instead
+//                   of the next high phase dirtying what this window pulled. Without it,
+//                   no finalize before the first pass, as for every policy. No hold while the verdict is aperiodic
 //                   after the warm-up (for good if it was never periodic), nor once
 //                   deadlineSec have passed since the first sample (so a migration ends by
 //                   twice the deadline at the latest).
@@ -88,6 +98,8 @@ struct RoundStats {
 	uint64_t staleBytes = 0;
 	double bandwidthBytesPerSec = 0;// measured pull throughput
 	bool firstPassDone = false;	// every chunk pulled at least once
+	uint64_t coldPendingBytes = 0;	// of staleBytes, those outside the hot window last asked
+					// for (Decision::holdHotSec/hotLastSec); all without one
 	uint32_t round = 0;		// sampling rounds so far
 };
 
@@ -96,6 +108,7 @@ struct Decision {
 	std::string reason;		// why (set when finalize is true, e.g. "deadline 60.0s")
 	bool holdPull = false;		// pulling now would be wasted: pause it (see above)
 	double holdHotSec = 0;		// with holdPull: hold only chunks written this recently
+	double hotLastSec = 0;		// no hold: pull chunks written this recently last
 };
 
 class FinalizePolicy {

@@ -77,16 +77,22 @@ public:
 	// The hot-chunk hold. markDirty() stamps every chunk it names -- in any state, a
 	// never-pulled one too -- with the clock last set here (seconds, any origin).
 	void setClock(double nowSec);
-	// While hotWindowSec > 0, next() hands out no chunk written within the last hotWindowSec
-	// (infinity: ever written since the map was made), except urgent ones; chunks never
-	// reported written still flow. 0 lifts the hold. A held chunk is not lost: it is handed
-	// out once it has cooled down (checked at every setClock()) or the hold is lifted.
-	void setHotHold(double hotWindowSec);
+	// Hot chunks are those written within the last hotWindowSec (infinity: ever written since
+	// the map was made). While hotWindowSec > 0, next() hands out no hot chunk (strict) or
+	// only once no other chunk is left to request (!strict: never-pulled hot chunks first,
+	// so that the first pass ends as soon as it can); urgent chunks are never held back and
+	// chunks never reported written always flow. 0 lifts the hold. A held chunk is not lost:
+	// it is handed out once it has cooled down (checked at every setClock()) or the hold is
+	// lifted.
+	void setHotHold(double hotWindowSec, bool strict = true);
 	// Wakes every waiter for good; next() returns nullopt from then on.
 	void close();
 
 	ChunkState state(uint32_t index) const;
 	ChunkCounts counts() const;
+	// Chunks not Local that are not hot under the current hot-chunk hold (all of them when
+	// there is none): what is left of the migration apart from the working set.
+	uint64_t coldPendingCount() const;
 	uint32_t chunkCount() const { return static_cast<uint32_t>(state_.size()); }
 	bool allLocal() const;
 	// Every chunk has been received at least once (the first pre-copy pass is over), whether
@@ -101,7 +107,8 @@ private:
 	void setState(uint32_t index, ChunkState s); // keeps counts_ in step; lock held
 	std::optional<ChunkRequest> takeLocked();
 	bool heldLocked(uint32_t index) const; // the hot-chunk hold applies to it
-	void releaseDeferredLocked();          // deferred_ back to requeue_ for a re-check
+	void deferLocked(uint32_t index);
+	void releaseDeferredLocked();          // deferred chunks back to requeue_ for a re-check
 	ChunkRequest startRequest(uint32_t index); // lock held; index is Missing or Stale
 
 	mutable std::mutex lock_;
@@ -115,7 +122,8 @@ private:
 	uint64_t receivedCount_ = 0;
 	std::deque<uint32_t> urgent_;
 	std::deque<uint32_t> requeue_;    // stale or failed chunks, in report order
-	std::vector<uint32_t> deferred_;  // passed over by the hot-chunk hold
+	std::vector<uint32_t> deferredMissing_, deferredStale_; // passed over by the hot-chunk hold
+	bool holdStrict_ = true;
 	std::vector<double> lastWritten_; // clock at the last markDirty() naming the chunk
 	double clock_ = 0;
 	double hotWindow_ = 0;
