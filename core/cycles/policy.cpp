@@ -322,7 +322,8 @@ private:
 		// the low phase itself keeps dirtying (two samples' worth) -- unless the window
 		// would be too short to finalize in by the next sample but one.
 		const bool atFloor = s.staleBytes <= 2 * s.dirtyBytes;
-		const bool falling = prevStale &&
+		// No trend yet (the first pass ended with this sample): still draining.
+		const bool falling = !prevStale ||
 				     double(s.staleBytes) < double(*prevStale) * (1 - opts_.marginFraction);
 		if (!closing && (!wasInWindow || (falling && !atFloor)))
 			return {};
