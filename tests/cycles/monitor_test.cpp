@@ -69,7 +69,7 @@ TEST(Monitor, FindsTheWritersPeriodFromExactDirtySamples)
 	ASSERT_NE(ferry, nullptr) << "FERRY must name the ferry binary";
 	// Period 1 s, 0.4 s at 300 MB/s then 5 MB/s; 4.5 s is 4.5 periods (2.5 needed).
 	std::string cmd = std::string(ferry) +
-			  " --log-level warn monitor --size-mib 64 --write-mbps 300 --period-s 1 --duty 0.4"
+			  " --log-level error monitor --size-mib 64 --write-mbps 300 --period-s 1 --duty 0.4"
 			  " --low-mbps 5 --interval-ms 100 --duration-s 4.5 --chunk-kib 64 --json 2>&1";
 	std::vector<std::string> lines;
 	int rc = run(cmd, &lines);
