@@ -254,6 +254,18 @@ private:
 	{
 		// The link's rate, not the current pull rate: a held pull measures nothing.
 		peakRate_ = std::max(peakRate_, s.bandwidthBytesPerSec);
+		updateEstimate(s);
+		// Whether this low window began with the cold rest all in (within one sample's
+		// pulling): only then is it the working set's window.
+		const bool low = estimate_.periodic && estimate_.nextLowStartSec <= 0;
+		if (low && !lowBefore_)
+			coldDoneAtWindowStart_ = static_cast<double>(s.coldPendingBytes) <=
+						 peakRate_ * opts_.sampleIntervalSec;
+		lowBefore_ = low;
+	}
+
+	void updateEstimate(const RoundStats &s)
+	{
 		const double dt = opts_.sampleIntervalSec;
 		const double t0 = lastElapsed_, t1 = std::max(s.elapsedSec, lastElapsed_);
 		lastElapsed_ = t1;
@@ -365,8 +377,6 @@ private:
 		// set alone, and what is left is the part of it no window could hold. Otherwise
 		// the cold rest is pulled on through the next high phase, leaving the next window
 		// to the working set.
-		if (w.in && !w.was)
-			coldDoneAtWindowStart_ = s.coldPendingBytes == 0;
 		if (!w.in || !w.was || !w.closing || !coldDoneAtWindowStart_)
 			return {};
 		return { true, fmt::format("low window ({:.2f}s left) closing before the first pass ended: "
@@ -389,7 +399,13 @@ private:
 			const double hotSec = 2 * estimate_.periodSec;
 			if (estimate_.nextLowStartSec > 0)
 				return { true, hot ? hotSec : 0, 0 };
-			return { false, 0, hotSec }; // a low window: the cold rest, then the hot chunks
+			// A low window that began with cold chunks left finishes those and keeps the
+			// hot ones for the next: pulled now, they would be rewritten before this
+			// window could end the first pass. One that began with only hot chunks
+			// left pulls them (never-pulled first).
+			if (hot && !coldDoneAtWindowStart_)
+				return { true, hotSec, 0 };
+			return { false, 0, hotSec };
 		}
 		// Warming up, nothing is known about which chunks are hot: a working set written
 		// before the migration began looks cold until its next high phase. So hold every
@@ -415,6 +431,7 @@ private:
 	std::optional<uint64_t> prevStale_;	// stale bytes at the previous decision
 	double peakRate_ = 0;			// highest pull rate measured, bytes/s
 	bool coldDoneAtWindowStart_ = false;	// this low window began with only hot chunks left
+	bool lowBefore_ = false;		// the previous sample was in a low window
 	bool inWindow_ = false;			// the previous decision was inside a low window
 	bool everPeriodic_ = false;		// the analyser has called the workload periodic
 	bool holdDropped_ = false;		// aperiodic after the warm-up, never periodic

@@ -680,3 +680,35 @@ TEST(CyclePolicy, WithPostCopyFollowingAClosingWindowFinalizesBeforeTheFirstPass
 		EXPECT_LT(a->timeSec, 10 + 2 * w.periodSec);
 	}
 }
+
+TEST(CyclePolicy, KeepsHotChunksForAWindowThatBeginsWithTheColdRestIn)
+{
+	// Cold chunks are pending until 20 s. A low window that begins before then finishes the
+	// cold rest and still holds the hot chunks (pulled now, they would be rewritten before the
+	// window could end the first pass); one that begins after pulls them last.
+	Wave w;
+	w.periodSec = 4;
+	w.duty = 0.5;
+	w.noise = 0.1;
+	std::vector<double> dirty = test::sampleWave(w, kDt, 400, 9);
+	auto p = make("cycle:warmup=10,deadline=100");
+	unsigned heldInLow = 0, lenientInLow = 0, heldInLowAfter = 0;
+	for (uint32_t r = 1; r <= 400; r++) {
+		RoundStats s = heldSample(r, dirty[r - 1]);
+		s.coldPendingBytes = s.elapsedSec < 20 ? s.staleBytes / 2 : 0;
+		Decision d = p->onSample(s);
+		ASSERT_FALSE(d.finalize);
+		const double t = r * kDt;
+		if (p->status().rfind("periodic", 0) != 0 || !w.isLow(t + kDt / 2) || !w.isLow(t - 0.5))
+			continue; // well inside a low window only
+		if (t < 20) {
+			heldInLow += d.holdPull && d.holdHotSec > 0;
+		} else if (t > 24) {
+			lenientInLow += !d.holdPull && d.hotLastSec > 0;
+			heldInLowAfter += d.holdPull;
+		}
+	}
+	EXPECT_GE(heldInLow, 5u);
+	EXPECT_GE(lenientInLow, 40u);
+	EXPECT_LE(heldInLowAfter, 3u);
+}
