@@ -53,9 +53,12 @@
 //                   (default), once the workload is periodic it holds, whenever no low
 //                   window is under way, the chunks written within the last two periods
 //                   (what the high phase keeps rewriting) and lets the cold rest flow; hold=all
-//                   holds every chunk then too, hold=off never holds. Inside a low window it
-//                   asks for those recently written chunks last (hotLastSec). So the
-//                   working set is pulled inside a low window, after the cold rest,
+//                   holds every chunk then too, hold=off never holds. A low window that
+//                   begins with the cold rest in (coldPendingBytes within one sample's
+//                   pulling) asks for the recently written chunks last (hotLastSec); one
+//                   that begins with cold chunks pending keeps holding the hot ones, which
+//                   the next high phase would rewrite before the first pass could end. So
+//                   the working set is pulled inside a low window, after the cold rest,
 //                   instead of being pulled, dirtied and pulled again.
 //                   With postCopyFollows, the closing of a low window finalizes even before
 //                   the first pass is done, if the window began with nothing but hot
