@@ -6,6 +6,16 @@
 
 namespace ferry {
 
+namespace {
+
+// A chunk a request may be started for: never pulled, or held but written since.
+bool requestable(ChunkState s)
+{
+	return s == ChunkState::Missing || s == ChunkState::Stale;
+}
+
+} // namespace
+
 ChunkMap::ChunkMap(uint32_t chunkCount)
 	: state_(chunkCount, ChunkState::Missing), redo_(chunkCount, 0), received_(chunkCount, 0),
 	  intact_(chunkCount, 0), staleMask_(chunkCount, 0),
@@ -87,7 +97,7 @@ std::optional<ChunkRequest> ChunkMap::takeLocked()
 			uint32_t i = q.front();
 			q.pop_front();
 			// Entries may be outdated: a chunk can be queued twice or already served.
-			if (state_[i] != ChunkState::Missing && state_[i] != ChunkState::Stale)
+			if (!requestable(state_[i]))
 				continue;
 			if (hold && heldLocked(i)) {
 				deferLocked(i);
@@ -136,7 +146,7 @@ std::optional<ChunkRequest> ChunkMap::takeLocked()
 		while (!v.empty()) {
 			uint32_t i = v.back();
 			v.pop_back();
-			if (state_[i] == ChunkState::Missing || state_[i] == ChunkState::Stale)
+			if (requestable(state_[i]))
 				return i;
 		}
 		return std::nullopt;
@@ -236,7 +246,7 @@ ChunkState ChunkMap::prioritize(uint32_t index)
 {
 	std::lock_guard g(lock_);
 	ChunkState s = state_[index];
-	if (s == ChunkState::Missing || s == ChunkState::Stale) {
+	if (requestable(s)) {
 		urgent_.push_front(index);
 		workCv_.notify_one();
 	}
@@ -247,7 +257,7 @@ std::optional<ChunkRequest> ChunkMap::claim(uint32_t index)
 {
 	std::lock_guard g(lock_);
 	ChunkState s = state_[index];
-	if (s != ChunkState::Missing && s != ChunkState::Stale)
+	if (!requestable(s))
 		return std::nullopt;
 	return startRequest(index);
 }
