@@ -20,6 +20,7 @@
 #include "ferry/roles/leecher.h"
 #include "ferry/roles/seeder.h"
 #include "ferry/sys/mapping.h"
+#include "ferry/wire/compress.h"
 #include "process.h"
 
 namespace ferry {
@@ -50,11 +51,13 @@ struct SeedArgs {
 	double writeMbps = 50;
 	std::string pattern = "random";
 	double fill = 1.0;
+	std::string fillKind = "random";
 	unsigned chunkKib = 64;
 	std::string tracker = "uffd";
 	double rollbackTimeoutS = 10;
 	uint64_t seed = 1;
 	double periodS = 0, duty = 0.5, lowMbps = 0, phase = 0;
+	std::string compress = "zstd";
 };
 
 int runSeed(const SeedArgs &a)
@@ -70,6 +73,7 @@ int runSeed(const SeedArgs &a)
 	app.writeMBps = a.writeMbps;
 	app.sequential = a.pattern == "seq";
 	app.fill = a.fill;
+	app.textFill = a.fillKind == "text";
 	app.seed = a.seed;
 	app.periodSec = a.periodS;
 	app.duty = a.duty;
@@ -102,6 +106,7 @@ int runSeed(const SeedArgs &a)
 	SeederOptions so;
 	so.chunkSize = a.chunkKib * 1024;
 	so.rollbackTimeout = std::chrono::milliseconds(int64_t(a.rollbackTimeoutS * 1000));
+	so.compression = parseCompressionSpec(a.compress).value(); // checked by the CLI
 	Seeder seeder(s->mapping().data(), s->size(), std::move(tracker).value(), hooks, so);
 	std::thread watchdog([&] {
 		while (!g_interrupted && seeder.state() != SeederState::Released &&
@@ -116,9 +121,11 @@ int runSeed(const SeedArgs &a)
 	SeederStats stats = seeder.stats();
 	fmt::print("{{\"role\":\"seeder\",\"state\":\"{}\",\"tracker\":\"{}\",\"chunks_served\":{},"
 		   "\"zero_chunks_served\":{},\"bytes_sent\":{},\"dirty_reports\":{},"
-		   "\"dirty_chunks_reported\":{},\"final_dirty_chunks\":{}}}\n",
+		   "\"dirty_chunks_reported\":{},\"final_dirty_chunks\":{},\"compressed_chunks\":{},"
+		   "\"compressed_raw_bytes\":{},\"compressed_wire_bytes\":{}}}\n",
 		   seederStateName(seeder.state()), a.tracker, stats.chunksServed, stats.zeroChunksServed,
-		   stats.bytesSent, stats.dirtyReports, stats.dirtyChunksReported, stats.finalDirtyChunks);
+		   stats.bytesSent, stats.dirtyReports, stats.dirtyChunksReported, stats.finalDirtyChunks,
+		   stats.compressedChunks, stats.compressedRawBytes, stats.compressedWireBytes);
 	std::fflush(stdout);
 	if (!st.ok())
 		return reportError("seed", st.error());
@@ -138,6 +145,7 @@ struct LeechArgs {
 	bool verify = false;
 	double readMbps = 200;
 	bool quiet = false;
+	std::string compress = "zstd";
 };
 
 
@@ -157,6 +165,7 @@ int runLeech(const LeechArgs &a)
 	lo.policy.sampleIntervalSec = a.sampleMs / 1000;
 	lo.sampleInterval = std::chrono::milliseconds(int64_t(a.sampleMs));
 	lo.verify = a.verify;
+	lo.compression = parseCompressionSpec(a.compress).value().enabled(); // checked by the CLI
 	auto printer = std::make_shared<ProgressPrinter>(a.quiet);
 	lo.onProgress = [printer](const LeecherProgress &p) { (*printer)(p); };
 
@@ -242,6 +251,7 @@ struct DemoArgs {
 	double mbit = 0;
 	std::string mode = "hybrid";
 	std::string pattern = "random";
+	std::string fillKind = "random";
 	unsigned chunkKib = 64;
 	unsigned connections = 2;
 	unsigned depth = 64;
@@ -252,6 +262,7 @@ struct DemoArgs {
 	bool quiet = false;
 	double periodS = 0, duty = 0.5, lowMbps = 0, phase = 0, deadlineS = 60;
 	uint64_t seed = 1;
+	std::string compress = "zstd";
 };
 
 // Reads the seeder's first stdout line ("listening on ...") with a timeout.
@@ -291,7 +302,7 @@ int runDemo(const DemoArgs &a)
 				 "--pattern", a.pattern, "--chunk-kib", std::to_string(a.chunkKib),
 				 "--tracker", a.tracker, "--period-s", fmt::format("{}", a.periodS), "--duty",
 				 fmt::format("{}", a.duty), "--low-mbps", fmt::format("{}", a.lowMbps), "--phase", fmt::format("{}", a.phase), "--seed",
-				 std::to_string(a.seed)},
+				 std::to_string(a.seed), "--compress", a.compress, "--fill-kind", a.fillKind},
 				{}, wr.get());
 	if (!seeder.ok())
 		return reportError("demo", seeder.error().context("start seeder"));
@@ -327,7 +338,7 @@ int runDemo(const DemoArgs &a)
 					 "--connections", std::to_string(a.connections), "--depth",
 					 std::to_string(a.depth), "--finalize", a.finalize, "--deadline-s",
 					 fmt::format("{}", a.deadlineS), "--read-mbps",
-					 fmt::format("{}", a.readMbps)};
+					 fmt::format("{}", a.readMbps), "--compress", a.compress};
 	if (!a.noVerify)
 		args.push_back("--verify");
 	if (a.quiet)
@@ -364,6 +375,16 @@ int runDemo(const DemoArgs &a)
 
 } // namespace
 
+CLI::Validator compressionValidator()
+{
+	return CLI::Validator(
+		[](std::string &v) -> std::string {
+			auto r = parseCompressionSpec(v);
+			return r.ok() ? std::string() : r.error().message();
+		},
+		"none|zstd|zstd:LEVEL");
+}
+
 CommandRunner addSeedCommand(CLI::App &app)
 {
 	auto a = std::make_shared<SeedArgs>();
@@ -373,6 +394,7 @@ CommandRunner addSeedCommand(CLI::App &app)
 	c->add_option("--write-mbps", a->writeMbps, "Application write rate, MB/s of 4 KiB pages")->capture_default_str()->check(CLI::NonNegativeNumber);
 	c->add_option("--pattern", a->pattern, "random or seq")->capture_default_str()->check(CLI::IsMember({"random", "seq"}));
 	c->add_option("--fill", a->fill, "Fraction of the region holding data at start (rest zero)")->capture_default_str()->check(CLI::Range(0.0, 1.0));
+	c->add_option("--fill-kind", a->fillKind, "That data: random (incompressible) or text (compresses like logs)")->capture_default_str()->check(CLI::IsMember({"random", "text"}));
 	c->add_option("--chunk-kib", a->chunkKib, "Chunk size")->capture_default_str();
 	c->add_option("--tracker", a->tracker, "uffd (exact: uffd-wp + PAGEMAP_SCAN) or xxh3 (hashing)")->capture_default_str()->check(CLI::IsMember({"uffd", "xxh3"}));
 	c->add_option("--rollback-timeout-s", a->rollbackTimeoutS, "Resume the source if the destination vanishes after finalize but before switch-over")->capture_default_str();
@@ -381,6 +403,7 @@ CommandRunner addSeedCommand(CLI::App &app)
 	c->add_option("--duty", a->duty, "Cyclic writes: fraction of the period at --write-mbps")->capture_default_str()->check(CLI::Range(0.0, 1.0));
 	c->add_option("--low-mbps", a->lowMbps, "Cyclic writes: rate in the low phase")->capture_default_str();
 	c->add_option("--phase", a->phase, "Cyclic writes: starting phase, 0..1")->capture_default_str()->check(CLI::Range(0.0, 1.0));
+	c->add_option("--compress", a->compress, kCompressHelp)->capture_default_str()->check(compressionValidator());
 	return [a] { return runSeed(*a); };
 }
 
@@ -396,6 +419,7 @@ CommandRunner addLeechCommand(CLI::App &app)
 	c->add_option("--deadline-s", a->deadlineS, "Finalize anyway after this long")->capture_default_str();
 	c->add_option("--sample-ms", a->sampleMs, "Dirty-rate sampling interval")->capture_default_str()->check(CLI::Range(10.0, 1000.0));
 	c->add_flag("--verify", a->verify, "Compare the region byte for byte with the suspended source at the end");
+	c->add_option("--compress", a->compress, "Ask the seeder to compress the pre-copy pull: zstd (any level) or none")->capture_default_str()->check(compressionValidator());
 	c->add_option("--read-mbps", a->readMbps, "Destination application's random read rate after resume")->capture_default_str();
 	c->add_flag("--quiet", a->quiet, "No progress lines");
 	return [a] { return runLeech(*a); };
@@ -434,6 +458,8 @@ CommandRunner addDemoCommand(CLI::App &app)
 	c->add_option("--phase", a->phase, "Cyclic writes: starting phase, 0..1")->capture_default_str();
 	c->add_option("--deadline-s", a->deadlineS, "Finalize anyway after this long")->capture_default_str();
 	c->add_option("--seed", a->seed, "Random seed of the source application")->capture_default_str();
+	c->add_option("--compress", a->compress, kCompressHelp)->capture_default_str()->check(compressionValidator());
+	c->add_option("--fill-kind", a->fillKind, "Source data: random (incompressible) or text (compresses like logs)")->capture_default_str()->check(CLI::IsMember({"random", "text"}));
 	c->add_flag("--no-verify", a->noVerify, "Skip the byte-for-byte check");
 	c->add_flag("--quiet", a->quiet, "No progress lines");
 	return [a] { return runDemo(*a); };
@@ -448,6 +474,8 @@ CommandRunner addAppCommands(CLI::App &app, CommandRunner *dest)
 	s->add_option("--size", src->second.size)->required();
 	s->add_option("--write-mbps", src->second.writeMBps);
 	s->add_option("--fill", src->second.fill);
+	s->add_option_function<std::string>("--fill-kind", [o = &src->second](const std::string &k) { o->textFill = k == "text"; })
+		->check(CLI::IsMember({"random", "text"}));
 	s->add_option("--seed", src->second.seed);
 	s->add_flag("--sequential", src->second.sequential);
 	s->add_option("--period-s", src->second.periodSec);

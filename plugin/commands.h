@@ -18,6 +18,13 @@ inline constexpr const char *kFinalizeHelp =
 	"warmup, interval; cycle: hold=off|hot|all, default hot: hold every chunk while the "
 	"analyser warms up, then the recently written ones outside low windows)";
 
+// --compress: what a seeder compresses its pre-copy pull with, and whether a leecher asks for
+// it. Both sides must want it; the check rejects what parseCompressionSpec rejects.
+inline constexpr const char *kCompressHelp =
+	"Compression of the pre-copy pull: zstd (level 1), zstd:LEVEL (1..19) or none. Chunks that "
+	"do not shrink by 1/32 go raw; fault replies are never compressed";
+CLI::Validator compressionValidator();
+
 CommandRunner addSeedCommand(CLI::App &app);
 CommandRunner addLeechCommand(CLI::App &app);
 CommandRunner addDemoCommand(CLI::App &app);

@@ -116,6 +116,25 @@ int runSourceApp(int ctrlFd, const SourceAppOptions &opts)
 	uint64_t rng = opts.seed * 0x9E3779B97F4A7C15ull + 1;
 	uint64_t filled = uint64_t(double(pages) * opts.fill);
 	for (uint64_t p = 0; p < filled; p++) {
+		if (opts.textFill) {
+			// Log-like lines: a few random words from a small vocabulary per line, so the
+			// page compresses like text does rather than like a constant.
+			static constexpr const char *kWords[] = {"alpha", "bravo", "charlie", "delta", "echo",
+								 "foxtrot", "golf", "hotel", "india", "juliet",
+								 "kilo", "lima", "mike", "november", "oscar", "papa"};
+			char *c = reinterpret_cast<char *>(base + p * kPage);
+			size_t at = 0;
+			while (at < kPage) {
+				char line[96];
+				int n = std::snprintf(line, sizeof line, "%08llx %s %s %u\n", (unsigned long long)p,
+						      kWords[xorshift(rng) % 16], kWords[xorshift(rng) % 16],
+						      unsigned(xorshift(rng) % 1000));
+				size_t take = std::min(size_t(n), size_t(kPage) - at);
+				std::memcpy(c + at, line, take);
+				at += take;
+			}
+			continue;
+		}
 		auto *w = reinterpret_cast<uint64_t *>(base + p * kPage);
 		for (size_t i = 0; i < kPage / 8; i++)
 			w[i] = xorshift(rng);
@@ -291,6 +310,7 @@ Result<SourceAppHandle> SourceAppHandle::spawn(const SourceAppOptions &opts)
 					 "--size", std::to_string(opts.size),
 					 "--write-mbps", fmt::format("{}", opts.writeMBps),
 					 "--fill", fmt::format("{}", opts.fill),
+					 "--fill-kind", opts.textFill ? "text" : "random",
 					 "--seed", std::to_string(opts.seed),
 					 "--period-s", fmt::format("{}", opts.periodSec),
 					 "--duty", fmt::format("{}", opts.duty),

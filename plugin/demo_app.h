@@ -27,7 +27,8 @@ struct SourceAppOptions {
 	uint64_t size = 256ull << 20;
 	double writeMBps = 50;       // random 4 KiB page writes per second, in MB/s
 	bool sequential = false;
-	double fill = 1.0;           // fraction of pages given random content at start
+	double fill = 1.0;           // fraction of pages given content at start (the rest is zero)
+	bool textFill = false;       // that content: random (incompressible) or text-like (compresses ~4x)
 	// Cyclic writer (like a garbage-collected application): writeMBps for duty*period
 	// seconds, then lowMBps for the rest of the period. periodSec 0 = constant rate.
 	double periodSec = 0;

@@ -6,6 +6,7 @@
 #include <memory>
 
 #include "commands.h"
+#include "ferry/wire/compress.h"
 #include "ferry/base/log.h"
 #include "progress.h"
 #include "vm_migration.h"
@@ -25,6 +26,7 @@ struct MigrateArgs {
 	unsigned chunkKib = 16; // guests write 4 KiB pages at random: small chunks re-send less
 	double rollbackTimeoutS = 10;
 	bool keepSource = false;
+	std::string compress = "zstd";
 };
 
 int runMigrate(const MigrateArgs &a)
@@ -48,6 +50,7 @@ int runMigrate(const MigrateArgs &a)
 	SeederOptions so;
 	so.chunkSize = a.chunkKib * 1024;
 	so.rollbackTimeout = std::chrono::milliseconds(int64_t(a.rollbackTimeoutS * 1000));
+	so.compression = parseCompressionSpec(a.compress).value(); // checked by the CLI
 	auto seeder = VmSeeder::create({&*qmp, a.agent, a.ramMatch}, pid, a.deviceUri, so, !a.keepSource);
 	if (!seeder.ok())
 		return fail("migrate", seeder.error());
@@ -59,9 +62,11 @@ int runMigrate(const MigrateArgs &a)
 	Status st = (*seeder)->serve(*listener);
 	SeederStats s = (*seeder)->seeder().stats();
 	fmt::print("{{\"role\":\"source\",\"state\":\"{}\",\"ram_bytes\":{},\"chunks_served\":{},\"zero_chunks_served\":{},"
-		   "\"bytes_sent\":{},\"final_dirty_chunks\":{}}}\n",
+		   "\"bytes_sent\":{},\"final_dirty_chunks\":{},\"compressed_chunks\":{},\"compressed_raw_bytes\":{},"
+		   "\"compressed_wire_bytes\":{}}}\n",
 		   seederStateName((*seeder)->seeder().state()), (*seeder)->ramSize(), s.chunksServed,
-		   s.zeroChunksServed, s.bytesSent, s.finalDirtyChunks);
+		   s.zeroChunksServed, s.bytesSent, s.finalDirtyChunks, s.compressedChunks, s.compressedRawBytes,
+		   s.compressedWireBytes);
 	if (!st.ok())
 		return fail("migrate", st.error());
 	return 0;
@@ -73,6 +78,7 @@ struct ReceiveArgs {
 	unsigned connections = 2, depth = 256;
 	double deadlineS = 60;
 	bool verify = false, quiet = false;
+	std::string compress = "zstd";
 };
 
 int runReceive(const ReceiveArgs &a)
@@ -96,6 +102,7 @@ int runReceive(const ReceiveArgs &a)
 	lo.finalizePolicy = a.finalize;
 	lo.policy.deadlineSec = a.deadlineS;
 	lo.verify = a.verify;
+	lo.compression = parseCompressionSpec(a.compress).value().enabled(); // checked by the CLI
 	auto printer = std::make_shared<ProgressPrinter>(a.quiet);
 	lo.onProgress = [printer](const LeecherProgress &p) { (*printer)(p); };
 	VmReceiveOptions ro;
@@ -123,6 +130,7 @@ CommandRunner addMigrateCommand(CLI::App &app)
 	c->add_option("--chunk-kib", a->chunkKib, "Chunk size")->capture_default_str();
 	c->add_option("--rollback-timeout-s", a->rollbackTimeoutS, "Resume the source if the destination vanishes before the switch-over")->capture_default_str();
 	c->add_flag("--keep-source", a->keepSource, "Leave the source QEMU paused at the end instead of quitting it");
+	c->add_option("--compress", a->compress, kCompressHelp)->capture_default_str()->check(compressionValidator());
 	return [a] { return runMigrate(*a); };
 }
 
@@ -141,6 +149,7 @@ CommandRunner addReceiveCommand(CLI::App &app)
 	c->add_option("--connections", a->connections, "Data connections")->capture_default_str();
 	c->add_option("--depth", a->depth, "Chunks in flight per connection")->capture_default_str();
 	c->add_flag("--verify", a->verify, "Keep the guest paused until its RAM was compared byte for byte with the source");
+	c->add_option("--compress", a->compress, "Ask `ferry migrate` to compress the pre-copy pull: zstd (any level) or none")->capture_default_str()->check(compressionValidator());
 	c->add_flag("--quiet", a->quiet, "No progress lines");
 	return [a] { return runReceive(*a); };
 }

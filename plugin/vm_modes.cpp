@@ -51,6 +51,7 @@ Status runFerryVm(VmPair &pair, const ScenarioConfig &cfg, MigrationRecord &rec,
 	SeederOptions so;
 	so.name = "seeder";
 	so.chunkSize = params.chunkKib * 1024;
+	so.compression = params.compression;
 	FERRY_ASSIGN(auto seeder, VmSeeder::create({&pair.sourceQmp(), srcAgent}, pair.source().pid(), deviceUri, so));
 	FERRY_ASSIGN(Listener listener, Listener::listen(Endpoint::tcp("127.0.0.1", 0)));
 	Endpoint target = listener.boundEndpoint();
@@ -75,6 +76,7 @@ Status runFerryVm(VmPair &pair, const ScenarioConfig &cfg, MigrationRecord &rec,
 	lo.finalizePolicy = params.finalize;
 	lo.policy.deadlineSec = params.deadlineSec;
 	lo.verify = params.verify;
+	lo.compression = params.compression.enabled();
 	lo.reconnectTimeout = params.reconnectTimeout;
 	lo.onProgress = [&pair, l = link.get(), &params](const LeecherProgress &p) {
 		FERRY_LOG(Debug, "leecher", "{:6.2f}s {:<10} pull {:5.1f} MB/s dirty {:6.1f} MB/s, {} local {} stale {} missing, {:.1f} MiB in; {}",

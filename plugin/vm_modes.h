@@ -9,6 +9,7 @@
 #include "ferry/link/link_emulator.h"
 #include "ferry/qmp/vm_scenario.h"
 #include "ferry/roles/leecher.h"
+#include "ferry/wire/compress.h"
 
 namespace ferry {
 
@@ -21,6 +22,7 @@ struct FerryVmParams {
 	std::string finalize = "immediate";
 	double deadlineSec = 30;
 	bool verify = false;
+	CompressionSpec compression; // of the pre-copy pull (seeder side; the leecher asks iff enabled)
 	std::chrono::milliseconds reconnectTimeout{15000};
 	// Failure injection for tests: called with every progress sample of the leecher, with
 	// the link emulator ferry's connections cross (null without --rtt-ms/--mbit).

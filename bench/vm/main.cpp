@@ -78,6 +78,15 @@ int main(int argc, char **argv)
 	vm->add_option("--finalize", ferryParams.finalize, "ferry modes: finalize policy")->capture_default_str();
 	vm->add_option("--finalize-deadline-s", ferryParams.deadlineSec, "ferry modes: finalize anyway after this long")->capture_default_str();
 	vm->add_flag("--ferry-verify", ferryParams.verify, "ferry modes: compare guest RAM byte for byte before resuming");
+	std::string compress = "zstd";
+	vm->add_option("--compress", compress, "ferry modes: compression of the pre-copy pull (none|zstd|zstd:LEVEL)")
+		->capture_default_str()
+		->check(CLI::Validator(
+			[](std::string &v) {
+				auto r = ferry::parseCompressionSpec(v);
+				return r.ok() ? std::string() : r.error().message();
+			},
+			"none|zstd|zstd:LEVEL"));
 	// Matrix drivers (bench/vm/stock-matrix) call us once per run, interleaving cases so that
 	// load drift on the host spreads over all of them; this keeps the records' run numbers right.
 	vm->add_option("--first-run", firstRun, "run number of the first run (records are numbered from it)")
@@ -92,6 +101,7 @@ int main(int argc, char **argv)
 	vm->add_flag("--keep-run-dir", cfg.keepRunDir, "keep sockets and console logs");
 
 	CLI11_PARSE(app, argc, argv);
+	ferryParams.compression = ferry::parseCompressionSpec(compress).value(); // checked above
 
 	LogLevel level;
 	if (!parseLogLevel(logLevel, &level)) {

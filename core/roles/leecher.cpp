@@ -15,6 +15,7 @@
 #include "ferry/base/log.h"
 #include "ferry/roles/chunk_map.h"
 #include "ferry/sys/fd.h"
+#include "ferry/wire/compress.h"
 #include "ferry/wire/connection.h"
 #include "ferry/wire/protocol.h"
 #include "roles/util.h"
@@ -59,10 +60,11 @@ std::string LeecherReport::toJson() const
 		"{{\"mode\":\"{}\",\"bytes_total\":{},\"bytes_transferred\":{},\"precopy_ms\":{:.1f},"
 		"\"downtime_ms\":{:.1f},\"postcopy_ms\":{:.1f},\"faults\":{},\"local_faults\":{},"
 		"\"stale_chunks_at_finalize\":{},\"dirty_chunks_at_finalize\":{},\"rounds\":{},"
-		"\"reconnects\":{},\"first_pass_ms\":{:.1f},\"finalize_reason\":\"{}\",\"completed\":{},\"verified\":{}}}",
+		"\"reconnects\":{},\"first_pass_ms\":{:.1f},\"finalize_reason\":\"{}\",\"completed\":{},\"verified\":{},"
+		"\"compressed_chunks\":{},\"compressed_raw_bytes\":{}}}",
 		migrationModeName(mode), bytesTotal, bytesTransferred, precopyMs, downtimeMs, postcopyMs,
 		faults, localFaults, staleChunksAtFinalize, dirtyChunksAtFinalize, rounds, reconnects,
-		firstPassMs, finalizeReason, completed ? "true" : "false", v);
+		firstPassMs, finalizeReason, completed ? "true" : "false", v, compressedChunks, compressedRawBytes);
 }
 
 namespace {
@@ -84,7 +86,8 @@ private:
 	struct Worker;
 
 	Status transition(LeecherState to);
-	Result<Connection> connectAndHello(const char *role, uint64_t *sessionOut, HelloReplyMsg *replyOut);
+	Result<Connection> connectAndHello(const char *role, uint64_t *sessionOut, HelloReplyMsg *replyOut,
+					   uint32_t features = 0);
 	// One request/reply on the control connection; reconnects and retries (every control
 	// request is idempotent on the seeder) until reconnectTimeout.
 	Result<std::vector<uint8_t>> control(MsgType type, MsgType expect);
@@ -92,7 +95,9 @@ private:
 	Status receiveLoop(Worker *w, Connection &conn);
 	void senderLoop(Worker *w, Connection *conn, std::atomic<bool> *dead);
 	void normalize(ChunkRequest &req) const;
-	Status sendRequest(Connection &conn, uint64_t id, const ChunkRequest &req);
+	// compressible: ask for a whole chunk with GetRange (whose replies the seeder may
+	// compress) rather than GetChunk (always raw: the fault path).
+	Status sendRequest(Connection &conn, uint64_t id, const ChunkRequest &req, bool compressible);
 	void onChunkLocal(uint32_t index);
 	void requestNow(uint32_t index);
 	Status startFaultService(FaultTarget target);
@@ -122,6 +127,7 @@ private:
 	uint64_t nextCtrlId_ = 1;
 	std::atomic<uint64_t> reconnects_{0};
 	std::atomic<uint64_t> closedBytes_{0}; // bytes received on connections already closed
+	std::atomic<uint64_t> compressedChunks_{0}, compressedRawBytes_{0};
 
 	std::vector<std::unique_ptr<Worker>> workers_;
 	std::atomic<bool> stopping_{false};
@@ -157,6 +163,9 @@ struct Leecher::Impl::Worker {
 	Connection *current = nullptr;                    // guarded by lock
 	int borrowers = 0;                                // threads sending on *current outside lock
 	bool dead = false;                                // current connection is going away
+	std::atomic<bool> zstd{false};                    // current connection may send ChunkZstd
+	ChunkDecompressor decompressor;                   // receiver thread only
+	std::vector<uint8_t> zbuf;                        // receiver thread only: one compressed frame
 };
 
 Status Leecher::Impl::transition(LeecherState to)
@@ -187,11 +196,11 @@ Status Leecher::Impl::transition(LeecherState to)
 }
 
 Result<Connection> Leecher::Impl::connectAndHello(const char *role, uint64_t *sessionOut,
-						  HelloReplyMsg *replyOut)
+						  HelloReplyMsg *replyOut, uint32_t features)
 {
 	FERRY_ASSIGN(Connection conn, connectTo(opts_.seeder, 5000));
 	HelloMsg hello{kProtocolVersion, kProtocolVersion, sessionId_,
-		       fmt::format("{}/{}", opts_.name, role)};
+		       fmt::format("{}/{}", opts_.name, role), features};
 	FERRY_TRY(conn.send(MsgType::Hello, 0, encode(hello)));
 	FERRY_ASSIGN(FrameHeader h, conn.recvHeader(64 * 1024, 10000));
 	FERRY_ASSIGN(std::vector<uint8_t> payload, conn.recvPayload(h));
@@ -300,7 +309,7 @@ void Leecher::Impl::senderLoop(Worker *w, Connection *conn, std::atomic<bool> *d
 			w->pending[id] = {*req, 0};
 			w->inflightChunks += req->count;
 		}
-		if (!sendRequest(*conn, id, *req).ok()) {
+		if (!sendRequest(*conn, id, *req, w->zstd).ok()) {
 			// The receiver sees the broken connection too and fails every pending request.
 			conn->shutdown();
 			return;
@@ -321,9 +330,9 @@ void Leecher::Impl::normalize(ChunkRequest &req) const
 		req.pageMask = 0;
 }
 
-Status Leecher::Impl::sendRequest(Connection &conn, uint64_t id, const ChunkRequest &req)
+Status Leecher::Impl::sendRequest(Connection &conn, uint64_t id, const ChunkRequest &req, bool compressible)
 {
-	if (req.count > 1)
+	if (req.count > 1 || (compressible && !req.pageMask))
 		return conn.send(MsgType::GetRange, id, encode(GetRangeMsg{req.index, req.count}));
 	if (req.pageMask)
 		return conn.send(MsgType::GetPages, id, encode(GetPagesMsg{req.index, req.pageMask}));
@@ -343,8 +352,11 @@ Status Leecher::Impl::receiveLoop(Worker *w, Connection &conn)
 			auto e = decodeError(p);
 			return Error(EPROTO, fmt::format("seeder: {}", e.ok() ? e->message : "malformed error"));
 		}
-		if (h.type != MsgType::Chunk && h.type != MsgType::ChunkZero && h.type != MsgType::Pages)
+		if (h.type != MsgType::Chunk && h.type != MsgType::ChunkZero && h.type != MsgType::Pages &&
+		    h.type != MsgType::ChunkZstd)
 			return Error::format(EPROTO, "unexpected {} on a data connection", msgTypeName(h.type));
+		if (h.type == MsgType::ChunkZstd && !w->zstd)
+			return Error(EPROTO, "ChunkZstd on a connection that did not negotiate compression");
 		ChunkRequest asked;
 		uint32_t expectIndex;
 		{
@@ -402,6 +414,15 @@ Status Leecher::Impl::receiveLoop(Worker *w, Connection &conn)
 				// in its address space (minor-fault guard) until onChunkLocal installs them.
 				absent_[index] = 0;
 				FERRY_TRY_CTX(conn.recvExact(region_ + off, len), "chunk {}", index);
+			} else if (h.type == MsgType::ChunkZstd) {
+				FERRY_TRY(decodeChunkZstdPrefix(h, ib, geo));
+				w->zbuf.resize(h.payloadLen - kChunkPrefixSize);
+				FERRY_TRY_CTX(conn.recvExact(w->zbuf.data(), w->zbuf.size()), "chunk {}", index);
+				// Same guarantee as for a raw chunk: the application cannot see these pages.
+				absent_[index] = 0;
+				FERRY_TRY_CTX(w->decompressor.decompress(w->zbuf, {region_ + off, len}), "chunk {}", index);
+				compressedChunks_++;
+				compressedRawBytes_ += len;
 			} else {
 				if (h.payloadLen != 4)
 					return Error::format(EPROTO, "ChunkZero payload of {} bytes", h.payloadLen);
@@ -428,7 +449,9 @@ void Leecher::Impl::workerLoop(Worker *w)
 	int64_t lostSince = 0;
 	bool first = true;
 	while (!stopping_) {
-		auto c = connectAndHello("data", nullptr, nullptr);
+		HelloReplyMsg reply;
+		auto c = connectAndHello("data", nullptr, &reply,
+					 opts_.compression ? HelloMsg::kFeatureZstd : 0);
 		if (!c.ok()) {
 			if (c.error().code() == ESTALE || c.error().code() == EPROTONOSUPPORT) {
 				std::lock_guard g(fatalLock_);
@@ -456,6 +479,7 @@ void Leecher::Impl::workerLoop(Worker *w)
 			std::lock_guard g(w->lock);
 			w->current = &conn;
 			w->dead = false;
+			w->zstd = (reply.flags & HelloReplyMsg::kFlagZstd) != 0;
 		}
 		std::atomic<bool> dead{false};
 		std::thread sender([&] { senderLoop(w, &conn, &dead); });
@@ -556,7 +580,7 @@ void Leecher::Impl::requestNow(uint32_t index)
 			w->pending[id] = {sent, 0};
 			w->inflightChunks += sent.count;
 		}
-		Status st = sendRequest(*conn, id, sent);
+		Status st = sendRequest(*conn, id, sent, false); // a vCPU waits: no compressor on the way
 		{
 			std::lock_guard g(w->lock);
 			w->borrowers--;
@@ -952,6 +976,8 @@ Result<LeecherReport> Leecher::Impl::run()
 	rep.faults = faults_;
 	rep.localFaults = localFaults_;
 	rep.bytesTransferred = bytesReceived();
+	rep.compressedChunks = compressedChunks_.load();
+	rep.compressedRawBytes = compressedRawBytes_.load();
 	rep.completed = true;
 
 	if (opts_.verify) {

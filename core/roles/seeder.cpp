@@ -2,6 +2,7 @@
 #include "ferry/roles/seeder.h"
 
 #include <poll.h>
+#include <optional>
 #include <random>
 #include <sys/uio.h>
 #include <thread>
@@ -103,49 +104,113 @@ Status Seeder::takeDirty(bool final, DirtyListMsg &out)
 
 Status Seeder::serveChunk(Connection &conn, uint64_t reqId, uint32_t index)
 {
-	return serveRange(conn, reqId, index, 1); // same frame, zero-marker included
+	return serveRange(conn, nullptr, reqId, index, 1); // same frame, zero-marker included
 }
 
-// A run of chunks in one gathered write: per chunk a Chunk (or ChunkZero) frame with the
-// request's id, in order. One syscall for many small frames is what makes a mostly-zero
+struct Seeder::ConnState {
+	std::optional<ChunkCompressor> compressor; // set when this connection negotiated zstd
+	std::vector<uint8_t> arena;                 // compressed frames of the batch being built
+	std::vector<uint8_t> snapshot;              // the chunk being compressed, copied out first
+};
+
+namespace {
+
+// Compressed frames are gathered into one write per batch; a batch is flushed when its
+// compressed bytes would outgrow this, so a 1024-chunk range never needs 64 MiB of buffer.
+constexpr size_t kCompressBatchBytes = 4u << 20;
+
+} // namespace
+
+// A run of chunks in one gathered write: per chunk a Chunk, ChunkZstd or ChunkZero frame with
+// the request's id, in order. One syscall for many small frames is what makes a mostly-zero
 // region (a freshly booted guest) cheap to pull.
-Status Seeder::serveRange(Connection &conn, uint64_t reqId, uint32_t first, uint32_t count)
+Status Seeder::serveRange(Connection &conn, ConnState *cs, uint64_t reqId, uint32_t first, uint32_t count)
 {
 	struct Prefix {
 		uint8_t hdr[kHeaderSize];
 		uint8_t idx[4];
 	};
+	static_assert(sizeof(Prefix) == kHeaderSize + 4, "header and index must be contiguous");
+	// Where a frame's body is: guest memory (raw chunk), the arena (compressed) or nowhere.
+	struct Body {
+		const uint8_t *raw = nullptr;
+		size_t arenaOff = 0, len = 0;
+	};
+	ChunkCompressor *comp = cs && cs->compressor ? &*cs->compressor : nullptr;
+	const size_t bound = comp ? ChunkCompressor::bound(opts_.chunkSize) : 0;
+	if (comp && cs->arena.size() < kCompressBatchBytes + bound)
+		cs->arena.resize(kCompressBatchBytes + bound);
+
 	std::vector<Prefix> prefixes(count);
+	std::vector<Body> bodies(count);
 	std::vector<iovec> iov;
 	iov.reserve(size_t(count) * 2);
-	uint64_t zero = 0, full = 0, bytes = 0;
+	SeederStats add;
+	size_t arenaUsed = 0;
+	uint32_t batchStart = 0;
+	auto flush = [&](uint32_t end) -> Status {
+		iov.clear();
+		for (uint32_t k = batchStart; k < end; k++) {
+			iov.push_back({prefixes[k].hdr, kHeaderSize + 4}); // hdr and idx are adjacent
+			const Body &b = bodies[k];
+			if (b.raw)
+				iov.push_back({const_cast<uint8_t *>(b.raw), b.len});
+			else if (b.len)
+				iov.push_back({cs->arena.data() + b.arenaOff, b.len});
+		}
+		batchStart = end;
+		arenaUsed = 0;
+		return iov.empty() ? Status() : conn.sendFrames(iov);
+	};
 	for (uint32_t k = 0; k < count; k++) {
 		uint32_t index = first + k;
 		uint64_t off = uint64_t(index) * opts_.chunkSize;
 		size_t len = std::min<uint64_t>(opts_.chunkSize, size_ - off);
 		const uint8_t *p = data_ + off;
-		bool isZeroChunk = opts_.sendZeroChunksAsMarkers && isZero(p, len);
 		FrameHeader h;
-		h.type = isZeroChunk ? MsgType::ChunkZero : MsgType::Chunk;
 		h.requestId = reqId;
-		h.payloadLen = uint32_t(4 + (isZeroChunk ? 0 : len));
+		if (opts_.sendZeroChunksAsMarkers && isZero(p, len)) {
+			h.type = MsgType::ChunkZero;
+			add.zeroChunksServed++;
+		} else {
+			std::optional<size_t> z;
+			if (comp) {
+				if (arenaUsed + bound > cs->arena.size())
+					FERRY_TRY(flush(k));
+				// The application may be writing this chunk right now. zstd must see
+				// one consistent input (its checksum covers what it read, and a match
+				// finder reading changing bytes could emit a frame that decodes to
+				// neither version): compress a copy. A torn copy is fine: the write
+				// is in the dirty set and the chunk is fetched again.
+				cs->snapshot.assign(p, p + len);
+				z = comp->compress(cs->snapshot, {cs->arena.data() + arenaUsed, bound});
+			}
+			if (z) {
+				h.type = MsgType::ChunkZstd;
+				bodies[k] = {nullptr, arenaUsed, *z};
+				arenaUsed += *z;
+				add.compressedChunks++;
+				add.compressedRawBytes += len;
+				add.compressedWireBytes += *z;
+			} else {
+				h.type = MsgType::Chunk;
+				bodies[k] = {p, 0, len};
+			}
+			add.chunksServed++;
+			add.bytesSent += bodies[k].len;
+		}
+		h.payloadLen = uint32_t(4 + bodies[k].len);
 		encodeHeader(h, prefixes[k].hdr);
 		putLe32(prefixes[k].idx, index);
-		iov.push_back({prefixes[k].hdr, kHeaderSize + 4}); // hdr and idx are adjacent
-		if (isZeroChunk) {
-			zero++;
-		} else {
-			iov.push_back({const_cast<uint8_t *>(p), len});
-			full++;
-			bytes += len;
-		}
 	}
-	static_assert(sizeof(Prefix) == kHeaderSize + 4, "header and index must be contiguous");
-	FERRY_TRY(conn.sendFrames(iov));
+	FERRY_TRY(flush(count));
 	std::lock_guard g(lock_);
-	stats_.chunksServed += full;
-	stats_.zeroChunksServed += zero;
-	stats_.bytesSent += bytes;
+	stats_.chunksServed += add.chunksServed;
+	stats_.zeroChunksServed += add.zeroChunksServed;
+	stats_.bytesSent += add.bytesSent;
+	stats_.compressedChunks += add.compressedChunks;
+	stats_.compressedRawBytes += add.compressedRawBytes;
+	stats_.compressedWireBytes += add.compressedWireBytes;
 	return {};
 }
 
@@ -179,7 +244,7 @@ Status Seeder::servePages(Connection &conn, uint64_t reqId, uint32_t index, uint
 	return {};
 }
 
-Status Seeder::handleFrame(Connection &conn, const FrameHeader &h)
+Status Seeder::handleFrame(Connection &conn, ConnState &cs, const FrameHeader &h)
 {
 	FERRY_ASSIGN(std::vector<uint8_t> payload, conn.recvPayload(h));
 	std::span<const uint8_t> pl(payload);
@@ -205,6 +270,11 @@ Status Seeder::handleFrame(Connection &conn, const FrameHeader &h)
 			FERRY_LOG(Debug, opts_.name, "session joined by {}", hello.clientName);
 		}
 		HelloReplyMsg reply{kProtocolVersion, sessionId_, size_, opts_.chunkSize, 0};
+		if ((hello.features & HelloMsg::kFeatureZstd) && opts_.compression.enabled()) {
+			if (!cs.compressor)
+				cs.compressor.emplace(opts_.compression.level);
+			reply.flags |= HelloReplyMsg::kFlagZstd;
+		}
 		if (st != SeederState::Serving)
 			reply.flags |= HelloReplyMsg::kFlagTracking;
 		if (st == SeederState::Suspended || st == SeederState::SwitchedOver)
@@ -232,7 +302,7 @@ Status Seeder::handleFrame(Connection &conn, const FrameHeader &h)
 		if (st == SeederState::Serving)
 			return Error(EPROTO, "GetRange before TrackStart");
 		FERRY_ASSIGN(GetRangeMsg m, decodeGetRange(pl, chunkCount_));
-		return serveRange(conn, h.requestId, m.firstChunk, m.count);
+		return serveRange(conn, &cs, h.requestId, m.firstChunk, m.count);
 	}
 	case MsgType::GetPages: {
 		if (st == SeederState::Serving)
@@ -320,6 +390,7 @@ Status Seeder::handleFrame(Connection &conn, const FrameHeader &h)
 Status Seeder::handleConnection(Connection conn)
 {
 	uint32_t maxPayload = 64 * 1024;
+	ConnState cs;
 	for (;;) {
 		if (stop_)
 			return Error(ECANCELED, "stopped");
@@ -329,7 +400,7 @@ Status Seeder::handleConnection(Connection conn)
 				continue;
 			return h.error();
 		}
-		Status st = handleFrame(conn, *h);
+		Status st = handleFrame(conn, cs, *h);
 		if (!st.ok()) {
 			// Tell the peer why before closing; it may already be gone.
 			(void)conn.send(MsgType::Error, h->requestId,

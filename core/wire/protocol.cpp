@@ -23,7 +23,7 @@ LengthRule lengthRule(MsgType t)
 {
 	switch (t) {
 	case MsgType::Hello:
-		return {kHelloFixed, kHelloFixed + uint32_t(kMaxClientNameLen)};
+		return {kHelloFixed, kHelloFixed + uint32_t(kMaxClientNameLen) + 4};
 	case MsgType::HelloReply:
 		return {kHelloReplySize, kHelloReplySize};
 	case MsgType::TrackStart:
@@ -45,6 +45,7 @@ LengthRule lengthRule(MsgType t)
 	case MsgType::Pages:
 		return {12 + kWirePageSize, kUnbounded};
 	case MsgType::Chunk:
+	case MsgType::ChunkZstd:
 		// Index plus at least one byte: chunks are never empty.
 		return {uint32_t(kChunkPrefixSize) + 1, kUnbounded};
 	case MsgType::DirtyList:
@@ -160,13 +161,14 @@ const char *msgTypeName(MsgType type)
 	case MsgType::GetPages: return "GetPages";
 	case MsgType::Pages: return "Pages";
 	case MsgType::GetRange: return "GetRange";
+	case MsgType::ChunkZstd: return "ChunkZstd";
 	}
 	return "unknown";
 }
 
 bool isKnownMsgType(uint16_t type)
 {
-	return type >= uint16_t(MsgType::Hello) && type <= uint16_t(MsgType::GetRange);
+	return type >= uint16_t(MsgType::Hello) && type <= uint16_t(MsgType::ChunkZstd);
 }
 
 void encodeHeader(const FrameHeader &h, uint8_t out[kHeaderSize])
@@ -339,6 +341,8 @@ std::vector<uint8_t> encode(const HelloMsg &m)
 	w.u32(m.maxVersion);
 	w.u64(m.resumeSessionId);
 	w.string(std::string_view(m.clientName).substr(0, kMaxClientNameLen));
+	if (m.features)
+		w.u32(m.features);
 	return out;
 }
 
@@ -405,6 +409,9 @@ Result<HelloMsg> decodeHello(std::span<const uint8_t> in)
 		FERRY_ASSIGN(m.maxVersion, r.u32());
 		FERRY_ASSIGN(m.resumeSessionId, r.u64());
 		FERRY_ASSIGN(m.clientName, r.string(kMaxClientNameLen));
+		if (r.remaining() != 0) {
+			FERRY_ASSIGN(m.features, r.u32());
+		}
 		FERRY_TRY(r.expectEnd());
 		if (m.minVersion == 0 || m.minVersion > m.maxVersion)
 			return protoError(fmt::format("bad version range {}..{}", m.minVersion,
@@ -524,6 +531,27 @@ Result<uint32_t> decodeChunkPrefix(const FrameHeader &h, std::span<const uint8_t
 		return protoError(fmt::format("Chunk {}: payload is {} bytes, expected {} (index + {} "
 					      "bytes of data)",
 					      index, h.payloadLen, expect, g.chunkLength(index)));
+	return index;
+}
+
+Result<uint32_t> decodeChunkZstdPrefix(const FrameHeader &h, std::span<const uint8_t> prefix,
+				       const ChunkGeometry &g)
+{
+	if (h.type != MsgType::ChunkZstd)
+		return protoError(fmt::format("expected a ChunkZstd frame, got {}", msgTypeName(h.type)));
+	PayloadReader r(prefix);
+	auto idx = r.u32();
+	if (!idx.ok())
+		return idx.error().context("ChunkZstd");
+	uint32_t index = *idx;
+	if (index >= g.chunkCount())
+		return protoError(fmt::format("ChunkZstd: chunk index {} out of range (chunk count {})",
+					      index, g.chunkCount()));
+	uint64_t raw = kChunkPrefixSize + uint64_t(g.chunkLength(index));
+	if (h.payloadLen <= kChunkPrefixSize || h.payloadLen >= raw)
+		return protoError(fmt::format("ChunkZstd {}: payload is {} bytes; a compressed chunk of {} "
+					      "bytes takes 5..{}",
+					      index, h.payloadLen, g.chunkLength(index), raw - 1));
 	return index;
 }
 

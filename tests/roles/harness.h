@@ -32,6 +32,7 @@ struct SeederRig {
 	std::optional<Listener> listener;
 	std::future<Status> done;
 	Status result;
+	CompressionSpec compression; // set before start()
 
 	~SeederRig() { stop(); }
 
@@ -49,6 +50,7 @@ struct SeederRig {
 		SeederOptions so;
 		so.chunkSize = chunkSize;
 		so.rollbackTimeout = rollback;
+		so.compression = compression;
 		seeder = std::make_unique<Seeder>(app->mapping().data(), app->size(), std::move(tracker), hooks, so);
 		FERRY_ASSIGN(Listener l, Listener::listen(Endpoint::tcp("127.0.0.1", 0)));
 		listener.emplace(std::move(l));

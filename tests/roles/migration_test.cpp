@@ -74,6 +74,179 @@ TEST_P(MigrationModes, RegionUnderRandomWritesArrivesByteIdentical)
 INSTANTIATE_TEST_SUITE_P(, MigrationModes, ::testing::Values(MigrationMode::Hybrid, MigrationMode::PreCopy),
 			 [](const auto &info) { return std::string(migrationModeName(info.param)); });
 
+// Compressible memory crosses the wire compressed, arrives byte for byte, and both ends
+// agree on what was compressed; the pages written during the migration (whose content
+// compresses too) keep flowing through GetPages and faults, uncompressed.
+TEST(Compression, TextRegionArrivesByteIdenticalInAFractionOfItsSize)
+{
+	requireKernelFeatures();
+	SeederRig seed;
+	SourceAppOptions so;
+	so.size = 32ull << 20;
+	so.textFill = true;
+	so.writeMBps = 20;
+	ASSERT_TRUE(seed.start(so, kChunk).ok());
+	LeecherRig dest;
+	Leecher leecher(dest.hooks(MigrationMode::Hybrid), leecherOptions(seed.endpoint(), MigrationMode::Hybrid));
+	auto rep = leecher.run();
+	ASSERT_TRUE(rep.ok()) << rep.error().message();
+	ASSERT_TRUE(rep->verified.has_value());
+	EXPECT_TRUE(*rep->verified) << rep->verifyMismatchedChunks << " chunks differ";
+	ASSERT_TRUE(seed.waitFinished(std::chrono::seconds(10)));
+	SeederStats st = seed.seeder->stats();
+	// Every chunk of the first pass is text: all of them go compressed.
+	EXPECT_GE(rep->compressedChunks, so.size / kChunk);
+	EXPECT_EQ(rep->compressedChunks, st.compressedChunks);
+	EXPECT_EQ(rep->compressedRawBytes, st.compressedRawBytes);
+	EXPECT_LT(st.compressedWireBytes * 2, st.compressedRawBytes);
+	EXPECT_LT(rep->bytesTransferred, so.size / 2) << "text should cross in well under half its size";
+}
+
+TEST(Compression, EitherSideCanTurnItOff)
+{
+	requireKernelFeatures();
+	for (bool leecherWants : {false, true}) {
+		SCOPED_TRACE(leecherWants ? "seeder says none" : "leecher says no");
+		SeederRig seed;
+		if (leecherWants)
+			seed.compression = CompressionSpec{0};
+		SourceAppOptions so;
+		so.size = 8ull << 20;
+		so.textFill = true;
+		so.writeMBps = 5;
+		ASSERT_TRUE(seed.start(so, kChunk).ok());
+		LeecherRig dest;
+		auto lo = leecherOptions(seed.endpoint(), MigrationMode::PreCopy);
+		lo.compression = leecherWants;
+		Leecher leecher(dest.hooks(MigrationMode::PreCopy), lo);
+		auto rep = leecher.run();
+		ASSERT_TRUE(rep.ok()) << rep.error().message();
+		EXPECT_TRUE(rep->verified.value_or(false));
+		EXPECT_EQ(rep->compressedChunks, 0u);
+		EXPECT_EQ(seed.seeder->stats().compressedChunks, 0u);
+		EXPECT_GE(rep->bytesTransferred, so.size);
+	}
+}
+
+namespace {
+
+// A seeder that negotiates (or not) compression and answers every chunk request with a
+// ChunkZstd frame whose body is `body`. Enough protocol to reach the data path.
+class FakeZstdSeeder {
+public:
+	FakeZstdSeeder(bool negotiate, std::vector<uint8_t> body) : negotiate_(negotiate), body_(std::move(body))
+	{
+		auto l = Listener::listen(Endpoint::tcp("127.0.0.1", 0));
+		if (!l.ok())
+			return;
+		listener_.emplace(std::move(l).value());
+		thread_ = std::thread([this] { acceptLoop(); });
+	}
+	~FakeZstdSeeder()
+	{
+		stop_ = true;
+		if (thread_.joinable())
+			thread_.join();
+		for (auto &t : conns_)
+			t.join();
+	}
+	bool ok() const { return listener_.has_value(); }
+	Endpoint endpoint() const { return listener_->boundEndpoint(); }
+
+private:
+	static constexpr uint64_t kSize = 1 << 20;
+
+	void acceptLoop()
+	{
+		while (!stop_) {
+			auto c = listener_->accept(100);
+			if (c.ok())
+				conns_.emplace_back([this, conn = std::move(c).value()]() mutable { serve(conn); });
+		}
+	}
+	void serve(Connection &conn)
+	{
+		while (!stop_) {
+			auto h = conn.recvHeader(1 << 16, 100);
+			if (!h.ok()) {
+				if (h.error().code() == ETIMEDOUT)
+					continue;
+				return;
+			}
+			auto pl = conn.recvPayload(*h);
+			if (!pl.ok())
+				return;
+			Status st;
+			switch (h->type) {
+			case MsgType::Hello: {
+				auto hello = decodeHello(*pl);
+				HelloReplyMsg r{kProtocolVersion, 42, kSize, kChunk, HelloReplyMsg::kFlagTracking};
+				if (negotiate_ && hello.ok() && (hello->features & HelloMsg::kFeatureZstd))
+					r.flags |= HelloReplyMsg::kFlagZstd;
+				st = conn.send(MsgType::HelloReply, h->requestId, encode(r));
+				break;
+			}
+			case MsgType::TrackStart: st = conn.send(MsgType::TrackStarted, h->requestId, {}); break;
+			case MsgType::GetDirty: st = conn.send(MsgType::DirtyList, h->requestId, encode(DirtyListMsg{})); break;
+			case MsgType::GetRange:
+			case MsgType::GetChunk: {
+				std::vector<uint8_t> p(4);
+				std::memcpy(p.data(), pl->data(), 4); // the first chunk asked for
+				p.insert(p.end(), body_.begin(), body_.end());
+				st = conn.send(MsgType::ChunkZstd, h->requestId, p);
+				break;
+			}
+			default: break;
+			}
+			if (!st.ok())
+				return;
+		}
+	}
+
+	bool negotiate_;
+	std::vector<uint8_t> body_;
+	std::optional<Listener> listener_;
+	std::atomic<bool> stop_{false};
+	std::thread thread_;
+	std::vector<std::thread> conns_;
+};
+
+} // namespace
+
+TEST(Compression, LeecherRejectsBadCompressedChunksWithAClearError)
+{
+	if (ferryBinary().empty())
+		GTEST_SKIP() << "FERRY_BIN not set";
+	struct Case {
+		const char *what;
+		bool negotiate;
+		std::vector<uint8_t> body;
+		const char *expect;
+	};
+	std::vector<uint8_t> notZstd(100, 0x42);
+	// A valid frame of 100 text bytes: it decodes, but to fewer bytes than the chunk holds.
+	std::vector<uint8_t> small(ChunkCompressor::bound(100));
+	std::vector<uint8_t> text(100, 'a');
+	auto n = ChunkCompressor(1).compress(text, small);
+	ASSERT_TRUE(n.has_value());
+	small.resize(*n);
+	for (const Case &c : {Case{"not negotiated", false, notZstd, "did not negotiate"},
+			      Case{"not a zstd frame", true, notZstd, "zstd"},
+			      Case{"wrong size", true, small, "holds 100 bytes, the chunk has 65536"}}) {
+		SCOPED_TRACE(c.what);
+		FakeZstdSeeder fake(c.negotiate, c.body);
+		ASSERT_TRUE(fake.ok());
+		LeecherRig dest;
+		auto opts = leecherOptions(fake.endpoint(), MigrationMode::PreCopy);
+		opts.reconnectTimeout = std::chrono::milliseconds(2000);
+		Leecher leecher(dest.hooks(MigrationMode::PreCopy), opts);
+		auto rep = leecher.run();
+		ASSERT_FALSE(rep.ok());
+		EXPECT_EQ(rep.error().code(), EPROTO) << rep.error().message();
+		EXPECT_NE(rep.error().message().find(c.expect), std::string::npos) << rep.error().message();
+	}
+}
+
 TEST(Leecher, DestinationReadsStaleChunksBeforeBackgroundPullThroughA20msLink)
 {
 	requireKernelFeatures();

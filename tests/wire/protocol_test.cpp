@@ -82,7 +82,7 @@ TEST(WireHeader, LayoutIsLittleEndianWithFrryMagic)
 
 TEST(WireHeader, EveryTypeRoundTripsWithItsMinimumLength)
 {
-	for (uint16_t t = 1; t <= 21; t++) {
+	for (uint16_t t = 1; t <= 22; t++) {
 		ASSERT_TRUE(isKnownMsgType(t));
 		MsgType type = MsgType(t);
 		EXPECT_STRNE(msgTypeName(type), "unknown");
@@ -92,7 +92,7 @@ TEST(WireHeader, EveryTypeRoundTripsWithItsMinimumLength)
 		case MsgType::Hello: len = 18; break;
 		case MsgType::HelloReply: len = 28; break;
 		case MsgType::GetChunk: case MsgType::ChunkZero: len = 4; break;
-		case MsgType::Chunk: len = 5; break;
+		case MsgType::Chunk: case MsgType::ChunkZstd: len = 5; break;
 		case MsgType::GetPages: len = 12; break;
 		case MsgType::GetRange: len = 8; break;
 		case MsgType::Pages: len = 12 + 4096; break;
@@ -107,7 +107,7 @@ TEST(WireHeader, EveryTypeRoundTripsWithItsMinimumLength)
 		EXPECT_EQ(d->type, type);
 	}
 	EXPECT_FALSE(isKnownMsgType(0));
-	EXPECT_FALSE(isKnownMsgType(22));
+	EXPECT_FALSE(isKnownMsgType(23));
 	EXPECT_STREQ(msgTypeName(MsgType(99)), "unknown");
 }
 
@@ -162,7 +162,9 @@ TEST(WireHeader, RejectsPayloadLengthWrongForTheType)
 			      "requires exactly 0"));
 	EXPECT_TRUE(failsWith(asStatus(decodeHeader(header(MsgType::Hello, 17), kLimit)), EPROTO,
 			      "requires at least 18"));
-	EXPECT_TRUE(failsWith(asStatus(decodeHeader(header(MsgType::Hello, 18 + 257), kLimit)),
+	// 18 fixed bytes, a name of up to 256 and the optional u32 features.
+	EXPECT_TRUE(decodeHeader(header(MsgType::Hello, 18 + 256 + 4), kLimit).ok());
+	EXPECT_TRUE(failsWith(asStatus(decodeHeader(header(MsgType::Hello, 18 + 256 + 5), kLimit)),
 			      EPROTO, "allows at most"));
 	EXPECT_TRUE(failsWith(asStatus(decodeHeader(header(MsgType::Chunk, 4), kLimit)), EPROTO,
 			      "at least 5"));
@@ -192,6 +194,21 @@ TEST(WireMessages, HelloRoundTrips)
 	EXPECT_EQ(d->maxVersion, 1u);
 	EXPECT_EQ(d->resumeSessionId, m.resumeSessionId);
 	EXPECT_EQ(d->clientName, "leecher-vm1");
+	EXPECT_EQ(d->features, 0u);
+}
+
+TEST(WireMessages, HelloCarriesFeaturesOnlyWhenAsked)
+{
+	// Without features the payload is the original one, byte for byte (older seeders).
+	HelloMsg plain{1, 1, 7, "abc"};
+	EXPECT_EQ(encode(plain).size(), 18u + 3u);
+	HelloMsg m{1, 1, 7, "abc", HelloMsg::kFeatureZstd | (1u << 31)};
+	auto b = encode(m);
+	EXPECT_EQ(b.size(), 18u + 3u + 4u);
+	auto d = decodeHello(b);
+	ASSERT_TRUE(d.ok()) << d.error().message();
+	EXPECT_EQ(d->features, HelloMsg::kFeatureZstd | (1u << 31)); // unknown bits survive decoding
+	EXPECT_EQ(d->clientName, "abc");
 }
 
 TEST(WireMessages, HelloRejectsLongNameTrailingBytesAndBadRange)
@@ -206,6 +223,8 @@ TEST(WireMessages, HelloRejectsLongNameTrailingBytesAndBadRange)
 
 	b = encode(HelloMsg{1, 1, 0, "a"});
 	b.push_back(0);
+	EXPECT_TRUE(failsWith(asStatus(decodeHello(b)), EPROTO, "truncated")); // a cut-off features field
+	b.insert(b.end(), {0, 0, 0, 0});
 	EXPECT_TRUE(failsWith(asStatus(decodeHello(b)), EPROTO, "1 trailing bytes"));
 
 	b = encode(HelloMsg{1, 1, 0, "abc"});
@@ -399,6 +418,37 @@ TEST(WireMessages, ChunkPrefixChecksIndexAndExactLength)
 
 	h.type = MsgType::Ping;
 	EXPECT_TRUE(failsWith(asStatus(decodeChunkPrefix(h, prefix, g)), EPROTO, "expected a Chunk"));
+}
+
+TEST(WireMessages, ChunkZstdPrefixChecksIndexAndThatTheFrameIsSmallerThanTheChunk)
+{
+	ChunkGeometry g{10 * 4096 + 100, 4096};
+	FrameHeader h;
+	h.type = MsgType::ChunkZstd;
+	std::vector<uint8_t> prefix;
+	PayloadWriter(prefix).u32(2);
+	for (uint32_t len : {5u, 100u, 4 + 4095u}) {
+		h.payloadLen = len;
+		auto ok = decodeChunkZstdPrefix(h, prefix, g);
+		ASSERT_TRUE(ok.ok()) << len << ": " << ok.error().message();
+		EXPECT_EQ(*ok, 2u);
+	}
+	// Not smaller than the raw chunk: a sender must send Chunk then.
+	h.payloadLen = 4 + 4096;
+	EXPECT_TRUE(failsWith(asStatus(decodeChunkZstdPrefix(h, prefix, g)), EPROTO, "takes 5..4099"));
+	h.payloadLen = 4;
+	EXPECT_TRUE(failsWith(asStatus(decodeChunkZstdPrefix(h, prefix, g)), EPROTO, "payload is 4 bytes"));
+	// The short last chunk bounds its own frame.
+	prefix.clear();
+	PayloadWriter(prefix).u32(10);
+	h.payloadLen = 4 + 100;
+	EXPECT_TRUE(failsWith(asStatus(decodeChunkZstdPrefix(h, prefix, g)), EPROTO, "takes 5..103"));
+	prefix.clear();
+	PayloadWriter(prefix).u32(11);
+	h.payloadLen = 50;
+	EXPECT_TRUE(failsWith(asStatus(decodeChunkZstdPrefix(h, prefix, g)), EPROTO, "index 11 out of range"));
+	h.type = MsgType::Chunk;
+	EXPECT_TRUE(failsWith(asStatus(decodeChunkZstdPrefix(h, prefix, g)), EPROTO, "expected a ChunkZstd"));
 }
 
 TEST(WireMessages, VersionNegotiationPicksHighestCommonVersion)

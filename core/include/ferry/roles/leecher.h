@@ -75,6 +75,8 @@ struct LeecherOptions {
 	std::chrono::milliseconds sampleInterval{100};
 	std::chrono::milliseconds reconnectTimeout{15000};
 	bool verify = false;
+	// Ask the seeder to compress the pre-copy pull (zstd; it decides whether it does).
+	bool compression = true;
 	// Finalize at once, without pre-copy (pure post-copy), and/or serve only faults after
 	// switch-over with no background pull. Both exist to measure the fault path alone.
 	bool postcopyOnly = false;
@@ -93,6 +95,8 @@ struct LeecherReport {
 	uint64_t staleChunksAtFinalize = 0;
 	uint64_t dirtyChunksAtFinalize = 0;
 	uint64_t reconnects = 0;
+	uint64_t compressedChunks = 0;  // chunks that arrived as ChunkZstd
+	uint64_t compressedRawBytes = 0; // their size before compression
 	uint32_t rounds = 0;
 	std::string finalizeReason;
 	bool completed = false;

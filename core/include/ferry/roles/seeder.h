@@ -21,6 +21,7 @@
 
 #include "ferry/base/result.h"
 #include "ferry/dirty/tracker.h"
+#include "ferry/wire/compress.h"
 #include "ferry/wire/connection.h"
 #include "ferry/wire/endpoint.h"
 #include "ferry/wire/protocol.h"
@@ -45,11 +46,17 @@ struct SeederOptions {
 	uint32_t chunkSize = 64 * 1024;
 	std::chrono::milliseconds rollbackTimeout{10000};
 	bool sendZeroChunksAsMarkers = true;
+	// Compress GetRange replies (the pre-copy pull) on connections whose Hello asks for it.
+	// Replies to GetChunk (a destination's page fault) and GetPages stay raw: a fault must
+	// not wait for a compressor.
+	CompressionSpec compression;
 };
 
 struct SeederStats {
 	uint64_t chunksServed = 0, zeroChunksServed = 0, pagesServed = 0, bytesSent = 0, dirtyReports = 0,
 		 dirtyChunksReported = 0, finalDirtyChunks = 0;
+	// Chunks sent as ChunkZstd, and their bytes before and after compression.
+	uint64_t compressedChunks = 0, compressedRawBytes = 0, compressedWireBytes = 0;
 };
 
 class Seeder {
@@ -71,11 +78,12 @@ public:
 	uint64_t sessionId() const { return sessionId_; }
 
 private:
-	struct Session;
+	struct ConnState; // per connection: negotiated features, compressor, buffers
 	Status handleConnection(Connection conn);
-	Status handleFrame(Connection &conn, const FrameHeader &h);
+	Status handleFrame(Connection &conn, ConnState &cs, const FrameHeader &h);
 	Status serveChunk(Connection &conn, uint64_t reqId, uint32_t index);
-	Status serveRange(Connection &conn, uint64_t reqId, uint32_t first, uint32_t count);
+	// cs null: no compression (a GetChunk reply).
+	Status serveRange(Connection &conn, ConnState *cs, uint64_t reqId, uint32_t first, uint32_t count);
 	Status servePages(Connection &conn, uint64_t reqId, uint32_t index, uint64_t mask);
 	Status transition(SeederState to);
 	// The dirty set as a DirtyList (chunks + page masks); see seeder.cpp.

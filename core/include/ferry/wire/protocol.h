@@ -62,6 +62,7 @@ enum class MsgType : uint16_t {
 	GetPages = 19,      // L->S: { u32 chunkIndex, u64 pageMask } some pages of a chunk it holds
 	Pages = 20,         // S->L: { u32 chunkIndex, u64 pageMask, the pages set in the mask, in order }
 	GetRange = 21,      // L->S: { u32 firstChunk, u32 count }: one Chunk/ChunkZero reply per chunk, in order
+	ChunkZstd = 22,     // S->L, may replace Chunk in a GetRange reply when negotiated: { u32 chunkIndex, zstd frame }
 };
 
 // "GetChunk", ...; "unknown" for values outside the enum.
@@ -145,15 +146,23 @@ struct ChunkGeometry {
 // "payload longer than its type requires" is an error too.
 
 struct HelloMsg {
+	// What this connection's receiver can take beyond the base protocol. An optional trailing
+	// u32 on the wire: a Hello without it has features 0, and encode() omits it when 0.
+	static constexpr uint32_t kFeatureZstd = 1u << 0; // ChunkZstd replies to GetRange
+
 	uint32_t minVersion = kMinProtocolVersion;
 	uint32_t maxVersion = kProtocolVersion;
 	uint64_t resumeSessionId = 0; // 0: new session
 	std::string clientName;       // <= kMaxClientNameLen bytes
+	uint32_t features = 0;        // unknown bits are ignored by seeders
 };
 
 struct HelloReplyMsg {
 	static constexpr uint32_t kFlagTracking = 1u << 0;
 	static constexpr uint32_t kFlagFinalized = 1u << 1;
+	// This connection's GetRange replies may carry ChunkZstd frames (the Hello asked for
+	// kFeatureZstd and the seeder compresses).
+	static constexpr uint32_t kFlagZstd = 1u << 2;
 
 	uint32_t version = kProtocolVersion;
 	uint64_t sessionId = 0;
@@ -248,6 +257,11 @@ Result<GetPagesMsg> decodePagesPrefix(const FrameHeader &h, std::span<const uint
 inline constexpr size_t kChunkPrefixSize = 4;
 Result<uint32_t> decodeChunkPrefix(const FrameHeader &h, std::span<const uint8_t> prefix,
 				   const ChunkGeometry &g);
+// A ChunkZstd payload is { u32 chunkIndex, zstd frame }. The frame decompresses to exactly
+// g.chunkLength(index) bytes, and a sender only uses ChunkZstd when the frame is shorter
+// than the chunk: checks the index and 4 < h.payloadLen < 4 + g.chunkLength(index).
+Result<uint32_t> decodeChunkZstdPrefix(const FrameHeader &h, std::span<const uint8_t> prefix,
+				       const ChunkGeometry &g);
 
 // Version negotiation for the seeder: the highest version both sides speak, or
 // EPROTONOSUPPORT with "unsupported protocol version range A..B; this side speaks 1..1".
