@@ -319,7 +319,7 @@ private:
 			return observedSec() >= opts_.cycleWarmupSec ? threshold : Decision{};
 		}
 
-		const auto [inWindow, wasInWindow, closing] = trackWindow();
+		const auto [inWindow, wasInWindow, closing] = trackWindow(s);
 		if (!inWindow)
 			return {};
 		const bool fits = fitsBudget(s.staleBytes, peakRate_, opts_.downtimeBudgetSec);
@@ -349,16 +349,19 @@ private:
 	// before activity resumes, so enough of the window must be left; a window shorter than
 	// the budget is used if at least half of it is left. With post-copy following, the
 	// switch-over moves device state only (tens of ms), so 0.1 s (at most a quarter of the
-	// window) is left and the rest of the window still pulls. "closing": the last sample
-	// but one that still leaves that much.
+	// window) is left and the rest of the window still pulls. Before Finalize the leecher
+	// lets the requests in flight arrive, so their transfer time (at the peak pull rate, at
+	// most half the window) is needed as well. "closing": the last sample but one that
+	// still leaves that much.
 	struct WindowState {
 		bool in = false, was = false, closing = false;
 	};
-	WindowState trackWindow()
+	WindowState trackWindow(const RoundStats &s)
 	{
 		const double lowLen = (1 - estimate_.dutyCycle) * estimate_.periodSec;
-		const double needLeft = opts_.postCopyFollows ? std::min(0.1, lowLen / 4)
-							      : std::min(opts_.downtimeBudgetSec, lowLen / 2);
+		const double drainSec = peakRate_ > 0 ? std::min(double(s.inFlightBytes) / peakRate_, lowLen / 2) : 0;
+		const double needLeft = drainSec + (opts_.postCopyFollows ? std::min(0.1, lowLen / 4)
+									  : std::min(opts_.downtimeBudgetSec, lowLen / 2));
 		WindowState w;
 		w.in = estimate_.nextLowStartSec <= 0 && estimate_.nextLowEndSec >= needLeft;
 		w.was = std::exchange(inWindow_, w.in);
@@ -372,7 +375,7 @@ private:
 			inWindow_ = false;
 			return {};
 		}
-		const WindowState w = trackWindow();
+		const WindowState w = trackWindow(s);
 		// Only a window that began with the cold rest all in: then it went to the working
 		// set alone, and what is left is the part of it no window could hold. Otherwise
 		// the cold rest is pulled on through the next high phase, leaving the next window

@@ -61,15 +61,18 @@ std::string LeecherReport::toJson() const
 		"\"downtime_ms\":{:.1f},\"postcopy_ms\":{:.1f},\"faults\":{},\"local_faults\":{},"
 		"\"stale_chunks_at_finalize\":{},\"dirty_chunks_at_finalize\":{},\"rounds\":{},"
 		"\"reconnects\":{},\"first_pass_ms\":{:.1f},\"finalize_reason\":\"{}\",\"completed\":{},\"verified\":{},"
-		"\"compressed_chunks\":{},\"compressed_raw_bytes\":{}}}",
+		"\"compressed_chunks\":{},\"compressed_raw_bytes\":{},\"in_flight_at_decision\":{},"
+		"\"in_flight_at_finalize\":{},\"drain_ms\":{:.1f}}}",
 		migrationModeName(mode), bytesTotal, bytesTransferred, precopyMs, downtimeMs, postcopyMs,
 		faults, localFaults, staleChunksAtFinalize, dirtyChunksAtFinalize, rounds, reconnects,
-		firstPassMs, finalizeReason, completed ? "true" : "false", v, compressedChunks, compressedRawBytes);
+		firstPassMs, finalizeReason, completed ? "true" : "false", v, compressedChunks, compressedRawBytes,
+		inFlightChunksAtDecision, inFlightChunksAtFinalize, drainMs);
 }
 
 namespace {
 
 constexpr uint32_t kMaxControlPayload = 64u << 20; // a dirty list of 16M chunks
+constexpr int kMaxDrainMs = 1000; // longest wait for the requests in flight before Finalize
 
 double msBetween(int64_t a, int64_t b) { return double(b - a) / 1e6; }
 
@@ -107,6 +110,7 @@ private:
 	Status finishFaultService();
 	Result<uint64_t> verifyAgainstSource();
 	uint64_t bytesReceived() const;
+	uint64_t inFlightChunks();
 	void emitProgress(double pullRate, double dirtyRate, const std::string &policyStatus);
 	void shutdown();
 
@@ -272,6 +276,16 @@ Result<std::vector<uint8_t>> Leecher::Impl::control(MsgType type, MsgType expect
 			return last.context(fmt::format("{} (gave up reconnecting)", msgTypeName(type)));
 		std::this_thread::sleep_for(std::chrono::milliseconds(100)); // reconnect back-off
 	}
+}
+
+uint64_t Leecher::Impl::inFlightChunks()
+{
+	uint64_t n = 0;
+	for (auto &w : workers_) {
+		std::lock_guard g(w->lock);
+		n += w->inflightChunks;
+	}
+	return n;
 }
 
 uint64_t Leecher::Impl::bytesReceived() const
@@ -899,7 +913,8 @@ Result<LeecherReport> Leecher::Impl::run()
 		RoundStats rs{msBetween(startNs_, now) / 1000, dirty.chunks.size(),
 			      uint64_t(dirty.chunks.size()) * chunkSize_, c.total() - c.local,
 			      (c.total() - c.local) * uint64_t(chunkSize_), pullRate, firstPassDone,
-			      map_->coldPendingCount() * chunkSize_, ++rep.rounds};
+			      map_->coldPendingCount() * chunkSize_, ++rep.rounds,
+			      inFlightChunks() * chunkSize_};
 		Decision d = policy->onSample(rs);
 		const bool hold = d.holdPull && !d.finalize;
 		if (hold)
@@ -916,6 +931,15 @@ Result<LeecherReport> Leecher::Impl::run()
 	if (opts_.postcopyOnly)
 		rep.finalizeReason = "post-copy only";
 
+	// Quiesce the pull before Finalize: the Finalized reply (and, in hybrid mode, the device
+	// state after it) shares the link with the chunks in flight, so with a full pipeline
+	// (depth x chunk per connection: 8 MiB is 0.3 s at 200 Mbit/s) it would wait behind them
+	// while the source is already suspended. Letting them arrive first costs that time
+	// while the source still runs. Bounded: a stuck connection must not stall the finalize.
+	map_->setPaused(true);
+	const int64_t drainStartNs = monotonicNs();
+	rep.inFlightChunksAtDecision = inFlightChunks();
+
 	// Hybrid: the application is started (not yet running) with its region guarded before
 	// finalize, so that the downtime does not include starting it.
 	std::optional<FaultTarget> target;
@@ -923,6 +947,11 @@ Result<LeecherReport> Leecher::Impl::run()
 		FERRY_ASSIGN(FaultTarget t, hooks_.armFaults().context("arm fault handling"));
 		target.emplace(std::move(t));
 	}
+
+	while (inFlightChunks() > 0 && monotonicNs() - drainStartNs < int64_t(kMaxDrainMs) * 1000000 && !fatal())
+		std::this_thread::sleep_for(std::chrono::microseconds(500)); // replies arrive on the workers
+	rep.drainMs = msBetween(drainStartNs, monotonicNs());
+	rep.inFlightChunksAtFinalize = inFlightChunks();
 
 	// Finalize: the seeder suspends the source and returns the final dirty set.
 	FERRY_TRY(transition(LeecherState::Finalizing));
@@ -934,6 +963,7 @@ Result<LeecherReport> Leecher::Impl::run()
 			       ? ChunkMap::Order::StaleFirst
 			       : ChunkMap::Order::UrgentOnly);
 	map_->markDirty(finalized.chunks, finalized.pageMasks);
+	map_->setPaused(false);
 	ChunkCounts atFinalize = map_->counts();
 	rep.dirtyChunksAtFinalize = finalized.chunks.size();
 	rep.staleChunksAtFinalize = atFinalize.total() - atFinalize.local;

@@ -712,3 +712,44 @@ TEST(CyclePolicy, KeepsHotChunksForAWindowThatBeginsWithTheColdRestIn)
 	EXPECT_GE(lenientInLow, 40u);
 	EXPECT_LE(heldInLowAfter, 3u);
 }
+
+TEST(CyclePolicy, LeavesTimeInTheWindowForTheRequestsInFlightToArrive)
+{
+	// The leecher lets the requests in flight arrive before it sends Finalize. With 30 MB in
+	// flight at a 100 MB/s peak that takes 0.3 s, so a closing window must finalize that
+	// much earlier -- and the source must still be in the low phase when Finalize goes out.
+	Wave w;
+	w.periodSec = 4;
+	w.duty = 0.4;
+	w.low = 0.01e6;
+	w.high = 30e6;
+	w.noise = 0.05;
+	PolicyOptions post;
+	post.postCopyFollows = true;
+	for (int k = 0; k < 3; k++) {
+		w.phaseSec = 0.7 * k;
+		std::vector<double> dirty = test::sampleWave(w, kDt, 400, 70 + k);
+		auto finalizeAt = [&](uint64_t inFlight) -> std::optional<Outcome> {
+			auto p = make("cycle:warmup=8,deadline=60", post);
+			for (uint32_t r = 1; r <= 400; r++) {
+				RoundStats s = stats(r, false, 2000); // only hot chunks left, never done
+				s.coldPendingBytes = 0;
+				s.dirtyBytes = static_cast<uint64_t>(dirty[r - 1]);
+				s.inFlightBytes = inFlight;
+				Decision d = p->onSample(s);
+				if (d.finalize)
+					return Outcome{ r, s.elapsedSec, d.reason };
+			}
+			return std::nullopt;
+		};
+		auto idle = finalizeAt(0);
+		auto busy = finalizeAt(30'000'000);
+		SCOPED_TRACE(fmt::format("phase {}", w.phaseSec));
+		ASSERT_TRUE(idle && busy);
+		EXPECT_NE(busy->reason.find("closing"), std::string::npos) << busy->reason;
+		// The same window, closed earlier by at least most of the drain time.
+		EXPECT_LT(busy->timeSec, idle->timeSec - 0.2);
+		EXPECT_GT(busy->timeSec, idle->timeSec - w.periodSec * (1 - w.duty));
+		EXPECT_TRUE(w.isLow(busy->timeSec + 0.3 + kDt / 2)) << "Finalize after the drain would hit the high phase";
+	}
+}

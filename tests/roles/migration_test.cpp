@@ -65,6 +65,8 @@ TEST_P(MigrationModes, RegionUnderRandomWritesArrivesByteIdentical)
 	ASSERT_TRUE(rep->verified.has_value());
 	EXPECT_TRUE(*rep->verified) << rep->verifyMismatchedChunks << " chunks differ";
 	EXPECT_GT(rep->staleChunksAtFinalize, 0u) << "the source should have dirtied chunks during pre-copy";
+	// The pull was quiesced before Finalize: nothing was left queued ahead of the reply.
+	EXPECT_EQ(rep->inFlightChunksAtFinalize, 0u) << rep->inFlightChunksAtDecision << " in flight at the decision";
 	EXPECT_GT(seed.seeder->stats().dirtyChunksReported, 0u);
 	ASSERT_TRUE(seed.waitFinished(std::chrono::seconds(10))) << "seeder did not finish after Done";
 	EXPECT_TRUE(seed.result.ok()) << seed.result.error().message();

@@ -104,6 +104,9 @@ struct RoundStats {
 	uint64_t coldPendingBytes = 0;	// of staleBytes, those outside the hot window last asked
 					// for (Decision::holdHotSec/hotLastSec); all without one
 	uint32_t round = 0;		// sampling rounds so far
+	uint64_t inFlightBytes = 0;	// requested, not yet received: the leecher lets these
+					// arrive before it sends Finalize (so that the Finalized
+					// reply does not queue behind them), which takes time
 };
 
 struct Decision {

@@ -97,6 +97,10 @@ struct LeecherReport {
 	uint64_t reconnects = 0;
 	uint64_t compressedChunks = 0;  // chunks that arrived as ChunkZstd
 	uint64_t compressedRawBytes = 0; // their size before compression
+	// Chunks requested but not received when the policy chose to finalize, and when
+	// Finalize was sent after letting them arrive (drainMs later; 0 unless it timed out).
+	uint64_t inFlightChunksAtDecision = 0, inFlightChunksAtFinalize = 0;
+	double drainMs = 0;
 	uint32_t rounds = 0;
 	std::string finalizeReason;
 	bool completed = false;
