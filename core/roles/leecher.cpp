@@ -495,6 +495,10 @@ void Leecher::Impl::workerLoop(Worker *w)
 			w->dead = false;
 			w->zstd = (reply.flags & HelloReplyMsg::kFlagZstd) != 0;
 		}
+		// shutdown() may have looked for w->current while this connection was being set
+		// up; it set stopping_ first, so seeing it here means nobody will wake the receiver.
+		if (stopping_)
+			conn.shutdown();
 		std::atomic<bool> dead{false};
 		std::thread sender([&] { senderLoop(w, &conn, &dead); });
 		Status st = receiveLoop(w, conn);
