@@ -718,14 +718,8 @@ TEST(CyclePolicy, LeavesTimeInTheWindowForTheRequestsInFlightToArrive)
 	// The leecher lets the requests in flight arrive before it sends Finalize. With 30 MB in
 	// flight at a 100 MB/s peak that takes 0.3 s, so a closing window must finalize that
 	// much earlier -- and the source must still be in the low phase when Finalize goes out.
-	Wave w;
-	w.periodSec = 4;
-	w.duty = 0.4;
-	w.low = 0.01e6;
-	w.high = 30e6;
-	w.noise = 0.05;
-	PolicyOptions post;
-	post.postCopyFollows = true;
+	Wave w{.periodSec = 4, .duty = 0.4, .low = 0.01e6, .high = 30e6, .noise = 0.05};
+	const PolicyOptions post{.postCopyFollows = true};
 	for (int k = 0; k < 3; k++) {
 		w.phaseSec = 0.7 * k;
 		std::vector<double> dirty = test::sampleWave(w, kDt, 400, 70 + k);
