@@ -11,6 +11,7 @@
 #include <ferry/base/log.h>
 #include <ferry/qmp/vm_scenario.h>
 
+#include "commands.h"
 #include "vm_modes.h"
 
 using namespace ferry;
@@ -81,12 +82,7 @@ int main(int argc, char **argv)
 	std::string compress = "zstd";
 	vm->add_option("--compress", compress, "ferry modes: compression of the pre-copy pull (none|zstd|zstd:LEVEL)")
 		->capture_default_str()
-		->check(CLI::Validator(
-			[](std::string &v) {
-				auto r = ferry::parseCompressionSpec(v);
-				return r.ok() ? std::string() : r.error().message();
-			},
-			"none|zstd|zstd:LEVEL"));
+		->check(ferry::compressionValidator());
 	// Matrix drivers (bench/vm/stock-matrix) call us once per run, interleaving cases so that
 	// load drift on the host spreads over all of them; this keeps the records' run numbers right.
 	vm->add_option("--first-run", firstRun, "run number of the first run (records are numbered from it)")
