@@ -11,9 +11,9 @@
 #include <cstring>
 #include <random>
 
-#include <ferry/dirty/tracker.h>
-#include <ferry/sys/mapping.h>
-#include <ferry/sys/pagemap_scan.h>
+#include "ferry/dirty/tracker.h"
+#include "ferry/sys/mapping.h"
+#include "ferry/sys/pagemap_scan.h"
 
 using namespace ferry;
 

@@ -34,8 +34,8 @@
 #include <thread>
 #include <vector>
 
-#include <ferry/sys/mapping.h>
-#include <ferry/sys/userfaultfd.h>
+#include "ferry/sys/mapping.h"
+#include "ferry/sys/userfaultfd.h"
 
 using namespace ferry;
 

@@ -8,11 +8,11 @@
 
 #include <CLI/CLI.hpp>
 
-#include <ferry/base/log.h>
-#include <ferry/qmp/vm_scenario.h>
+#include "ferry/base/log.h"
+#include "harness/vm_scenario.h"
 
-#include "commands.h"
-#include "vm_modes.h"
+#include "cli/options.h"
+#include "harness/vm_modes.h"
 
 using namespace ferry;
 

@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
+#include "ferry/base/clock.h"
 #include "ferry/base/log.h"
 
 #include <cstdio>
@@ -11,12 +12,6 @@ namespace {
 std::atomic<int> g_level{static_cast<int>(LogLevel::Info)};
 std::mutex g_writeLock; // keeps lines from different threads whole
 
-int64_t monotonicNs()
-{
-	timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return int64_t(ts.tv_sec) * 1000000000 + ts.tv_nsec;
-}
 } // namespace
 
 void setLogLevel(LogLevel level) { g_level = static_cast<int>(level); }

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 // Generic dirty tracking by content: XXH3-64 of every chunk, compared with the previous pass.
 // Works on any readable memory without kernel support, at the price of reading it all.
-#include <ferry/dirty/tracker.h>
+#include "ferry/dirty/tracker.h"
 
 #include <sys/uio.h>
 

@@ -3,7 +3,7 @@
 
 #include <limits>
 
-#include <ferry/sys/mapping.h>
+#include "ferry/sys/mapping.h"
 
 namespace ferry {
 

@@ -2,7 +2,7 @@
 // Internal: validation shared by the trackers.
 #pragma once
 
-#include <ferry/dirty/tracker.h>
+#include "ferry/dirty/tracker.h"
 
 namespace ferry::dirty {
 

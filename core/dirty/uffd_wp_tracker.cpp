@@ -2,13 +2,13 @@
 // Exact dirty tracking: userfaultfd async write-protect keeps one "written" bit per page in
 // the page tables of the tracked process (cleared uffd-wp bit), PAGEMAP_SCAN reads and
 // re-arms them in one walk. No fault ever reaches user space and the writer never blocks.
-#include <ferry/dirty/tracker.h>
+#include "ferry/dirty/tracker.h"
 
 #include <algorithm>
 
-#include <ferry/sys/kernel_compat.h>
-#include <ferry/sys/mapping.h>
-#include <ferry/sys/pagemap_scan.h>
+#include "ferry/sys/kernel_compat.h"
+#include "ferry/sys/mapping.h"
+#include "ferry/sys/pagemap_scan.h"
 
 #include "dirty/region_check.h"
 

@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
+#include "ferry/base/clock.h"
 #include "ferry/link/link_emulator.h"
 
 #include <fcntl.h>
@@ -35,13 +36,6 @@ constexpr int64_t kMaxQueueNs = 10 * 1000000;
 constexpr size_t kMaxSegments = 1u << 16;
 
 __extension__ typedef unsigned __int128 U128;
-
-int64_t nowNs()
-{
-	timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return int64_t(ts.tv_sec) * kNsPerSec + ts.tv_nsec;
-}
 
 // SO_LINGER {on, 0} makes close() send RST and drop unsent data: an abrupt cut, as a failed
 // link or a killed peer looks to the other side.
@@ -374,7 +368,7 @@ void Relay::run()
 			abort = true;
 			break;
 		}
-		int64_t now = nowNs();
+		int64_t now = monotonicNs();
 		Status st = up.pump(now);
 		if (st.ok())
 			st = down.pump(now);
@@ -387,7 +381,7 @@ void Relay::run()
 		if (up.done() && down.done())
 			break;
 
-		now = nowNs();
+		now = monotonicNs();
 		// Only fds with interest are polled (fd -1 is ignored), so a hung-up socket we are
 		// not reading cannot make ppoll return immediately over and over.
 		short cev = short((up.canRead(now) ? POLLIN : 0) | (down.wantsPollOut() ? POLLOUT : 0));

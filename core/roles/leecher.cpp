@@ -53,20 +53,31 @@ const char *leecherStateName(LeecherState s)
 	return "?";
 }
 
-std::string LeecherReport::toJson() const
+JsonValue LeecherReport::toJson() const
 {
-	std::string v = verified.has_value() ? (*verified ? "true" : "false") : "null";
-	return fmt::format(
-		"{{\"mode\":\"{}\",\"bytes_total\":{},\"bytes_transferred\":{},\"precopy_ms\":{:.1f},"
-		"\"downtime_ms\":{:.1f},\"postcopy_ms\":{:.1f},\"faults\":{},\"local_faults\":{},"
-		"\"stale_chunks_at_finalize\":{},\"dirty_chunks_at_finalize\":{},\"rounds\":{},"
-		"\"reconnects\":{},\"first_pass_ms\":{:.1f},\"finalize_reason\":\"{}\",\"completed\":{},\"verified\":{},"
-		"\"compressed_chunks\":{},\"compressed_raw_bytes\":{},\"in_flight_at_decision\":{},"
-		"\"in_flight_at_finalize\":{},\"drain_ms\":{:.1f}}}",
-		migrationModeName(mode), bytesTotal, bytesTransferred, precopyMs, downtimeMs, postcopyMs,
-		faults, localFaults, staleChunksAtFinalize, dirtyChunksAtFinalize, rounds, reconnects,
-		firstPassMs, finalizeReason, completed ? "true" : "false", v, compressedChunks, compressedRawBytes,
-		inFlightChunksAtDecision, inFlightChunksAtFinalize, drainMs);
+	JsonValue j = JsonValue::object();
+	j.set("mode", migrationModeName(mode))
+		.set("bytes_total", bytesTotal)
+		.set("bytes_transferred", bytesTransferred)
+		.set("precopy_ms", precopyMs)
+		.set("downtime_ms", downtimeMs)
+		.set("postcopy_ms", postcopyMs)
+		.set("faults", faults)
+		.set("local_faults", localFaults)
+		.set("stale_chunks_at_finalize", staleChunksAtFinalize)
+		.set("dirty_chunks_at_finalize", dirtyChunksAtFinalize)
+		.set("rounds", uint64_t(rounds))
+		.set("reconnects", reconnects)
+		.set("first_pass_ms", firstPassMs)
+		.set("finalize_reason", finalizeReason)
+		.set("completed", completed)
+		.set("verified", verified ? JsonValue::boolean(*verified) : JsonValue())
+		.set("compressed_chunks", compressedChunks)
+		.set("compressed_raw_bytes", compressedRawBytes)
+		.set("in_flight_at_decision", inFlightChunksAtDecision)
+		.set("in_flight_at_finalize", inFlightChunksAtFinalize)
+		.set("drain_ms", drainMs);
+	return j;
 }
 
 namespace {

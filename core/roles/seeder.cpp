@@ -65,6 +65,22 @@ Status Seeder::transition(SeederState to)
 	return {};
 }
 
+JsonValue SeederStats::toJson() const
+{
+	JsonValue j = JsonValue::object();
+	j.set("chunks_served", chunksServed)
+		.set("zero_chunks_served", zeroChunksServed)
+		.set("pages_served", pagesServed)
+		.set("bytes_sent", bytesSent)
+		.set("dirty_reports", dirtyReports)
+		.set("dirty_chunks_reported", dirtyChunksReported)
+		.set("final_dirty_chunks", finalDirtyChunks)
+		.set("compressed_chunks", compressedChunks)
+		.set("compressed_raw_bytes", compressedRawBytes)
+		.set("compressed_wire_bytes", compressedWireBytes);
+	return j;
+}
+
 SeederStats Seeder::stats() const
 {
 	std::lock_guard g(lock_);

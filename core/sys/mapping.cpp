@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
-#include <ferry/sys/mapping.h>
+#include "ferry/sys/mapping.h"
 
 #include <sys/mman.h>
 #include <unistd.h>

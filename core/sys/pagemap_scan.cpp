@@ -1,13 +1,13 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
-#include <ferry/sys/pagemap_scan.h>
+#include "ferry/sys/pagemap_scan.h"
 
 #include <fcntl.h>
 #include <sys/mman.h>
 
 #include <array>
 
-#include <ferry/sys/kernel_compat.h>
-#include <ferry/sys/mapping.h>
+#include "ferry/sys/kernel_compat.h"
+#include "ferry/sys/mapping.h"
 
 namespace ferry {
 

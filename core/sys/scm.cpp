@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
-#include <ferry/sys/scm.h>
+#include "ferry/sys/scm.h"
 
 #include <sys/socket.h>
 

@@ -1,12 +1,12 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
-#include <ferry/sys/userfaultfd.h>
+#include "ferry/sys/userfaultfd.h"
 
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include <ferry/sys/mapping.h>
+#include "ferry/sys/mapping.h"
 
 namespace ferry {
 

@@ -29,13 +29,13 @@
 #include <string_view>
 #include <vector>
 
-#include <ferry/base/result.h>
-#include <ferry/dirty/tracker.h>
-#include <ferry/sys/fd.h>
-#include <ferry/sys/kernel_compat.h>
-#include <ferry/sys/mapping.h>
-#include <ferry/sys/scm.h>
-#include <ferry/sys/userfaultfd.h>
+#include "ferry/base/result.h"
+#include "ferry/dirty/tracker.h"
+#include "ferry/sys/fd.h"
+#include "ferry/sys/kernel_compat.h"
+#include "ferry/sys/mapping.h"
+#include "ferry/sys/scm.h"
+#include "ferry/sys/userfaultfd.h"
 
 #include "agent_protocol.h"
 

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
-#include <ferry/qmp/dirty_rate.h>
+#include "ferry/base/clock.h"
+#include "ferry/qmp/dirty_rate.h"
 
 #include <algorithm>
 #include <cerrno>
@@ -9,13 +10,6 @@
 namespace ferry {
 
 namespace {
-
-int64_t monotonicNs()
-{
-	timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return int64_t(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
-}
 
 int64_t toNs(std::chrono::milliseconds ms)
 {

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
-#include <ferry/qmp/qmp_client.h>
+#include "ferry/base/clock.h"
+#include "ferry/qmp/qmp_client.h"
 
 #include <poll.h>
 #include <sys/socket.h>
@@ -9,20 +10,13 @@
 #include <algorithm>
 #include <thread>
 
-#include <ferry/base/log.h>
+#include "ferry/base/log.h"
 
 namespace ferry {
 
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-int64_t monotonicNs()
-{
-	timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
-}
 
 // Milliseconds left until deadline, rounded up, for poll(); 0 once passed.
 int msUntil(Clock::time_point deadline)

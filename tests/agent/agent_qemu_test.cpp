@@ -15,13 +15,13 @@
 
 #include <gtest/gtest.h>
 
-#include <ferry/dirty/tracker.h>
-#include <ferry/qmp/qemu_launcher.h>
-#include <ferry/sys/mapping.h>
-#include <ferry/sys/pagemap_scan.h>
-#include <ferry/sys/userfaultfd.h>
+#include "ferry/dirty/tracker.h"
+#include "harness/qemu_launcher.h"
+#include "ferry/sys/mapping.h"
+#include "ferry/sys/pagemap_scan.h"
+#include "ferry/sys/userfaultfd.h"
 
-#include "agent/agent_client.h"
+#include "vm/agent_client.h"
 #include "agent/agent_protocol.h"
 
 using namespace ferry;

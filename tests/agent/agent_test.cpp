@@ -22,14 +22,14 @@
 
 #include <gtest/gtest.h>
 
-#include <ferry/dirty/tracker.h>
-#include <ferry/sys/kernel_compat.h>
-#include <ferry/sys/mapping.h>
-#include <ferry/sys/pagemap_scan.h>
-#include <ferry/sys/scm.h>
-#include <ferry/sys/userfaultfd.h>
+#include "ferry/dirty/tracker.h"
+#include "ferry/sys/kernel_compat.h"
+#include "ferry/sys/mapping.h"
+#include "ferry/sys/pagemap_scan.h"
+#include "ferry/sys/scm.h"
+#include "ferry/sys/userfaultfd.h"
 
-#include "agent/agent_client.h"
+#include "vm/agent_client.h"
 #include "agent/agent_protocol.h"
 #include "host_pattern.h"
 

@@ -3,7 +3,7 @@
 // process or by a forked child that writes a known random set of pages on command. The
 // tracker must report exactly the chunks written: none missing, none extra, including
 // never-touched pages, pages only read, and over repeated rounds.
-#include <ferry/dirty/tracker.h>
+#include "ferry/dirty/tracker.h"
 
 #include <gtest/gtest.h>
 
@@ -11,9 +11,9 @@
 #include <random>
 #include <set>
 
-#include <ferry/sys/mapping.h>
-#include <ferry/sys/pagemap_scan.h>
-#include <ferry/sys/scm.h>
+#include "ferry/sys/mapping.h"
+#include "ferry/sys/pagemap_scan.h"
+#include "ferry/sys/scm.h"
 
 #include "../sys/child_process.h"
 

@@ -14,10 +14,10 @@
 
 #include <gtest/gtest.h>
 
-#include <ferry/cycles/analyser.h>
-#include <ferry/qmp/console_watcher.h>
-#include <ferry/qmp/dirty_rate.h>
-#include <ferry/qmp/qemu_launcher.h>
+#include "ferry/cycles/analyser.h"
+#include "harness/console_watcher.h"
+#include "ferry/qmp/dirty_rate.h"
+#include "harness/qemu_launcher.h"
 
 #include "fake_qmp_server.h"
 

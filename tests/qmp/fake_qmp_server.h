@@ -12,8 +12,8 @@
 
 #include <gtest/gtest.h>
 
-#include <ferry/qmp/json_value.h>
-#include <ferry/sys/fd.h>
+#include "ferry/base/json.h"
+#include "ferry/sys/fd.h"
 
 namespace ferry::test {
 

@@ -5,7 +5,7 @@
 
 #include <gtest/gtest.h>
 
-#include <ferry/qmp/qmp_client.h>
+#include "ferry/qmp/qmp_client.h"
 
 #include "fake_qmp_server.h"
 

@@ -5,8 +5,8 @@
 
 #include <gtest/gtest.h>
 
-#include <ferry/qmp/qemu_launcher.h>
-#include <ferry/qmp/qmp_client.h>
+#include "harness/qemu_launcher.h"
+#include "ferry/qmp/qmp_client.h"
 
 using namespace std::chrono_literals;
 using namespace ferry;

@@ -11,7 +11,7 @@
 
 #include <gtest/gtest.h>
 
-#include "demo_app.h"
+#include "demo/demo_app.h"
 #include "ferry/dirty/tracker.h"
 #include "ferry/roles/leecher.h"
 #include "ferry/roles/seeder.h"

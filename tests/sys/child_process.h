@@ -12,8 +12,8 @@
 
 #include <functional>
 
-#include <ferry/base/result.h>
-#include <ferry/sys/fd.h>
+#include "ferry/base/result.h"
+#include "ferry/sys/fd.h"
 
 namespace ferry::test {
 

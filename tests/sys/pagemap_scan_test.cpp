@@ -1,15 +1,15 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
-#include <ferry/sys/pagemap_scan.h>
+#include "ferry/sys/pagemap_scan.h"
 
 #include <gtest/gtest.h>
 
 #include <random>
 #include <set>
 
-#include <ferry/dirty/tracker.h>
-#include <ferry/sys/kernel_compat.h>
-#include <ferry/sys/mapping.h>
-#include <ferry/sys/userfaultfd.h>
+#include "ferry/dirty/tracker.h"
+#include "ferry/sys/kernel_compat.h"
+#include "ferry/sys/mapping.h"
+#include "ferry/sys/userfaultfd.h"
 
 using namespace ferry;
 

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
-#include <ferry/sys/scm.h>
+#include "ferry/sys/scm.h"
 
 #include <gtest/gtest.h>
 
@@ -8,8 +8,8 @@
 
 #include <cstring>
 
-#include <ferry/sys/mapping.h>
-#include <ferry/sys/userfaultfd.h>
+#include "ferry/sys/mapping.h"
+#include "ferry/sys/userfaultfd.h"
 
 #include "child_process.h"
 

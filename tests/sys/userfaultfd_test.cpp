@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
-#include <ferry/sys/userfaultfd.h>
+#include "ferry/sys/userfaultfd.h"
 
 #include <gtest/gtest.h>
 
@@ -9,8 +9,8 @@
 #include <cstring>
 #include <thread>
 
-#include <ferry/sys/mapping.h>
-#include <ferry/sys/scm.h>
+#include "ferry/sys/mapping.h"
+#include "ferry/sys/scm.h"
 
 #include "child_process.h"
 

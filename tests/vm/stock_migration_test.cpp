@@ -7,9 +7,9 @@
 
 #include <gtest/gtest.h>
 
-#include <ferry/qmp/console_watcher.h>
-#include <ferry/qmp/qemu_launcher.h>
-#include <ferry/qmp/vm_scenario.h>
+#include "harness/console_watcher.h"
+#include "harness/qemu_launcher.h"
+#include "harness/vm_scenario.h"
 
 using namespace std::chrono_literals;
 using namespace ferry;

@@ -19,8 +19,8 @@
 #include <sys/types.h>
 #include <vector>
 
-#include <ferry/base/result.h>
-#include <ferry/sys/userfaultfd.h>
+#include "ferry/base/result.h"
+#include "ferry/sys/userfaultfd.h"
 
 namespace ferry {
 

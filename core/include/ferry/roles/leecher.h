@@ -19,6 +19,7 @@
 #include <optional>
 #include <string>
 
+#include "ferry/base/json.h"
 #include "ferry/base/result.h"
 #include "ferry/cycles/policy.h"
 #include "ferry/sys/userfaultfd.h"
@@ -106,7 +107,7 @@ struct LeecherReport {
 	bool completed = false;
 	std::optional<bool> verified;   // set when verification ran
 	uint64_t verifyMismatchedChunks = 0;
-	std::string toJson() const;
+	JsonValue toJson() const;
 };
 
 class Leecher {

@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "ferry/base/json.h"
 #include "ferry/base/result.h"
 #include "ferry/dirty/tracker.h"
 #include "ferry/wire/compress.h"
@@ -57,6 +58,7 @@ struct SeederStats {
 		 dirtyChunksReported = 0, finalDirtyChunks = 0;
 	// Chunks sent as ChunkZstd, and their bytes before and after compression.
 	uint64_t compressedChunks = 0, compressedRawBytes = 0, compressedWireBytes = 0;
+	JsonValue toJson() const;
 };
 
 class Seeder {

@@ -7,8 +7,8 @@
 #include <sys/mman.h> // PROT_*, MAP_* for Mapping::map()
 #include <sys/types.h>
 
-#include <ferry/base/result.h>
-#include <ferry/sys/fd.h>
+#include "ferry/base/result.h"
+#include "ferry/sys/fd.h"
 
 namespace ferry {
 

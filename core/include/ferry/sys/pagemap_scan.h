@@ -14,8 +14,8 @@
 #include <sys/types.h>
 #include <vector>
 
-#include <ferry/base/result.h>
-#include <ferry/sys/fd.h>
+#include "ferry/base/result.h"
+#include "ferry/sys/fd.h"
 
 namespace ferry {
 

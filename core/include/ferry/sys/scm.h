@@ -10,8 +10,8 @@
 #include <span>
 #include <vector>
 
-#include <ferry/base/result.h>
-#include <ferry/sys/fd.h>
+#include "ferry/base/result.h"
+#include "ferry/sys/fd.h"
 
 namespace ferry {
 

@@ -17,9 +17,9 @@
 #include <string>
 #include <vector>
 
-#include <ferry/base/result.h>
-#include <ferry/sys/fd.h>
-#include <ferry/sys/kernel_compat.h>
+#include "ferry/base/result.h"
+#include "ferry/sys/fd.h"
+#include "ferry/sys/kernel_compat.h"
 
 namespace ferry {
 

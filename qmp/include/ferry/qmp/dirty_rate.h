@@ -30,9 +30,9 @@
 #include <string>
 #include <string_view>
 
-#include <ferry/base/result.h>
-#include <ferry/qmp/json_value.h>
-#include <ferry/qmp/qmp_client.h>
+#include "ferry/base/result.h"
+#include "ferry/base/json.h"
+#include "ferry/qmp/qmp_client.h"
 
 namespace ferry {
 

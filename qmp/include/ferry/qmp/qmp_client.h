@@ -22,9 +22,9 @@
 #include <utility>
 #include <vector>
 
-#include <ferry/base/result.h>
-#include <ferry/qmp/json_value.h>
-#include <ferry/sys/fd.h>
+#include "ferry/base/result.h"
+#include "ferry/base/json.h"
+#include "ferry/sys/fd.h"
 
 namespace ferry {
 

@@ -1,0 +1,24 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+// The two clocks ferry reads: CLOCK_MONOTONIC for intervals and deadlines, CLOCK_REALTIME only
+// for instants two hosts compare (a source's suspend time against the destination's resume).
+#pragma once
+
+#include <cstdint>
+#include <time.h>
+
+namespace ferry {
+
+inline int64_t clockNs(clockid_t id)
+{
+	timespec ts;
+	clock_gettime(id, &ts);
+	return int64_t(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+}
+
+inline int64_t monotonicNs() { return clockNs(CLOCK_MONOTONIC); }
+inline int64_t realtimeNs() { return clockNs(CLOCK_REALTIME); }
+
+// Milliseconds between two monotonicNs() readings.
+inline double msBetween(int64_t fromNs, int64_t toNs) { return double(toNs - fromNs) / 1e6; }
+
+} // namespace ferry

@@ -1,0 +1,82 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+#include "cli/interrupt.h"
+
+#include <poll.h>
+#include <signal.h>
+#include <sys/eventfd.h>
+#include <sys/signalfd.h>
+#include <thread>
+#include <unistd.h>
+
+namespace ferry {
+
+namespace {
+
+Result<UniqueFd> blockAndOpenSignalfd()
+{
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	// Blocked signals stay pending until the signalfd reads them; threads started later
+	// inherit the mask, so no thread runs a handler.
+	if (int e = ::pthread_sigmask(SIG_BLOCK, &set, nullptr))
+		return Error::fromErrno("pthread_sigmask", e);
+	UniqueFd fd(::signalfd(-1, &set, SFD_CLOEXEC));
+	if (!fd)
+		return Error::fromErrno("signalfd");
+	return fd;
+}
+
+} // namespace
+
+struct InterruptWatcher::State {
+	UniqueFd sigFd, stopFd;
+	std::thread thread; // last: joined before the fds close
+};
+
+InterruptWatcher::InterruptWatcher(std::unique_ptr<State> s) : s_(std::move(s)) {}
+
+Result<std::unique_ptr<InterruptWatcher>> InterruptWatcher::start(std::function<void(int)> onInterrupt)
+{
+	auto s = std::make_unique<State>();
+	FERRY_ASSIGN(s->sigFd, blockAndOpenSignalfd());
+	s->stopFd.reset(::eventfd(0, EFD_CLOEXEC));
+	if (!s->stopFd)
+		return Error::fromErrno("eventfd");
+	s->thread = std::thread([sig = s->sigFd.get(), stop = s->stopFd.get(), cb = std::move(onInterrupt)] {
+		pollfd p[2] = {{sig, POLLIN, 0}, {stop, POLLIN, 0}};
+		for (;;) {
+			if (::poll(p, 2, -1) < 0)
+				continue; // EINTR only: nothing is handled by signal handlers here
+			if (p[1].revents)
+				return;
+			signalfd_siginfo si;
+			if (::read(sig, &si, sizeof si) == ssize_t(sizeof si))
+				cb(int(si.ssi_signo)); // every signal: a second Ctrl-C may mean "now"
+		}
+	});
+	return std::unique_ptr<InterruptWatcher>(new InterruptWatcher(std::move(s)));
+}
+
+InterruptWatcher::~InterruptWatcher()
+{
+	uint64_t one = 1;
+	(void)!::write(s_->stopFd.get(), &one, sizeof one);
+	s_->thread.join();
+}
+
+Result<int> InterruptWatcher::waitForSignal()
+{
+	FERRY_ASSIGN(UniqueFd fd, blockAndOpenSignalfd());
+	signalfd_siginfo si;
+	for (;;) {
+		ssize_t n = ::read(fd.get(), &si, sizeof si);
+		if (n == ssize_t(sizeof si))
+			return int(si.ssi_signo);
+		if (n < 0 && errno != EINTR)
+			return Error::fromErrno("read signalfd");
+	}
+}
+
+} // namespace ferry

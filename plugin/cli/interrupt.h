@@ -1,0 +1,33 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+// SIGINT and SIGTERM for a long-running command, through a signalfd: no handler, no flag to
+// poll. start() blocks both signals in the calling thread (call it before starting threads,
+// which inherit the mask) and runs `onInterrupt` on a thread that sleeps in poll() on the
+// signalfd until a signal arrives or the watcher is destroyed.
+#pragma once
+
+#include <functional>
+#include <memory>
+
+#include "ferry/base/result.h"
+#include "ferry/sys/fd.h"
+
+namespace ferry {
+
+class InterruptWatcher {
+public:
+	static Result<std::unique_ptr<InterruptWatcher>> start(std::function<void(int signo)> onInterrupt);
+	~InterruptWatcher(); // stops and joins the watching thread
+	InterruptWatcher(const InterruptWatcher &) = delete;
+	InterruptWatcher &operator=(const InterruptWatcher &) = delete;
+
+	// Blocks the caller until SIGINT/SIGTERM arrives (for commands with nothing else to do).
+	// Returns the signal number.
+	static Result<int> waitForSignal();
+
+private:
+	struct State;
+	explicit InterruptWatcher(std::unique_ptr<State> s);
+	std::unique_ptr<State> s_;
+};
+
+} // namespace ferry

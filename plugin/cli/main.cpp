@@ -1,0 +1,44 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+// ferry: live migration of memory regions and QEMU VMs.
+#include <csignal>
+
+#include "cli/commands.h"
+#include "cli/monitor.h"
+#include "ferry/base/log.h"
+
+int main(int argc, char **argv)
+{
+	std::signal(SIGPIPE, SIG_IGN); // a dead peer is an EPIPE error, never a signal
+	CLI::App app{"ferry: live migration by pull pre-copy, exact dirty tracking and userfaultfd post-copy"};
+	app.require_subcommand(1);
+	std::string level = "info";
+	app.add_option("--log-level", level, "debug, info, warn, error or off")->capture_default_str();
+
+	std::vector<std::pair<CLI::App *, ferry::CommandRunner>> cmds;
+	auto track = [&](ferry::CommandRunner r) {
+		cmds.emplace_back(app.get_subcommands({}).back(), std::move(r));
+	};
+	track(ferry::addDemoCommand(app));
+	track(ferry::addSeedCommand(app));
+	track(ferry::addLeechCommand(app));
+	track(ferry::addLinkCommand(app));
+	track(ferry::addMonitorCommand(app));
+	track(ferry::addMigrateCommand(app));
+	track(ferry::addReceiveCommand(app));
+	ferry::CommandRunner destApp;
+	ferry::CommandRunner sourceApp = ferry::addAppCommands(app, &destApp);
+	cmds.emplace_back(app.get_subcommand("__app-source"), sourceApp);
+	cmds.emplace_back(app.get_subcommand("__app-dest"), destApp);
+
+	CLI11_PARSE(app, argc, argv);
+	ferry::LogLevel l;
+	if (!ferry::parseLogLevel(level, &l)) {
+		fmt::print(stderr, "ferry: unknown log level '{}'\n", level);
+		return 2;
+	}
+	ferry::setLogLevel(l);
+	for (auto &[sub, run] : cmds)
+		if (sub->parsed())
+			return run();
+	return 2;
+}

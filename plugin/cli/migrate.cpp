@@ -1,0 +1,82 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+// `ferry migrate` (source host): serve a running QEMU's RAM to `ferry receive`, stop it at
+// finalize and send device state at the switch-over. The QEMU must be prepared for ferry
+// (shared memfd RAM, agent shim preloaded; see docs/vm-migration.md).
+#include <cstdio>
+
+#include "cli/commands.h"
+#include "cli/interrupt.h"
+#include "vm/vm_migration.h"
+
+namespace ferry {
+
+namespace {
+
+struct MigrateArgs {
+	std::string qmp, agent, listen = "tcp:0.0.0.0:7070", deviceUri, ramMatch = "memory-backend-memfd";
+	bool keepSource = false;
+	SeederArgs seeder{.chunkKib = 16}; // guests write 4 KiB pages at random: small chunks re-send less
+};
+
+int runMigrate(const MigrateArgs &a)
+{
+	auto ep = parseEndpoint(a.listen);
+	if (!ep.ok())
+		return reportError("migrate", ep.error().context("--listen"));
+	auto so = a.seeder.build();
+	if (!so.ok())
+		return reportError("migrate", so.error());
+	auto qmp = QmpClient::connect(a.qmp, std::chrono::seconds(10));
+	if (!qmp.ok())
+		return reportError("migrate", qmp.error().context("source QMP"));
+	pid_t pid;
+	{
+		auto agent = AgentClient::connect(a.agent, std::chrono::seconds(10));
+		if (!agent.ok())
+			return reportError("migrate", agent.error().context("source agent"));
+		auto p = agent->ping();
+		if (!p.ok())
+			return reportError("migrate", p.error().context("source agent"));
+		pid = *p;
+	}
+	auto seeder = VmSeeder::create({&*qmp, a.agent, a.ramMatch}, pid, a.deviceUri, *so, !a.keepSource);
+	if (!seeder.ok())
+		return reportError("migrate", seeder.error());
+	auto listener = Listener::listen(*ep);
+	if (!listener.ok())
+		return reportError("migrate", listener.error().context("listen"));
+	fmt::print("listening on {}\n", listener->boundEndpoint().str());
+	std::fflush(stdout);
+	auto interrupts = InterruptWatcher::start([s = seeder->get()](int) { s->seeder().stop(); });
+	if (!interrupts.ok())
+		return reportError("migrate", interrupts.error());
+	Status st = (*seeder)->serve(*listener);
+	interrupts->reset();
+	JsonValue summary = (*seeder)->seeder().stats().toJson();
+	summary.set("role", "source").set("state", seederStateName((*seeder)->seeder().state()))
+		.set("ram_bytes", (*seeder)->ramSize());
+	fmt::print("{}\n", summary.toString());
+	std::fflush(stdout);
+	if (!st.ok())
+		return reportError("migrate", st.error());
+	return 0;
+}
+
+} // namespace
+
+CommandRunner addMigrateCommand(CLI::App &app)
+{
+	auto a = std::make_shared<MigrateArgs>();
+	auto *c = app.add_subcommand("migrate", "Source host: serve a running QEMU's RAM to `ferry receive`, stop it at finalize, "
+						"send device state at the switch-over");
+	c->add_option("--qmp", a->qmp, "Source QEMU's QMP socket")->required();
+	c->add_option("--agent", a->agent, "Source QEMU's agent socket (FERRY_AGENT_SOCKET)")->required();
+	c->add_option("--listen", a->listen, "Where `ferry receive` connects")->capture_default_str()->check(endpointValidator());
+	c->add_option("--device-uri", a->deviceUri, "Destination QEMU's incoming URI for device state (e.g. tcp:dest:4444)")->required();
+	c->add_option("--ram-match", a->ramMatch, "Substring of guest RAM's mapping path")->capture_default_str();
+	c->add_flag("--keep-source", a->keepSource, "Leave the source QEMU paused at the end instead of quitting it");
+	a->seeder.addTo(c);
+	return [a] { return runMigrate(*a); };
+}
+
+} // namespace ferry

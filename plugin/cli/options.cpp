@@ -1,0 +1,146 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+#include "cli/options.h"
+
+#include <fmt/format.h>
+
+#include "ferry/wire/compress.h"
+
+namespace ferry {
+
+namespace {
+
+// --help text of every --finalize option (the policies are in core/finalize/policy.h).
+constexpr const char *kFinalizeHelp =
+	"Finalize policy: immediate | threshold | local-minimum | cycle, optionally with "
+	"':key=value,...' (deadline, budget, chunks, rounds, max-rounds, patience, margin, "
+	"warmup, interval; cycle: hold=off|hot|all, default hot: hold every chunk while the "
+	"analyser warms up, then the recently written ones outside low windows)";
+
+constexpr const char *kCompressHelp =
+	"Compression of the pre-copy pull: zstd (level 1), zstd:LEVEL (1..19) or none. Chunks that "
+	"do not shrink by 1/32 go raw; fault replies are never compressed";
+
+std::chrono::milliseconds msFromSec(double s) { return std::chrono::milliseconds(int64_t(s * 1000)); }
+
+} // namespace
+
+int reportError(std::string_view cmd, const Error &e)
+{
+	fmt::print(stderr, "ferry {}: error: {}\n", cmd, e.message());
+	return 1;
+}
+
+CLI::Validator compressionValidator()
+{
+	return CLI::Validator(
+		[](std::string &v) -> std::string {
+			auto r = parseCompressionSpec(v);
+			return r.ok() ? std::string() : r.error().message();
+		},
+		"none|zstd|zstd:LEVEL");
+}
+
+CLI::Validator endpointValidator()
+{
+	return CLI::Validator(
+		[](std::string &v) -> std::string {
+			auto r = parseEndpoint(v);
+			return r.ok() ? std::string() : r.error().message();
+		},
+		"tcp:HOST:PORT|unix:PATH");
+}
+
+void LeecherArgs::addTo(CLI::App *c, const char *verifyHelp, bool compressOption)
+{
+	c->add_option("--mode", mode, "hybrid (post-copy faults) or precopy")->capture_default_str()->check(CLI::IsMember({"hybrid", "precopy"}));
+	c->add_option("--connections", connections, "Data connections")->capture_default_str()->check(CLI::Range(1, 64));
+	c->add_option("--depth", depth, "Chunks in flight per connection")->capture_default_str()->check(CLI::Range(1, 4096));
+	c->add_option("--finalize", finalize, kFinalizeHelp)->capture_default_str();
+	c->add_option("--deadline-s", deadlineS, "Finalize anyway this long after the pull started")->capture_default_str()->check(CLI::Range(0.0, 86400.0));
+	c->add_option("--sample-ms", sampleMs, "Dirty-rate sampling interval")->capture_default_str()->check(CLI::Range(10.0, 1000.0));
+	c->add_option("--reconnect-timeout-s", reconnectTimeoutS, "How long a lost seeder is retried before the migration fails")->capture_default_str()->check(CLI::Range(0.1, 3600.0));
+	if (verifyHelp)
+		c->add_flag("--verify", verify, verifyHelp);
+	if (compressOption)
+		c->add_option("--compress", compress, "Ask the seeder to compress the pre-copy pull: zstd (any level) or none")->capture_default_str()->check(compressionValidator());
+}
+
+Result<LeecherOptions> LeecherArgs::build(const Endpoint &seeder) const
+{
+	LeecherOptions lo;
+	lo.seeder = seeder;
+	if (!parseMigrationMode(mode, &lo.mode))
+		return Error::format(EINVAL, "--mode must be hybrid or precopy, not '{}'", mode);
+	lo.connections = connections;
+	lo.depth = depth;
+	lo.finalizePolicy = finalize;
+	lo.policy.deadlineSec = deadlineS;
+	lo.policy.sampleIntervalSec = sampleMs / 1000;
+	lo.sampleInterval = std::chrono::milliseconds(int64_t(sampleMs));
+	lo.reconnectTimeout = msFromSec(reconnectTimeoutS);
+	lo.verify = verify;
+	FERRY_ASSIGN(CompressionSpec spec, parseCompressionSpec(compress).context("--compress"));
+	lo.compression = spec.enabled();
+	return lo;
+}
+
+std::vector<std::string> LeecherArgs::toArgs() const
+{
+	std::vector<std::string> a = {"--mode", mode, "--connections", std::to_string(connections),
+				      "--depth", std::to_string(depth), "--finalize", finalize,
+				      "--deadline-s", fmt::format("{}", deadlineS), "--sample-ms",
+				      fmt::format("{}", sampleMs), "--reconnect-timeout-s",
+				      fmt::format("{}", reconnectTimeoutS), "--compress", compress};
+	if (verify)
+		a.push_back("--verify");
+	return a;
+}
+
+void SeederArgs::addTo(CLI::App *c)
+{
+	c->add_option("--chunk-kib", chunkKib, "Chunk size (a power of two >= 4)")->capture_default_str()->check(CLI::Range(4u, 65536u));
+	c->add_option("--rollback-timeout-s", rollbackTimeoutS, "Resume the source if the destination vanishes after finalize but before the switch-over")->capture_default_str()->check(CLI::Range(0.1, 3600.0));
+	c->add_option("--compress", compress, kCompressHelp)->capture_default_str()->check(compressionValidator());
+}
+
+Result<SeederOptions> SeederArgs::build() const
+{
+	if (chunkKib < 4 || (chunkKib & (chunkKib - 1)))
+		return Error(EINVAL, "--chunk-kib must be a power of two >= 4");
+	SeederOptions so;
+	so.chunkSize = chunkKib * 1024;
+	so.rollbackTimeout = msFromSec(rollbackTimeoutS);
+	FERRY_ASSIGN(so.compression, parseCompressionSpec(compress).context("--compress"));
+	return so;
+}
+
+std::vector<std::string> SeederArgs::toArgs() const
+{
+	return {"--chunk-kib", std::to_string(chunkKib), "--rollback-timeout-s", fmt::format("{}", rollbackTimeoutS),
+		"--compress", compress};
+}
+
+void SourceAppArgs::addTo(CLI::App *c)
+{
+	c->add_option("--size-mib", sizeMib, "Region size")->capture_default_str()->check(CLI::Range(0.004, 1048576.0));
+	c->add_option("--write-mbps", writeMbps, "Application write rate, MB/s of 4 KiB pages")->capture_default_str()->check(CLI::Range(0.0, 100000.0));
+	c->add_option("--pattern", pattern, "random or seq")->capture_default_str()->check(CLI::IsMember({"random", "seq"}));
+	c->add_option("--fill", fill, "Fraction of the region holding data at start (rest zero)")->capture_default_str()->check(CLI::Range(0.0, 1.0));
+	c->add_option("--fill-kind", fillKind, "That data: random (incompressible) or text (compresses like logs)")->capture_default_str()->check(CLI::IsMember({"random", "text"}));
+	c->add_option("--seed", seed, "Random seed of the application")->capture_default_str();
+	c->add_option("--period-s", periodS, "Cyclic writes: period in seconds (0 = constant rate)")->capture_default_str()->check(CLI::Range(0.0, 3600.0));
+	c->add_option("--duty", duty, "Cyclic writes: fraction of the period at --write-mbps")->capture_default_str()->check(CLI::Range(0.0, 1.0));
+	c->add_option("--low-mbps", lowMbps, "Cyclic writes: rate in the low phase")->capture_default_str()->check(CLI::Range(0.0, 100000.0));
+	c->add_option("--phase", phase, "Cyclic writes: starting phase, 0..1")->capture_default_str()->check(CLI::Range(0.0, 1.0));
+}
+
+std::vector<std::string> SourceAppArgs::toArgs() const
+{
+	return {"--size-mib", fmt::format("{}", sizeMib), "--write-mbps", fmt::format("{}", writeMbps),
+		"--pattern", pattern, "--fill", fmt::format("{}", fill), "--fill-kind", fillKind,
+		"--seed", std::to_string(seed), "--period-s", fmt::format("{}", periodS),
+		"--duty", fmt::format("{}", duty), "--low-mbps", fmt::format("{}", lowMbps),
+		"--phase", fmt::format("{}", phase)};
+}
+
+} // namespace ferry

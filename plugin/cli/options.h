@@ -1,0 +1,74 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+// The option groups the `ferry` commands share, each registered on a CLI11 subcommand and
+// turned into the engine's options in one place: the leecher's (leech, receive, demo), the
+// seeder's (seed, migrate, demo) and the demo source application's (seed, demo). A command
+// that runs another one as a child process (demo) passes a group on with toArgs().
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+#include "ferry/base/result.h"
+#include "ferry/roles/leecher.h"
+#include "ferry/roles/seeder.h"
+#include "ferry/wire/endpoint.h"
+
+namespace ferry {
+
+// What a command's run step returns: the process exit code.
+using CommandRunner = std::function<int()>;
+
+// Prints "ferry CMD: error: ..." on stderr; returns exit code 1.
+int reportError(std::string_view cmd, const Error &e);
+
+// --compress: accepts exactly what parseCompressionSpec accepts.
+CLI::Validator compressionValidator();
+// An endpoint option (tcp:HOST:PORT, unix:PATH): accepts exactly what parseEndpoint accepts.
+CLI::Validator endpointValidator();
+
+struct LeecherArgs {
+	std::string mode = "hybrid";
+	unsigned connections = 2;
+	unsigned depth = 64;
+	std::string finalize = "immediate";
+	double deadlineS = 60;
+	double sampleMs = 100;
+	double reconnectTimeoutS = 15;
+	bool verify = false;
+	std::string compress = "zstd";
+
+	// `verifyHelp` differs between a region (leech) and a VM (receive); null: no --verify.
+	// compressOption false: the command's seeder group owns --compress (demo).
+	void addTo(CLI::App *c, const char *verifyHelp, bool compressOption = true);
+	Result<LeecherOptions> build(const Endpoint &seeder) const;
+	std::vector<std::string> toArgs() const;
+};
+
+struct SeederArgs {
+	unsigned chunkKib = 64;
+	double rollbackTimeoutS = 10;
+	std::string compress = "zstd";
+
+	void addTo(CLI::App *c);
+	Result<SeederOptions> build() const;
+	std::vector<std::string> toArgs() const;
+};
+
+// The demo source application (plugin/demo): size, write rate and pattern, cycles.
+struct SourceAppArgs {
+	double sizeMib = 256;
+	double writeMbps = 50;
+	std::string pattern = "random";
+	double fill = 1.0;
+	std::string fillKind = "random";
+	uint64_t seed = 1;
+	double periodS = 0, duty = 0.5, lowMbps = 0, phase = 0;
+
+	void addTo(CLI::App *c);
+	std::vector<std::string> toArgs() const;
+};
+
+} // namespace ferry

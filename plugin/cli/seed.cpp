@@ -1,0 +1,101 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+// `ferry seed`: the source side of a region migration. Runs the demo source application,
+// tracks its writes and serves its region to one leecher.
+#include <cstdio>
+
+#include "cli/commands.h"
+#include "cli/interrupt.h"
+#include "demo/demo_app.h"
+#include "ferry/dirty/tracker.h"
+
+namespace ferry {
+
+namespace {
+
+struct SeedArgs {
+	std::string listen = "tcp:0.0.0.0:7070";
+	std::string tracker = "uffd";
+	SourceAppArgs app;
+	SeederArgs seeder;
+};
+
+SourceAppOptions sourceAppOptions(const SourceAppArgs &a)
+{
+	SourceAppOptions o;
+	o.size = (uint64_t(a.sizeMib * 1024 * 1024) + 4095) & ~uint64_t(4095);
+	o.writeMBps = a.writeMbps;
+	o.sequential = a.pattern == "seq";
+	o.fill = a.fill;
+	o.textFill = a.fillKind == "text";
+	o.seed = a.seed;
+	o.periodSec = a.periodS;
+	o.duty = a.duty;
+	o.lowMBps = a.lowMbps;
+	o.phase = a.phase;
+	return o;
+}
+
+Result<std::unique_ptr<DirtyTracker>> makeTracker(const std::string &kind, SourceAppHandle &src, size_t chunkSize)
+{
+	TrackedRegion region{src.pid(), src.base(), src.size(), chunkSize};
+	if (kind == "uffd") {
+		FERRY_ASSIGN(Userfaultfd uffd, src.takeUffd());
+		return makeUffdWpTracker(region, std::move(uffd));
+	}
+	if (kind == "xxh3")
+		return makeHashTracker(region);
+	return Error::format(EINVAL, "unknown tracker '{}'", kind);
+}
+
+int runSeed(const SeedArgs &a)
+{
+	auto ep = parseEndpoint(a.listen);
+	if (!ep.ok())
+		return reportError("seed", ep.error().context("--listen"));
+	auto so = a.seeder.build();
+	if (!so.ok())
+		return reportError("seed", so.error());
+	auto src = SourceAppHandle::spawn(sourceAppOptions(a.app));
+	if (!src.ok())
+		return reportError("seed", src.error().context("start source application"));
+	auto tracker = makeTracker(a.tracker, *src, so->chunkSize);
+	if (!tracker.ok())
+		return reportError("seed", tracker.error().context(fmt::format("tracker {}", a.tracker)));
+	auto listener = Listener::listen(*ep);
+	if (!listener.ok())
+		return reportError("seed", listener.error().context("listen"));
+	// The first stdout line tells scripts (and `ferry demo`) where to connect.
+	fmt::print("listening on {}\n", listener->boundEndpoint().str());
+	std::fflush(stdout);
+
+	SourceAppHandle *s = &src.value();
+	SeederHooks hooks{[s] { return s->suspend(); }, [s] { return s->resume(); }, [s] { s->quit(); }, {}};
+	Seeder seeder(s->mapping().data(), s->size(), std::move(tracker).value(), hooks, *so);
+	auto interrupts = InterruptWatcher::start([&seeder](int) { seeder.stop(); });
+	if (!interrupts.ok())
+		return reportError("seed", interrupts.error());
+	Status st = seeder.serve(*listener);
+	interrupts->reset();
+	JsonValue summary = seeder.stats().toJson();
+	summary.set("role", "seeder").set("state", seederStateName(seeder.state())).set("tracker", a.tracker);
+	fmt::print("{}\n", summary.toString());
+	std::fflush(stdout);
+	if (!st.ok())
+		return reportError("seed", st.error());
+	return 0;
+}
+
+} // namespace
+
+CommandRunner addSeedCommand(CLI::App &app)
+{
+	auto a = std::make_shared<SeedArgs>();
+	auto *c = app.add_subcommand("seed", "Source side: run the demo application and serve its memory to a leecher");
+	c->add_option("--listen", a->listen, "tcp:HOST:PORT or unix:/path")->capture_default_str()->check(endpointValidator());
+	c->add_option("--tracker", a->tracker, "uffd (exact: uffd-wp + PAGEMAP_SCAN) or xxh3 (hashing)")->capture_default_str()->check(CLI::IsMember({"uffd", "xxh3"}));
+	a->app.addTo(c);
+	a->seeder.addTo(c);
+	return [a] { return runSeed(*a); };
+}
+
+} // namespace ferry
