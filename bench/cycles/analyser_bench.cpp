@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "ferry/cycles/analyser.h"
-#include "ferry/cycles/policy.h"
+#include "ferry/finalize/policy.h"
 
 using namespace ferry;
 

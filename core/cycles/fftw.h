@@ -6,6 +6,9 @@
 // Plans are made with FFTW_ESTIMATE, which never touches the arrays while planning; that lets
 // us plan on the buffers we already filled.
 #pragma once
+#ifndef FERRY_CORE_INTERNAL
+#error "an internal header of ferry-core: include the public ones (ferry/...) instead"
+#endif
 
 #include <cstddef>
 #include <memory>

@@ -1,6 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 // Internal: validation shared by the trackers.
 #pragma once
+#ifndef FERRY_CORE_INTERNAL
+#error "an internal header of ferry-core: include the public ones (ferry/...) instead"
+#endif
 
 #include "ferry/dirty/tracker.h"
 

@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 #include "ferry/roles/chunk_map.h"
 
+#include <cassert>
+
 #include <cmath>
 #include <limits>
 
@@ -24,8 +26,25 @@ ChunkMap::ChunkMap(uint32_t chunkCount)
 	counts_.missing = chunkCount;
 }
 
+// The moves a chunk may make. Missing and Stale chunks are requested (InFlight); a reply makes
+// a chunk Local, or Stale when it was written while in flight; a failed request makes it
+// Stale (owed again, first in line); a write reported for a Local chunk makes it Stale.
+// Nothing else: a Local chunk is never requested, a Missing one never becomes Local unseen.
+bool ChunkMap::legalMove(ChunkState from, ChunkState to)
+{
+	switch (to) {
+	case ChunkState::InFlight: return from == ChunkState::Missing || from == ChunkState::Stale;
+	case ChunkState::Local: return from == ChunkState::InFlight;
+	case ChunkState::Stale: return from == ChunkState::InFlight || from == ChunkState::Local;
+	case ChunkState::Missing: return false;
+	}
+	return false;
+}
+
 void ChunkMap::setState(uint32_t index, ChunkState s)
 {
+	// Our own invariant, not peer input: every caller has checked the state it moves from.
+	assert(legalMove(state_[index], s));
 	auto counter = [this](ChunkState st) -> uint64_t & {
 		switch (st) {
 		case ChunkState::Missing: return counts_.missing;

@@ -10,7 +10,8 @@
 
 #include "ferry/base/log.h"
 #include "ferry/wire/protocol.h"
-#include "roles/util.h"
+#include "base/bytes.h"
+#include "ferry/base/clock.h"
 
 namespace ferry {
 
@@ -142,11 +143,6 @@ constexpr size_t kCompressBatchBytes = 4u << 20;
 // region (a freshly booted guest) cheap to pull.
 Status Seeder::serveRange(Connection &conn, ConnState *cs, uint64_t reqId, uint32_t first, uint32_t count)
 {
-	struct Prefix {
-		uint8_t hdr[kHeaderSize];
-		uint8_t idx[4];
-	};
-	static_assert(sizeof(Prefix) == kHeaderSize + 4, "header and index must be contiguous");
 	// Where a frame's body is: guest memory (raw chunk), the arena (compressed) or nowhere.
 	struct Body {
 		const uint8_t *raw = nullptr;
@@ -157,7 +153,7 @@ Status Seeder::serveRange(Connection &conn, ConnState *cs, uint64_t reqId, uint3
 	if (comp && cs->arena.size() < kCompressBatchBytes + bound)
 		cs->arena.resize(kCompressBatchBytes + bound);
 
-	std::vector<Prefix> prefixes(count);
+	std::vector<ChunkFramePrefix> prefixes(count);
 	std::vector<Body> bodies(count);
 	std::vector<iovec> iov;
 	iov.reserve(size_t(count) * 2);
@@ -167,7 +163,7 @@ Status Seeder::serveRange(Connection &conn, ConnState *cs, uint64_t reqId, uint3
 	auto flush = [&](uint32_t end) -> Status {
 		iov.clear();
 		for (uint32_t k = batchStart; k < end; k++) {
-			iov.push_back({prefixes[k].hdr, kHeaderSize + 4}); // hdr and idx are adjacent
+			iov.push_back({prefixes[k].bytes, sizeof prefixes[k].bytes});
 			const Body &b = bodies[k];
 			if (b.raw)
 				iov.push_back({const_cast<uint8_t *>(b.raw), b.len});
@@ -183,10 +179,9 @@ Status Seeder::serveRange(Connection &conn, ConnState *cs, uint64_t reqId, uint3
 		uint64_t off = uint64_t(index) * opts_.chunkSize;
 		size_t len = std::min<uint64_t>(opts_.chunkSize, size_ - off);
 		const uint8_t *p = data_ + off;
-		FrameHeader h;
-		h.requestId = reqId;
+		MsgType type;
 		if (opts_.sendZeroChunksAsMarkers && isZero(p, len)) {
-			h.type = MsgType::ChunkZero;
+			type = MsgType::ChunkZero;
 			add.zeroChunksServed++;
 		} else {
 			std::optional<size_t> z;
@@ -202,22 +197,20 @@ Status Seeder::serveRange(Connection &conn, ConnState *cs, uint64_t reqId, uint3
 				z = comp->compress(cs->snapshot, {cs->arena.data() + arenaUsed, bound});
 			}
 			if (z) {
-				h.type = MsgType::ChunkZstd;
+				type = MsgType::ChunkZstd;
 				bodies[k] = {nullptr, arenaUsed, *z};
 				arenaUsed += *z;
 				add.compressedChunks++;
 				add.compressedRawBytes += len;
 				add.compressedWireBytes += *z;
 			} else {
-				h.type = MsgType::Chunk;
+				type = MsgType::Chunk;
 				bodies[k] = {p, 0, len};
 			}
 			add.chunksServed++;
 			add.bytesSent += bodies[k].len;
 		}
-		h.payloadLen = uint32_t(4 + bodies[k].len);
-		encodeHeader(h, prefixes[k].hdr);
-		putLe32(prefixes[k].idx, index);
+		prefixes[k] = encodeChunkFramePrefix(type, reqId, index, uint32_t(bodies[k].len));
 	}
 	FERRY_TRY(flush(count));
 	std::lock_guard g(lock_);
@@ -235,11 +228,8 @@ Status Seeder::serveRange(Connection &conn, ConnState *cs, uint64_t reqId, uint3
 Status Seeder::servePages(Connection &conn, uint64_t reqId, uint32_t index, uint64_t mask)
 {
 	const uint8_t *chunk = data_ + uint64_t(index) * opts_.chunkSize;
-	uint8_t prefix[12];
-	putLe32(prefix, index);
-	for (int i = 0; i < 8; i++)
-		prefix[4 + i] = uint8_t(mask >> (8 * i));
-	std::vector<iovec> parts{{prefix, sizeof prefix}};
+	auto prefix = encodePagesPrefix(GetPagesMsg{index, mask});
+	std::vector<iovec> parts{{prefix.data(), prefix.size()}};
 	uint64_t bytes = 0;
 	for (unsigned p = 0; p < 64;) {
 		if (!(mask >> p & 1)) {
@@ -306,13 +296,8 @@ Status Seeder::handleFrame(Connection &conn, ConnState &cs, const FrameHeader &h
 	case MsgType::GetChunk: {
 		if (st == SeederState::Serving)
 			return Error(EPROTO, "GetChunk before TrackStart: data could go stale unnoticed");
-		if (pl.size() != 4)
-			return Error::format(EPROTO, "GetChunk payload is {} bytes, expected 4", pl.size());
-		uint32_t index = getLe32(pl.data());
-		if (index >= chunkCount_)
-			return Error::format(ERANGE, "GetChunk index {} out of range (chunks: {})", index,
-					     chunkCount_);
-		return serveChunk(conn, h.requestId, index);
+		FERRY_ASSIGN(GetChunkMsg m, decodeGetChunk(pl, chunkCount_));
+		return serveChunk(conn, h.requestId, m.chunkIndex);
 	}
 	case MsgType::GetRange: {
 		if (st == SeederState::Serving)
@@ -393,11 +378,8 @@ Status Seeder::handleFrame(Connection &conn, ConnState &cs, const FrameHeader &h
 		return conn.send(MsgType::DoneAck, h.requestId, {});
 	case MsgType::Ping:
 		return conn.send(MsgType::Pong, h.requestId, pl);
-	case MsgType::Error: {
-		auto e = decodeError(pl);
-		return Error(e.ok() ? e->errnoValue : EPROTO,
-			     fmt::format("peer reported: {}", e.ok() ? e->message : "malformed error"));
-	}
+	case MsgType::Error:
+		return peerError(pl);
 	default:
 		return Error::format(EPROTO, "unexpected message {} from leecher", msgTypeName(h.type));
 	}

@@ -568,6 +568,42 @@ Result<uint32_t> negotiateVersion(const HelloMsg &hello)
 	return hi;
 }
 
+Result<uint32_t> decodeWholeChunkPrefix(const FrameHeader &h, std::span<const uint8_t> prefix,
+					const ChunkGeometry &g)
+{
+	if (h.type == MsgType::ChunkZstd)
+		return decodeChunkZstdPrefix(h, prefix, g);
+	return decodeChunkPrefix(h, prefix, g);
+}
+
+ChunkFramePrefix encodeChunkFramePrefix(MsgType type, uint64_t requestId, uint32_t index, uint32_t bodyLen)
+{
+	ChunkFramePrefix p;
+	FrameHeader h;
+	h.type = type;
+	h.requestId = requestId;
+	h.payloadLen = uint32_t(kChunkPrefixSize) + bodyLen;
+	encodeHeader(h, p.bytes);
+	store32(p.bytes + kHeaderSize, index);
+	return p;
+}
+
+std::array<uint8_t, kPagesPrefixSize> encodePagesPrefix(const GetPagesMsg &m)
+{
+	std::array<uint8_t, kPagesPrefixSize> p;
+	store32(p.data(), m.chunkIndex);
+	store64(p.data() + 4, m.pageMask);
+	return p;
+}
+
+ferry::Error peerError(std::span<const uint8_t> errorPayload)
+{
+	auto m = decodeError(errorPayload);
+	if (!m.ok())
+		return ferry::Error(EPROTO, "peer sent a malformed Error frame");
+	return peerError(*m);
+}
+
 ferry::Error peerError(const ErrorMsg &m)
 {
 	// The message is peer-controlled: keep it printable so it cannot mangle our logs.

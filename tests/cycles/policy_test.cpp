@@ -6,7 +6,7 @@
 #include <optional>
 #include <random>
 
-#include "ferry/cycles/policy.h"
+#include "ferry/finalize/policy.h"
 #include "synthetic.h"
 
 using namespace ferry;

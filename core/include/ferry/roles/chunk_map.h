@@ -104,7 +104,8 @@ public:
 	std::vector<std::pair<uint32_t, uint32_t>> localRuns(uint32_t from, uint32_t to) const;
 
 private:
-	void setState(uint32_t index, ChunkState s); // keeps counts_ in step; lock held
+	static bool legalMove(ChunkState from, ChunkState to);
+	void setState(uint32_t index, ChunkState s); // checks the move, keeps counts_ in step; lock held
 	std::optional<ChunkRequest> takeLocked();
 	bool heldLocked(uint32_t index) const; // the hot-chunk hold applies to it
 	void deferLocked(uint32_t index);

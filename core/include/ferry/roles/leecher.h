@@ -21,7 +21,7 @@
 
 #include "ferry/base/json.h"
 #include "ferry/base/result.h"
-#include "ferry/cycles/policy.h"
+#include "ferry/finalize/policy.h"
 #include "ferry/sys/userfaultfd.h"
 #include "ferry/wire/endpoint.h"
 
@@ -31,7 +31,10 @@ enum class MigrationMode { Hybrid, PreCopy };
 const char *migrationModeName(MigrationMode m);
 bool parseMigrationMode(std::string_view s, MigrationMode *out);
 
-enum class LeecherState { Connecting, PreCopy, Finalizing, PostCopy, Draining, Verifying, Done, Failed };
+// Connecting -> PreCopy -> Quiescing (the policy decided; in-flight requests arrive before
+// Finalize) -> Finalizing -> PostCopy (hybrid) | Draining (precopy: stale chunks fetched while
+// the source is suspended) -> [Verifying] -> Done. Any error ends in Failed.
+enum class LeecherState { Connecting, PreCopy, Quiescing, Finalizing, PostCopy, Draining, Verifying, Done, Failed };
 const char *leecherStateName(LeecherState s);
 
 // What the application hands over at switch-over in hybrid mode: a userfaultfd created in

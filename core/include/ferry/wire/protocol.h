@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstddef>
+#include <array>
 #include <cstdint>
 #include <span>
 #include <string>
@@ -263,6 +264,21 @@ Result<uint32_t> decodeChunkPrefix(const FrameHeader &h, std::span<const uint8_t
 Result<uint32_t> decodeChunkZstdPrefix(const FrameHeader &h, std::span<const uint8_t> prefix,
 				       const ChunkGeometry &g);
 
+// Any reply that carries a whole chunk (Chunk, ChunkZero, ChunkZstd): the index, with the
+// checks of the decoder for its type.
+Result<uint32_t> decodeWholeChunkPrefix(const FrameHeader &h, std::span<const uint8_t> prefix,
+					const ChunkGeometry &g);
+
+// The prefix of a chunk-carrying reply that is sent from the sender's own memory: the frame
+// header and the chunk index, contiguous, so a batch of replies is one gathered write of
+// {prefix, body} pairs. type is Chunk, ChunkZero (bodyLen 0) or ChunkZstd.
+struct ChunkFramePrefix {
+	uint8_t bytes[kHeaderSize + kChunkPrefixSize];
+};
+ChunkFramePrefix encodeChunkFramePrefix(MsgType type, uint64_t requestId, uint32_t index, uint32_t bodyLen);
+// The 12-byte prefix of a Pages payload (chunk index and page mask); the pages follow.
+std::array<uint8_t, kPagesPrefixSize> encodePagesPrefix(const GetPagesMsg &m);
+
 // Version negotiation for the seeder: the highest version both sides speak, or
 // EPROTONOSUPPORT with "unsupported protocol version range A..B; this side speaks 1..1".
 Result<uint32_t> negotiateVersion(const HelloMsg &hello);
@@ -270,5 +286,7 @@ Result<uint32_t> negotiateVersion(const HelloMsg &hello);
 // Turns a received ErrorMsg into an Error for the caller ("peer error: <message>", errno kept
 // when it is a plausible errno value, EPROTO otherwise).
 ferry::Error peerError(const ErrorMsg &m);
+// The same from an Error frame's payload; a malformed one is EPROTO "malformed Error frame".
+ferry::Error peerError(std::span<const uint8_t> errorPayload);
 
 } // namespace ferry

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
-#include "ferry/cycles/policy.h"
+#include "ferry/finalize/policy.h"
 
 #include <algorithm>
 #include <charconv>

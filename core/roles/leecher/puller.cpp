@@ -1,0 +1,375 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+#include "roles/leecher/puller.h"
+
+#include <cstring>
+#include <optional>
+#include <unordered_map>
+
+#include "ferry/base/clock.h"
+#include "ferry/base/log.h"
+#include "ferry/wire/compress.h"
+
+namespace ferry {
+
+namespace {
+
+constexpr auto kReconnectBackoff = std::chrono::milliseconds(100);
+
+} // namespace
+
+struct Puller::Worker {
+	unsigned id;
+	std::thread thread;
+	std::mutex lock;
+	std::condition_variable cv;
+	struct Pending {
+		ChunkRequest req;
+		uint32_t received = 0; // replies so far (a range gets one per chunk, in order)
+	};
+	std::unordered_map<uint64_t, Pending> pending; // requestId -> what was asked
+	uint32_t inflightChunks = 0;                   // chunks asked for, not yet received
+	uint64_t nextId = 1;
+	std::atomic<uint64_t> liveBytes{0};            // bytes received on the current connection
+	Connection *current = nullptr;                 // guarded by lock
+	int borrowers = 0;                             // threads sending on *current outside lock
+	bool dead = false;                             // current connection is going away
+	std::atomic<bool> zstd{false};                 // current connection may send ChunkZstd
+	ChunkDecompressor decompressor;                // receiver thread only
+	std::vector<uint8_t> zbuf;                     // receiver thread only: one compressed frame
+};
+
+Puller::Puller(SeederSession &session, LocalRegion &region, ChunkMap &map, FailureLatch &failure,
+	       const LeecherOptions &opts)
+	: session_(session), region_(region), map_(map), failure_(failure), opts_(opts)
+{
+	for (unsigned i = 0; i < std::max(1u, opts_.connections); i++) {
+		auto w = std::make_unique<Worker>();
+		w->id = i;
+		workers_.push_back(std::move(w));
+	}
+}
+
+Puller::~Puller() { stop(); }
+
+void Puller::start()
+{
+	for (auto &w : workers_)
+		w->thread = std::thread([this, p = w.get()] { workerLoop(p); });
+}
+
+void Puller::stop()
+{
+	stopping_ = true;
+	map_.close();
+	for (auto &w : workers_) {
+		{
+			std::lock_guard g(w->lock);
+			if (w->current)
+				w->current->shutdown(); // unblocks its receiver
+		}
+		w->cv.notify_all();
+	}
+	for (auto &w : workers_)
+		if (w->thread.joinable())
+			w->thread.join();
+}
+
+void Puller::setOnChunkLocal(std::function<void(uint32_t)> fn)
+{
+	onChunkLocal_ = std::move(fn);
+	notifyLocal_.store(true, std::memory_order_release);
+}
+
+void Puller::giveUp(Error e)
+{
+	failure_.fail(std::move(e));
+	map_.close();
+	idleCv_.notify_all();
+}
+
+uint64_t Puller::inFlightChunks() const
+{
+	uint64_t n = 0;
+	for (auto &w : workers_) {
+		std::lock_guard g(w->lock);
+		n += w->inflightChunks;
+	}
+	return n;
+}
+
+bool Puller::waitIdle(std::chrono::milliseconds max)
+{
+	std::unique_lock g(idleLock_);
+	return idleCv_.wait_for(g, max, [&] { return inFlightChunks() == 0 || failure_.get(); }) &&
+	       inFlightChunks() == 0;
+}
+
+uint64_t Puller::bytesReceived() const
+{
+	uint64_t b = closedBytes_.load();
+	for (auto &w : workers_)
+		b += w->liveBytes.load();
+	return b;
+}
+
+void Puller::senderLoop(Worker *w, Connection *conn, std::atomic<bool> *dead)
+{
+	for (;;) {
+		{
+			std::unique_lock g(w->lock);
+			w->cv.wait(g, [&] { return *dead || stopping_ || w->inflightChunks < opts_.depth; });
+			if (*dead || stopping_)
+				return;
+		}
+		std::optional<ChunkRequest> req = map_.next(true, dead);
+		if (!req)
+			return; // map closed
+		normalize(*req);
+		uint64_t id;
+		{
+			std::lock_guard g(w->lock);
+			if (*dead) {
+				for (uint32_t k = 0; k < req->count; k++)
+					map_.requestFailed(req->index + k);
+				return;
+			}
+			id = w->nextId++;
+			w->pending[id] = {*req, 0};
+			w->inflightChunks += req->count;
+		}
+		if (!sendRequest(*conn, id, *req, w->zstd).ok()) {
+			// The receiver sees the broken connection too and fails every pending request.
+			conn->shutdown();
+			return;
+		}
+	}
+}
+
+// Asks for only the written pages when some (not all) pages of a locally whole chunk are
+// stale and the chunk can be addressed by pages; otherwise for the whole chunk (mask 0).
+void Puller::normalize(ChunkRequest &req) const
+{
+	if (!req.pageMask)
+		return;
+	auto pages = pagesInMask(region_.geometry(), req.index, req.pageMask);
+	uint32_t all = uint32_t((region_.length(req.index) + kWirePageSize - 1) / kWirePageSize);
+	if (!pages.ok() || *pages >= all)
+		req.pageMask = 0;
+}
+
+Status Puller::sendRequest(Connection &conn, uint64_t id, const ChunkRequest &req, bool compressible)
+{
+	if (req.count > 1 || (compressible && !req.pageMask))
+		return conn.send(MsgType::GetRange, id, encode(GetRangeMsg{req.index, req.count}));
+	if (req.pageMask)
+		return conn.send(MsgType::GetPages, id, encode(GetPagesMsg{req.index, req.pageMask}));
+	return conn.send(MsgType::GetChunk, id, encode(GetChunkMsg{req.index}));
+}
+
+Status Puller::receiveLoop(Worker *w, Connection &conn)
+{
+	const uint32_t maxPayload = region_.chunkSize + 64;
+	for (;;) {
+		FERRY_ASSIGN(FrameHeader h, conn.recvHeader(maxPayload, -1));
+		w->liveBytes = conn.bytesReceived();
+		FERRY_TRY(receiveReply(w, conn, h));
+		w->liveBytes = conn.bytesReceived();
+	}
+}
+
+// One reply: checked against what its request asked, read straight into the region. The
+// application cannot see the bytes while they are written: before the switch-over it is not
+// running; after it, the pages of a chunk that is not Local are not mapped in its address
+// space (the minor-fault guard) until the fault service installs them.
+Status Puller::receiveReply(Worker *w, Connection &conn, const FrameHeader &h)
+{
+	switch (h.type) {
+	case MsgType::Chunk:
+	case MsgType::ChunkZero:
+	case MsgType::ChunkZstd:
+	case MsgType::Pages:
+		break;
+	case MsgType::Error: {
+		FERRY_ASSIGN(std::vector<uint8_t> p, conn.recvPayload(h));
+		Error e = peerError(p);
+		return Error(EPROTO, e.message()); // a seeder refusing a request is not a network hiccup
+	}
+	default:
+		return Error::format(EPROTO, "unexpected {} on a data connection", msgTypeName(h.type));
+	}
+	if (h.type == MsgType::ChunkZstd && !w->zstd)
+		return Error(EPROTO, "ChunkZstd on a connection that did not negotiate compression");
+	ChunkRequest asked;
+	uint32_t expectIndex;
+	{
+		std::lock_guard g(w->lock);
+		auto it = w->pending.find(h.requestId);
+		if (it == w->pending.end())
+			return Error::format(EPROTO, "reply to unknown request {}", h.requestId);
+		asked = it->second.req;
+		expectIndex = asked.index + it->second.received;
+	}
+	const ChunkGeometry geo = region_.geometry();
+	uint32_t index;
+	bool whole = true;
+	if (h.type == MsgType::Pages) {
+		uint8_t prefix[kPagesPrefixSize];
+		FERRY_TRY(conn.recvExact(prefix, sizeof prefix));
+		FERRY_ASSIGN(GetPagesMsg m, decodePagesPrefix(h, prefix, geo));
+		if (m.chunkIndex != asked.index || m.pageMask != asked.pageMask)
+			return Error::format(EPROTO, "request {} asked chunk {} pages {:#x}, reply carries chunk {} pages {:#x}",
+					     h.requestId, asked.index, asked.pageMask, m.chunkIndex, m.pageMask);
+		index = m.chunkIndex;
+		uint8_t *chunk = region_.chunk(index);
+		for (unsigned p = 0; p < 64;) { // runs of pages, each read in one piece
+			if (!(m.pageMask >> p & 1)) {
+				p++;
+				continue;
+			}
+			unsigned q = p;
+			while (q < 64 && (m.pageMask >> q & 1))
+				q++;
+			FERRY_TRY_CTX(conn.recvExact(chunk + size_t(p) * kWirePageSize, size_t(q - p) * kWirePageSize),
+				      "chunk {} pages", index);
+			p = q;
+		}
+		whole = false;
+	} else {
+		uint8_t prefix[kChunkPrefixSize];
+		FERRY_TRY(conn.recvExact(prefix, sizeof prefix));
+		FERRY_ASSIGN(index, decodeWholeChunkPrefix(h, prefix, geo));
+		if (index != expectIndex || asked.pageMask != 0)
+			return Error::format(EPROTO, "request {} expects chunk {}, reply carries whole chunk {}",
+					     h.requestId, expectIndex, index);
+		const size_t len = region_.length(index);
+		uint8_t *dst = region_.chunk(index);
+		if (h.type == MsgType::Chunk) {
+			region_.absent[index] = 0;
+			FERRY_TRY_CTX(conn.recvExact(dst, len), "chunk {}", index);
+		} else if (h.type == MsgType::ChunkZstd) {
+			w->zbuf.resize(h.payloadLen - kChunkPrefixSize);
+			FERRY_TRY_CTX(conn.recvExact(w->zbuf.data(), w->zbuf.size()), "chunk {}", index);
+			region_.absent[index] = 0;
+			FERRY_TRY_CTX(w->decompressor.decompress(w->zbuf, {dst, len}), "chunk {}", index);
+			compressedChunks_++;
+			compressedRawBytes_ += len;
+		} else if (!region_.absent[index]) {
+			std::memset(dst, 0, len); // ChunkZero over bytes stored earlier
+		}
+	}
+	{
+		std::lock_guard g(w->lock);
+		auto it = w->pending.find(h.requestId);
+		w->inflightChunks--;
+		if (++it->second.received == it->second.req.count)
+			w->pending.erase(it);
+	}
+	w->cv.notify_one();
+	if (map_.completed(index, whole) && notifyLocal_.load(std::memory_order_acquire))
+		onChunkLocal_(index);
+	{
+		std::lock_guard g(idleLock_); // pairs with waitIdle's predicate check
+	}
+	idleCv_.notify_all();
+	return {};
+}
+
+void Puller::workerLoop(Worker *w)
+{
+	int64_t lostSince = 0;
+	bool first = true;
+	while (!stopping_) {
+		HelloReplyMsg reply;
+		auto c = session_.connect("data", opts_.compression ? HelloMsg::kFeatureZstd : 0, &reply);
+		if (!c.ok()) {
+			if (c.error().code() == ESTALE || c.error().code() == EPROTONOSUPPORT || c.error().code() == EACCES)
+				return giveUp(c.error());
+			if (!lostSince)
+				lostSince = monotonicNs();
+			if (monotonicNs() - lostSince > int64_t(opts_.reconnectTimeout.count()) * 1000000)
+				return giveUp(c.error().context(fmt::format("data connection {} (gave up reconnecting)", w->id)));
+			std::this_thread::sleep_for(kReconnectBackoff);
+			continue;
+		}
+		if (!first)
+			session_.countReconnect();
+		first = false;
+		lostSince = 0;
+		Connection conn = std::move(c).value();
+		{
+			std::lock_guard g(w->lock);
+			w->current = &conn;
+			w->dead = false;
+			w->zstd = (reply.flags & HelloReplyMsg::kFlagZstd) != 0;
+		}
+		// stop() may have looked for w->current while this connection was being set up; it
+		// set stopping_ first, so seeing it here means nobody will wake the receiver.
+		if (stopping_)
+			conn.shutdown();
+		std::atomic<bool> dead{false};
+		std::thread sender([&] { senderLoop(w, &conn, &dead); });
+		Status st = receiveLoop(w, conn);
+		conn.shutdown();
+		{
+			std::unique_lock g(w->lock);
+			dead = true;
+			w->dead = true;
+			// A fault thread may be sending on this connection right now.
+			w->cv.wait(g, [&] { return w->borrowers == 0; });
+			w->current = nullptr;
+			for (auto &[id, p] : w->pending)
+				for (uint32_t k = p.received; k < p.req.count; k++)
+					map_.requestFailed(p.req.index + k);
+			w->pending.clear();
+			w->inflightChunks = 0;
+		}
+		w->cv.notify_all();
+		map_.wakeAll(); // a sender blocked in next() sees `dead`
+		sender.join();
+		closedBytes_ += conn.bytesReceived();
+		w->liveBytes = 0;
+		idleCv_.notify_all();
+		if (stopping_)
+			return;
+		if (st.error().code() == EPROTO) // a peer speaking nonsense is not a network hiccup
+			return giveUp(st.error().context(fmt::format("data connection {}", w->id)));
+		FERRY_LOG(Warn, opts_.name, "data connection {} lost: {}; reconnecting", w->id, st.error().message());
+	}
+}
+
+void Puller::requestNow(uint32_t index)
+{
+	std::optional<ChunkRequest> req = map_.claim(index);
+	if (!req)
+		return; // already in flight (or local): the fault waits for it
+	for (size_t k = 0; k < workers_.size(); k++) {
+		Worker *w = workers_[nextFaultWorker_++ % workers_.size()].get();
+		Connection *conn;
+		uint64_t id;
+		// Decide GetPages vs GetChunk before the request is visible to the receiver.
+		ChunkRequest sent = *req;
+		normalize(sent);
+		{
+			std::lock_guard g(w->lock);
+			if (!w->current || w->dead)
+				continue;
+			conn = w->current;
+			id = w->nextId++;
+			w->borrowers++;
+			w->pending[id] = {sent, 0};
+			w->inflightChunks += sent.count;
+		}
+		Status st = sendRequest(*conn, id, sent, false); // a vCPU waits: no compressor on the way
+		{
+			std::lock_guard g(w->lock);
+			w->borrowers--;
+		}
+		w->cv.notify_all();
+		if (!st.ok())
+			conn->shutdown(); // the worker fails the pending request and reconnects
+		return;
+	}
+	map_.requestFailed(index); // queued first; a sender takes it once connected
+}
+
+} // namespace ferry
