@@ -7,7 +7,7 @@
 #include <fmt/format.h>
 
 #include "ferry/cycles/analyser.h"
-#include "synthetic.h"
+#include "support/synthetic_series.h"
 
 using namespace ferry;
 using ferry::test::Shape;

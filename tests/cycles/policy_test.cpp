@@ -7,7 +7,7 @@
 #include <random>
 
 #include "ferry/finalize/policy.h"
-#include "synthetic.h"
+#include "support/synthetic_series.h"
 
 using namespace ferry;
 using ferry::test::Wave;

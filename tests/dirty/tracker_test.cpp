@@ -15,7 +15,7 @@
 #include "ferry/sys/pagemap_scan.h"
 #include "ferry/sys/scm.h"
 
-#include "../sys/child_process.h"
+#include "support/child_process.h"
 
 using namespace ferry;
 

@@ -19,7 +19,7 @@
 #include "ferry/qmp/dirty_rate.h"
 #include "harness/qemu_launcher.h"
 
-#include "fake_qmp_server.h"
+#include "support/fake_qmp_server.h"
 
 using namespace std::chrono_literals;
 using namespace ferry;

@@ -7,7 +7,7 @@
 
 #include "ferry/qmp/qmp_client.h"
 
-#include "fake_qmp_server.h"
+#include "support/fake_qmp_server.h"
 
 using namespace std::chrono_literals;
 using ferry::JsonValue;

@@ -6,7 +6,7 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 
-#include "harness.h"
+#include "support/roles_rig.h"
 #include "ferry/link/link_emulator.h"
 #include "ferry/sys/userfaultfd.h"
 #include "ferry/wire/connection.h"
@@ -396,4 +396,77 @@ TEST(Leecher, RejectsASeederThatSpeaksGarbage)
 	fake.join();
 	ASSERT_FALSE(rep.ok());
 	EXPECT_FALSE(rep.error().message().empty());
+}
+
+namespace {
+
+// A raw client of the seeder: Hello (new or resumed session) and one control request.
+struct RawSession {
+	Connection conn;
+	HelloReplyMsg hello;
+
+	static Result<RawSession> open(const Endpoint &ep, uint64_t sessionId)
+	{
+		FERRY_ASSIGN(Connection c, connectTo(ep, 5000));
+		FERRY_TRY(c.send(MsgType::Hello, 0, encode(HelloMsg{kProtocolVersion, kProtocolVersion, sessionId, "test/raw", 0})));
+		FERRY_ASSIGN(Frame f, recvFrame(c, 64 * 1024, 5000));
+		if (f.header.type != MsgType::HelloReply)
+			return Error::format(EPROTO, "expected HelloReply, got {}", msgTypeName(f.header.type));
+		FERRY_ASSIGN(HelloReplyMsg r, decodeHelloReply(f.payload));
+		return RawSession{std::move(c), r};
+	}
+	Result<Frame> request(MsgType type, uint64_t id)
+	{
+		FERRY_TRY(conn.send(type, id, {}));
+		return recvFrame(conn, 64u << 20, 5000);
+	}
+};
+
+} // namespace
+
+// The seeder hands out a dirty list only once; if the reply is lost with its connection, the
+// chunks in it must be owed again to the session, or the destination would keep stale copies.
+TEST(Seeder, ResendsADirtyListLostWithItsConnectionWhileTheSourceKeepsWriting)
+{
+	requireKernelFeatures();
+	SeederRig seed;
+	SourceAppOptions so;
+	so.size = 16ull << 20;
+	so.writeMBps = 20; // the source keeps writing throughout
+	ASSERT_TRUE(seed.start(so, kChunk).ok());
+	auto first = RawSession::open(seed.endpoint(), 0);
+	ASSERT_TRUE(first.ok()) << first.error().message();
+	auto started = first->request(MsgType::TrackStart, 1);
+	ASSERT_TRUE(started.ok()) << started.error().message();
+	ASSERT_EQ(started->header.type, MsgType::TrackStarted);
+	const uint32_t chunks = uint32_t(so.size / kChunk);
+	// Wait (bounded) for a non-empty dirty list: the one that will be "lost".
+	DirtyListMsg lost;
+	for (uint64_t id = 2; lost.chunks.empty() && id < 200; id++) {
+		auto f = first->request(MsgType::GetDirty, id);
+		ASSERT_TRUE(f.ok()) << f.error().message();
+		ASSERT_EQ(f->header.type, MsgType::DirtyList);
+		auto d = decodeDirtyList(f->payload, chunks);
+		ASSERT_TRUE(d.ok()) << d.error().message();
+		lost = std::move(*d);
+	}
+	ASSERT_FALSE(lost.chunks.empty()) << "the source wrote nothing";
+	// The connection dies before its owner could use the list; the session resumes.
+	first->conn.shutdown();
+	auto again = RawSession::open(seed.endpoint(), first->hello.sessionId);
+	ASSERT_TRUE(again.ok()) << again.error().message();
+	auto f = again->request(MsgType::GetDirty, 1);
+	ASSERT_TRUE(f.ok()) << f.error().message();
+	ASSERT_EQ(f->header.type, MsgType::DirtyList);
+	auto resent = decodeDirtyList(f->payload, chunks);
+	ASSERT_TRUE(resent.ok()) << resent.error().message();
+	for (size_t k = 0; k < lost.chunks.size(); k++) {
+		auto it = std::lower_bound(resent->chunks.begin(), resent->chunks.end(), lost.chunks[k]);
+		ASSERT_TRUE(it != resent->chunks.end() && *it == lost.chunks[k])
+			<< "chunk " << lost.chunks[k] << " of the lost list is not owed again";
+		uint64_t mask = resent->pageMasks.empty() ? kAllPages : resent->pageMasks[size_t(it - resent->chunks.begin())];
+		uint64_t lostMask = lost.pageMasks.empty() ? kAllPages : lost.pageMasks[k];
+		EXPECT_EQ(mask & lostMask, lostMask) << "chunk " << lost.chunks[k] << ": pages of the lost list missing";
+	}
+	EXPECT_TRUE(processAlive(seed.app->pid())) << "the source application must keep running";
 }

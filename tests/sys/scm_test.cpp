@@ -11,7 +11,7 @@
 #include "ferry/sys/mapping.h"
 #include "ferry/sys/userfaultfd.h"
 
-#include "child_process.h"
+#include "support/child_process.h"
 
 using namespace ferry;
 

@@ -12,7 +12,7 @@
 #include "ferry/sys/mapping.h"
 #include "ferry/sys/scm.h"
 
-#include "child_process.h"
+#include "support/child_process.h"
 
 using namespace ferry;
 

@@ -5,6 +5,9 @@
 #pragma once
 
 #include <cstdlib>
+#include <fstream>
+#include <iterator>
+#include <string>
 #include <future>
 #include <optional>
 #include <thread>
@@ -24,6 +27,15 @@ inline std::string ferryBinary()
 {
 	const char *p = std::getenv("FERRY_BIN");
 	return p ? p : "";
+}
+
+// True while `pid` runs (exists and is not a zombie): /proc/PID/stat's state field.
+inline bool processAlive(pid_t pid)
+{
+	std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
+	std::string stat((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+	auto paren = stat.rfind(')');
+	return paren != std::string::npos && paren + 2 < stat.size() && stat[paren + 2] != 'Z';
 }
 
 struct SeederRig {
