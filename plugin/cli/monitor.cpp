@@ -26,11 +26,7 @@ namespace ferry {
 namespace {
 
 struct MonitorArgs {
-	double sizeMib = 256;
-	double writeMbps = 50;
-	std::string pattern = "random";
-	double periodS = 0, duty = 0.5, lowMbps = 0, phase = 0;
-	uint64_t seed = 1;
+	SourceAppArgs app;
 	double intervalMs = 100;
 	double durationS = 20;
 	unsigned chunkKib = 64;
@@ -152,16 +148,7 @@ uint64_t chunkBytes(const std::vector<uint32_t> &chunks, uint64_t chunkSize, uin
 
 Status runMonitorLoop(const MonitorArgs &a)
 {
-	SourceAppOptions app;
-	app.size = (uint64_t(a.sizeMib * 1024 * 1024) + 4095) & ~uint64_t(4095);
-	app.writeMBps = a.writeMbps;
-	app.sequential = a.pattern == "seq";
-	app.seed = a.seed;
-	app.periodSec = a.periodS;
-	app.duty = a.duty;
-	app.lowMBps = a.lowMbps;
-	app.phase = a.phase;
-	FERRY_ASSIGN(SourceAppHandle src, SourceAppHandle::spawn(app).context("start source application"));
+	FERRY_ASSIGN(SourceAppHandle src, SourceAppHandle::spawn(a.app.build()).context("start source application"));
 	const uint64_t chunkSize = uint64_t(a.chunkKib) * 1024;
 	TrackedRegion region{src.pid(), src.base(), src.size(), chunkSize};
 	FERRY_ASSIGN(Userfaultfd uffd, src.takeUffd());
@@ -308,14 +295,7 @@ CommandRunner addMonitorCommand(CLI::App &app)
 	auto *c = app.add_subcommand("monitor", "Run the demo application, sample its dirty rate with the exact "
 						 "tracker and show the workload-cycle analyser's verdict; or, with "
 						 "--qmp, sample a running stock QEMU's dirty rate through QMP");
-	c->add_option("--size-mib", a->sizeMib, "Region size")->capture_default_str()->check(CLI::PositiveNumber);
-	c->add_option("--write-mbps", a->writeMbps, "Application write rate, MB/s of 4 KiB pages")->capture_default_str()->check(CLI::NonNegativeNumber);
-	c->add_option("--pattern", a->pattern, "random or seq")->capture_default_str()->check(CLI::IsMember({"random", "seq"}));
-	c->add_option("--period-s", a->periodS, "Cyclic writes: period in seconds (0 = constant rate)")->capture_default_str()->check(CLI::NonNegativeNumber);
-	c->add_option("--duty", a->duty, "Cyclic writes: fraction of the period at --write-mbps")->capture_default_str()->check(CLI::Range(0.0, 1.0));
-	c->add_option("--low-mbps", a->lowMbps, "Cyclic writes: rate in the low phase")->capture_default_str()->check(CLI::NonNegativeNumber);
-	c->add_option("--phase", a->phase, "Cyclic writes: starting phase, 0..1")->capture_default_str()->check(CLI::Range(0.0, 1.0));
-	c->add_option("--seed", a->seed, "Random seed of the application")->capture_default_str();
+	a->app.addTo(c);
 	auto *interval = c->add_option("--interval-ms", a->intervalMs, "Sampling interval (demo application)")->capture_default_str()->check(CLI::Range(10.0, 10000.0));
 	c->add_option("--duration-s", a->durationS, "How long to monitor (with --qmp: duration / calc-time measurements)")->capture_default_str()->check(CLI::PositiveNumber);
 	c->add_option("--chunk-kib", a->chunkKib, "Chunk size (power of two >= 4)")->capture_default_str();

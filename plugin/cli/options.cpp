@@ -30,24 +30,27 @@ int reportError(std::string_view cmd, const Error &e)
 	return 1;
 }
 
-CLI::Validator compressionValidator()
+namespace {
+
+// A CLI11 check that accepts exactly what `parse` accepts, with its error message.
+template <typename Parse>
+CLI::Validator parsedBy(Parse parse, const char *shape)
 {
 	return CLI::Validator(
-		[](std::string &v) -> std::string {
-			auto r = parseCompressionSpec(v);
+		[parse](std::string &v) -> std::string {
+			auto r = parse(v);
 			return r.ok() ? std::string() : r.error().message();
 		},
-		"none|zstd|zstd:LEVEL");
+		shape);
 }
+
+} // namespace
+
+CLI::Validator compressionValidator() { return parsedBy(parseCompressionSpec, "none|zstd|zstd:LEVEL"); }
 
 CLI::Validator endpointValidator()
 {
-	return CLI::Validator(
-		[](std::string &v) -> std::string {
-			auto r = parseEndpoint(v);
-			return r.ok() ? std::string() : r.error().message();
-		},
-		"tcp:HOST:PORT|unix:PATH");
+	return parsedBy([](const std::string &v) { return parseEndpoint(v); }, "tcp:HOST:PORT|unix:PATH");
 }
 
 void LeecherArgs::addTo(CLI::App *c, const char *verifyHelp, bool compressOption)
@@ -132,6 +135,22 @@ void SourceAppArgs::addTo(CLI::App *c)
 	c->add_option("--duty", duty, "Cyclic writes: fraction of the period at --write-mbps")->capture_default_str()->check(CLI::Range(0.0, 1.0));
 	c->add_option("--low-mbps", lowMbps, "Cyclic writes: rate in the low phase")->capture_default_str()->check(CLI::Range(0.0, 100000.0));
 	c->add_option("--phase", phase, "Cyclic writes: starting phase, 0..1")->capture_default_str()->check(CLI::Range(0.0, 1.0));
+}
+
+SourceAppOptions SourceAppArgs::build() const
+{
+	SourceAppOptions o;
+	o.size = (uint64_t(sizeMib * 1024 * 1024) + 4095) & ~uint64_t(4095);
+	o.writeMBps = writeMbps;
+	o.sequential = pattern == "seq";
+	o.fill = fill;
+	o.textFill = fillKind == "text";
+	o.seed = seed;
+	o.periodSec = periodS;
+	o.duty = duty;
+	o.lowMBps = lowMbps;
+	o.phase = phase;
+	return o;
 }
 
 std::vector<std::string> SourceAppArgs::toArgs() const

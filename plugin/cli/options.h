@@ -11,6 +11,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "demo/demo_app.h"
 #include "ferry/base/result.h"
 #include "ferry/roles/leecher.h"
 #include "ferry/roles/seeder.h"
@@ -68,6 +69,7 @@ struct SourceAppArgs {
 	double periodS = 0, duty = 0.5, lowMbps = 0, phase = 0;
 
 	void addTo(CLI::App *c);
+	SourceAppOptions build() const;
 	std::vector<std::string> toArgs() const;
 };
 

@@ -19,22 +19,6 @@ struct SeedArgs {
 	SeederArgs seeder;
 };
 
-SourceAppOptions sourceAppOptions(const SourceAppArgs &a)
-{
-	SourceAppOptions o;
-	o.size = (uint64_t(a.sizeMib * 1024 * 1024) + 4095) & ~uint64_t(4095);
-	o.writeMBps = a.writeMbps;
-	o.sequential = a.pattern == "seq";
-	o.fill = a.fill;
-	o.textFill = a.fillKind == "text";
-	o.seed = a.seed;
-	o.periodSec = a.periodS;
-	o.duty = a.duty;
-	o.lowMBps = a.lowMbps;
-	o.phase = a.phase;
-	return o;
-}
-
 Result<std::unique_ptr<DirtyTracker>> makeTracker(const std::string &kind, SourceAppHandle &src, size_t chunkSize)
 {
 	TrackedRegion region{src.pid(), src.base(), src.size(), chunkSize};
@@ -55,7 +39,7 @@ int runSeed(const SeedArgs &a)
 	auto so = a.seeder.build();
 	if (!so.ok())
 		return reportError("seed", so.error());
-	auto src = SourceAppHandle::spawn(sourceAppOptions(a.app));
+	auto src = SourceAppHandle::spawn(a.app.build());
 	if (!src.ok())
 		return reportError("seed", src.error().context("start source application"));
 	auto tracker = makeTracker(a.tracker, *src, so->chunkSize);
