@@ -6,6 +6,7 @@
 
 #include "ferry/base/clock.h"
 #include "ferry/base/log.h"
+#include "ferry/base/state_machine.h"
 #include "ferry/roles/chunk_map.h"
 #include "roles/leecher/fault_service.h"
 #include "roles/leecher/local_region.h"
@@ -80,6 +81,23 @@ JsonValue LeecherReport::toJson() const
 
 namespace {
 
+bool legalMove(LeecherState from, LeecherState to)
+{
+	switch (to) {
+	case LeecherState::Connecting: return false;
+	case LeecherState::PreCopy: return from == LeecherState::Connecting;
+	case LeecherState::Quiescing: return from == LeecherState::PreCopy;
+	case LeecherState::Finalizing: return from == LeecherState::Quiescing;
+	case LeecherState::PostCopy:
+	case LeecherState::Draining: return from == LeecherState::Finalizing;
+	case LeecherState::Verifying: return from == LeecherState::PostCopy || from == LeecherState::Draining;
+	case LeecherState::Done:
+		return from == LeecherState::Verifying || from == LeecherState::PostCopy || from == LeecherState::Draining;
+	case LeecherState::Failed: return from != LeecherState::Done && from != LeecherState::Failed;
+	}
+	return false;
+}
+
 // Longest wait for the requests in flight before Finalize: a stuck connection must not stall
 // the finalize.
 constexpr auto kMaxQuiesce = std::chrono::milliseconds(1000);
@@ -95,7 +113,7 @@ public:
 	Result<LeecherReport> run();
 
 private:
-	Status transition(LeecherState to);
+	Status transition(LeecherState to) { return state_.moveTo(to, opts_.name); }
 	Result<LeecherReport> runPhases();
 	Status setUp(LeecherReport &rep);
 	Status preCopy(FinalizePolicy &policy, LeecherReport &rep);
@@ -111,7 +129,7 @@ private:
 	LeecherHooks hooks_;
 	LeecherOptions opts_;
 	std::atomic<bool> stopping_{false};
-	std::atomic<LeecherState> state_{LeecherState::Connecting};
+	StateMachine<LeecherState> state_{LeecherState::Connecting, leecherStateName, legalMove};
 	int64_t startNs_ = 0;
 	SeederSession session_;
 	LocalRegion region_;
@@ -122,30 +140,6 @@ private:
 	std::unique_ptr<Puller> puller_;
 	std::unique_ptr<FaultService> faults_;
 };
-
-Status Leecher::Impl::transition(LeecherState to)
-{
-	const LeecherState from = state_.load();
-	bool legal = false;
-	switch (to) {
-	case LeecherState::Connecting: legal = false; break;
-	case LeecherState::PreCopy: legal = from == LeecherState::Connecting; break;
-	case LeecherState::Quiescing: legal = from == LeecherState::PreCopy; break;
-	case LeecherState::Finalizing: legal = from == LeecherState::Quiescing; break;
-	case LeecherState::PostCopy:
-	case LeecherState::Draining: legal = from == LeecherState::Finalizing; break;
-	case LeecherState::Verifying: legal = from == LeecherState::PostCopy || from == LeecherState::Draining; break;
-	case LeecherState::Done:
-		legal = from == LeecherState::Verifying || from == LeecherState::PostCopy || from == LeecherState::Draining;
-		break;
-	case LeecherState::Failed: legal = from != LeecherState::Done && from != LeecherState::Failed; break;
-	}
-	if (!legal)
-		return Error::format(EPROTO, "illegal transition {} -> {}", leecherStateName(from), leecherStateName(to));
-	state_ = to;
-	FERRY_LOG(Info, opts_.name, "state {} -> {}", leecherStateName(from), leecherStateName(to));
-	return {};
-}
 
 // Session set-up: learn the region, prepare the destination memory, ask the seeder to track.
 Status Leecher::Impl::setUp(LeecherReport &rep)
@@ -369,7 +363,7 @@ void Leecher::Impl::emitProgress(double pullRate, double dirtyRate, const std::s
 	if (!opts_.onProgress)
 		return;
 	const ChunkCounts c = map_->counts();
-	LeecherProgress p{state_.load(), msBetween(startNs_, monotonicNs()) / 1000, region_.chunkCount, c.local,
+	LeecherProgress p{state_.get(), msBetween(startNs_, monotonicNs()) / 1000, region_.chunkCount, c.local,
 			  c.stale, c.missing + c.inFlight, bytesReceived(), pullRate, dirtyRate,
 			  faults_ ? faults_->faults() : 0, policyStatus};
 	opts_.onProgress(p);

@@ -25,7 +25,6 @@ struct DemoArgs {
 	std::string tracker = "uffd";
 	double readMbps = 200;
 	bool noVerify = false;
-	bool quiet = false;
 	SourceAppArgs app;
 	SeederArgs seeder;
 	LeecherArgs leecher;
@@ -135,8 +134,6 @@ int runDemo(const DemoArgs &a)
 					      fmt::format("{}", a.readMbps)};
 	for (auto &v : la.toArgs())
 		leechArgs.push_back(v);
-	if (a.quiet)
-		leechArgs.push_back("--quiet");
 	auto leecher = startChild(leechArgs);
 	if (!leecher.ok()) {
 		seeder->process.kill(SIGTERM);
@@ -172,7 +169,6 @@ CommandRunner addDemoCommand(CLI::App &app)
 	a->seeder.addTo(c);
 	a->leecher.addTo(c, nullptr, false); // the demo always verifies, unless --no-verify
 	c->add_flag("--no-verify", a->noVerify, "Skip the byte-for-byte check");
-	c->add_flag("--quiet", a->quiet, "No progress lines");
 	return [a] { return runDemo(*a); };
 }
 

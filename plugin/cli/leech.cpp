@@ -7,7 +7,6 @@
 #include <sys/mman.h>
 
 #include "cli/commands.h"
-#include "cli/progress.h"
 #include "demo/demo_app.h"
 #include "ferry/base/log.h"
 #include "ferry/sys/mapping.h"
@@ -19,7 +18,6 @@ namespace {
 struct LeechArgs {
 	std::string connect;
 	double readMbps = 200;
-	bool quiet = false;
 	LeecherArgs leecher;
 };
 
@@ -76,14 +74,9 @@ private:
 
 int runLeech(const LeechArgs &a)
 {
-	auto ep = parseEndpoint(a.connect);
-	if (!ep.ok())
-		return reportError("leech", ep.error().context("--connect"));
-	auto lo = a.leecher.build(*ep);
+	auto lo = a.leecher.build(a.connect);
 	if (!lo.ok())
 		return reportError("leech", lo.error());
-	auto printer = std::make_shared<ProgressPrinter>(a.quiet);
-	lo->onProgress = [printer](const LeecherProgress &p) { (*printer)(p); };
 	DestAppOptions dao;
 	dao.faults = lo->mode == MigrationMode::Hybrid;
 	dao.readMBps = a.readMbps;
@@ -93,11 +86,7 @@ int runLeech(const LeechArgs &a)
 	if (!rep.ok())
 		return reportError("leech", rep.error());
 	dest.quit();
-	fmt::print("{}\n", rep->toJson().toString());
-	std::fflush(stdout);
-	if (rep->verified.has_value() && !*rep->verified)
-		return 3;
-	return 0;
+	return finishLeecher(*rep);
 }
 
 } // namespace
@@ -109,7 +98,6 @@ CommandRunner addLeechCommand(CLI::App &app)
 	c->add_option("--connect", a->connect, "Seeder endpoint: tcp:HOST:PORT or unix:/path")->required()->check(endpointValidator());
 	a->leecher.addTo(c, "Compare the region byte for byte with the suspended source at the end");
 	c->add_option("--read-mbps", a->readMbps, "Destination application's random read rate after resume")->capture_default_str()->check(CLI::Range(0.0, 100000.0));
-	c->add_flag("--quiet", a->quiet, "No progress lines");
 	return [a] { return runLeech(*a); };
 }
 

@@ -55,8 +55,7 @@ int runMigrate(const MigrateArgs &a)
 	JsonValue summary = (*seeder)->seeder().stats().toJson();
 	summary.set("role", "source").set("state", seederStateName((*seeder)->seeder().state()))
 		.set("ram_bytes", (*seeder)->ramSize());
-	fmt::print("{}\n", summary.toString());
-	std::fflush(stdout);
+	printSummary(summary);
 	if (!st.ok())
 		return reportError("migrate", st.error());
 	return 0;

@@ -1,7 +1,11 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 #include "cli/options.h"
 
+#include <cstdio>
+
 #include <fmt/format.h>
+
+#include "cli/progress.h"
 
 #include "ferry/wire/compress.h"
 
@@ -23,6 +27,18 @@ constexpr const char *kCompressHelp =
 std::chrono::milliseconds msFromSec(double s) { return std::chrono::milliseconds(int64_t(s * 1000)); }
 
 } // namespace
+
+void printSummary(const JsonValue &summary)
+{
+	fmt::print("{}\n", summary.toString());
+	std::fflush(stdout);
+}
+
+int finishLeecher(const LeecherReport &rep)
+{
+	printSummary(rep.toJson());
+	return rep.verified.value_or(true) ? 0 : 3;
+}
 
 int reportError(std::string_view cmd, const Error &e)
 {
@@ -64,14 +80,19 @@ void LeecherArgs::addTo(CLI::App *c, const char *verifyHelp, bool compressOption
 	c->add_option("--reconnect-timeout-s", reconnectTimeoutS, "How long a lost seeder is retried before the migration fails")->capture_default_str()->check(CLI::Range(0.1, 3600.0));
 	if (verifyHelp)
 		c->add_flag("--verify", verify, verifyHelp);
+	c->add_flag("--quiet", quiet, "No progress lines");
 	if (compressOption)
 		c->add_option("--compress", compress, "Ask the seeder to compress the pre-copy pull: zstd (any level) or none")->capture_default_str()->check(compressionValidator());
 }
 
-Result<LeecherOptions> LeecherArgs::build(const Endpoint &seeder) const
+Result<LeecherOptions> LeecherArgs::build(std::string_view connect) const
 {
 	LeecherOptions lo;
-	lo.seeder = seeder;
+	FERRY_ASSIGN(lo.seeder, parseEndpoint(connect).context("--connect"));
+	if (!quiet) {
+		auto printer = std::make_shared<ProgressPrinter>();
+		lo.onProgress = [printer](const LeecherProgress &p) { (*printer)(p); };
+	}
 	if (!parseMigrationMode(mode, &lo.mode))
 		return Error::format(EINVAL, "--mode must be hybrid or precopy, not '{}'", mode);
 	lo.connections = connections;
@@ -96,6 +117,8 @@ std::vector<std::string> LeecherArgs::toArgs() const
 				      fmt::format("{}", reconnectTimeoutS), "--compress", compress};
 	if (verify)
 		a.push_back("--verify");
+	if (quiet)
+		a.push_back("--quiet");
 	return a;
 }
 

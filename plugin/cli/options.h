@@ -25,6 +25,11 @@ using CommandRunner = std::function<int()>;
 // Prints "ferry CMD: error: ..." on stderr; returns exit code 1.
 int reportError(std::string_view cmd, const Error &e);
 
+// The last stdout line of a command that ran a role: its JSON summary.
+void printSummary(const JsonValue &summary);
+// A leecher's report as the summary; exit code 3 when verification found differences.
+int finishLeecher(const LeecherReport &rep);
+
 // --compress: accepts exactly what parseCompressionSpec accepts.
 CLI::Validator compressionValidator();
 // An endpoint option (tcp:HOST:PORT, unix:PATH): accepts exactly what parseEndpoint accepts.
@@ -40,11 +45,13 @@ struct LeecherArgs {
 	double reconnectTimeoutS = 15;
 	bool verify = false;
 	std::string compress = "zstd";
+	bool quiet = false; // no progress lines on stderr
 
 	// `verifyHelp` differs between a region (leech) and a VM (receive); null: no --verify.
 	// compressOption false: the command's seeder group owns --compress (demo).
 	void addTo(CLI::App *c, const char *verifyHelp, bool compressOption = true);
-	Result<LeecherOptions> build(const Endpoint &seeder) const;
+	// The seeder is `connect` (an endpoint); progress lines go to stderr unless quiet.
+	Result<LeecherOptions> build(std::string_view connect) const;
 	std::vector<std::string> toArgs() const;
 };
 

@@ -13,11 +13,9 @@ namespace ferry {
 
 class ProgressPrinter {
 public:
-	explicit ProgressPrinter(bool quiet) : quiet_(quiet) {}
+	ProgressPrinter() = default;
 	void operator()(const LeecherProgress &p) const
 	{
-		if (quiet_)
-			return;
 		int64_t nowMs = int64_t(p.elapsedSec * 1000);
 		if (nowMs - lastMs_ < 500 && p.state == last_)
 			return;
@@ -33,7 +31,6 @@ public:
 	}
 
 private:
-	bool quiet_;
 	mutable int64_t lastMs_ = -1000;
 	mutable LeecherState last_ = LeecherState::Connecting;
 };

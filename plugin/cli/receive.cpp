@@ -4,7 +4,6 @@
 #include <cstdio>
 
 #include "cli/commands.h"
-#include "cli/progress.h"
 #include "vm/vm_migration.h"
 
 namespace ferry {
@@ -13,20 +12,14 @@ namespace {
 
 struct ReceiveArgs {
 	std::string qmp, agent, connect, incoming, ramMatch = "memory-backend-memfd";
-	bool quiet = false;
 	LeecherArgs leecher{.depth = 256};
 };
 
 int runReceive(const ReceiveArgs &a)
 {
-	auto ep = parseEndpoint(a.connect);
-	if (!ep.ok())
-		return reportError("receive", ep.error().context("--connect"));
-	auto lo = a.leecher.build(*ep);
+	auto lo = a.leecher.build(a.connect);
 	if (!lo.ok())
 		return reportError("receive", lo.error());
-	auto printer = std::make_shared<ProgressPrinter>(a.quiet);
-	lo->onProgress = [printer](const LeecherProgress &p) { (*printer)(p); };
 	auto qmp = QmpClient::connect(a.qmp, std::chrono::seconds(10));
 	if (!qmp.ok())
 		return reportError("receive", qmp.error().context("destination QMP"));
@@ -40,9 +33,7 @@ int runReceive(const ReceiveArgs &a)
 	auto rep = receiveVm({&*qmp, a.agent, a.ramMatch}, *lo, ro);
 	if (!rep.ok())
 		return reportError("receive", rep.error());
-	fmt::print("{}\n", rep->toJson().toString());
-	std::fflush(stdout);
-	return rep->verified.value_or(true) ? 0 : 3;
+	return finishLeecher(*rep);
 }
 
 } // namespace
@@ -57,7 +48,6 @@ CommandRunner addReceiveCommand(CLI::App &app)
 	c->add_option("--incoming", a->incoming, "URI the destination QEMU listens on for device state")->required();
 	c->add_option("--ram-match", a->ramMatch, "Substring of guest RAM's mapping path")->capture_default_str();
 	a->leecher.addTo(c, "Keep the guest paused until its RAM was compared byte for byte with the source");
-	c->add_flag("--quiet", a->quiet, "No progress lines");
 	return [a] { return runReceive(*a); };
 }
 

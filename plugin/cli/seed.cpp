@@ -62,8 +62,7 @@ int runSeed(const SeedArgs &a)
 	interrupts->reset();
 	JsonValue summary = seeder.stats().toJson();
 	summary.set("role", "seeder").set("state", seederStateName(seeder.state())).set("tracker", a.tracker);
-	fmt::print("{}\n", summary.toString());
-	std::fflush(stdout);
+	printSummary(summary);
 	if (!st.ok())
 		return reportError("seed", st.error());
 	return 0;
