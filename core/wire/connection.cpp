@@ -3,13 +3,14 @@
 
 #include <poll.h>
 #include <sys/socket.h>
-#include <time.h>
 
 #include <algorithm>
 #include <atomic>
 #include <climits>
 #include <cstring>
 #include <mutex>
+
+#include "wire/deadline.h"
 
 namespace ferry {
 
@@ -19,13 +20,6 @@ namespace {
 // from it so a GetChunk costs one recv, not two; payloads larger than half of it bypass it and
 // land directly in the caller's memory.
 constexpr size_t kRecvBufSize = 64 << 10;
-
-int64_t monotonicMs()
-{
-	timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return int64_t(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
-}
 
 // SO_RCVTIMEO/SO_SNDTIMEO expiry surfaces as EAGAIN on a blocking socket.
 int mapTimeout(int err) { return (err == EAGAIN || err == EWOULDBLOCK) ? ETIMEDOUT : err; }
@@ -49,11 +43,8 @@ struct Connection::State {
 	{
 		for (;;) {
 			if (deadlineMs >= 0) {
-				int64_t left = deadlineMs - monotonicMs();
-				if (left < 0)
-					left = 0;
 				pollfd p{fd.get(), POLLIN, 0};
-				int r = ::poll(&p, 1, int(std::min<int64_t>(left, INT_MAX)));
+				int r = ::poll(&p, 1, wire::pollTimeoutUntil(deadlineMs));
 				if (r < 0) {
 					if (errno == EINTR)
 						continue;
@@ -234,7 +225,7 @@ Result<FrameHeader> Connection::recvHeader(uint32_t maxPayload, int timeoutMs)
 {
 	if (!valid())
 		return Error(EBADF, "receive on a closed connection");
-	int64_t deadline = timeoutMs < 0 ? -1 : monotonicMs() + timeoutMs;
+	int64_t deadline = timeoutMs < 0 ? -1 : wire::monotonicMs() + timeoutMs;
 	FERRY_TRY_CTX(s_->fill(kHeaderSize, deadline, true), "recv header");
 	auto h = decodeHeader(std::span<const uint8_t>(s_->buf.get() + s_->bufPos, kHeaderSize),
 			      maxPayload);
