@@ -10,7 +10,9 @@
 #include <cstring>
 #include <mutex>
 
+#include "ferry/wire/tls.h"
 #include "wire/deadline.h"
+#include "wire/tls_session.h"
 
 namespace ferry {
 
@@ -28,6 +30,8 @@ int mapTimeout(int err) { return (err == EAGAIN || err == EWOULDBLOCK) ? ETIMEDO
 
 struct Connection::State {
 	UniqueFd fd;
+	// After startTls(); borrows fd, so it is declared after it and destroyed first.
+	std::unique_ptr<TlsSession> tls;
 	std::mutex sendLock; // one frame at a time on the wire
 	std::atomic<uint64_t> sent{0};
 	std::atomic<uint64_t> received{0};
@@ -41,6 +45,11 @@ struct Connection::State {
 	// One recv into dst. deadlineMs < 0: no deadline. Returns bytes read (0 = EOF).
 	Result<size_t> recvSome(void *dst, size_t len, int64_t deadlineMs)
 	{
+		if (tls) {
+			FERRY_ASSIGN(size_t n, tls->recv(dst, len, deadlineMs));
+			received.fetch_add(n, std::memory_order_relaxed);
+			return n;
+		}
 		for (;;) {
 			if (deadlineMs >= 0) {
 				pollfd p{fd.get(), POLLIN, 0};
@@ -121,6 +130,8 @@ struct Connection::State {
 	Status sendAll(iovec *iov, size_t iovcnt)
 	{
 		std::lock_guard lock(sendLock);
+		if (tls)
+			return tls->sendAll(iov, iovcnt, sent);
 		while (iovcnt > 0) {
 			msghdr msg{};
 			msg.msg_iov = iov;
@@ -163,6 +174,36 @@ Connection &Connection::operator=(Connection &&) noexcept = default;
 Connection::~Connection() = default;
 
 bool Connection::valid() const { return s_ && s_->fd.valid(); }
+
+Status Connection::startTls(const TlsCredentials &creds, int timeoutMs)
+{
+	if (!valid())
+		return Error(EBADF, "start TLS on a closed connection");
+	if (!creds.valid())
+		return Error(EINVAL, "start TLS: no credentials (load them; TlsMode::Insecure keeps "
+				     "the connection plaintext on purpose)");
+	if (creds.mode() == TlsMode::Insecure)
+		return {};
+	if (s_->tls)
+		return Error(EALREADY, "start TLS: the connection already uses TLS");
+	if (s_->buffered() > 0)
+		return Error(EPROTO, "start TLS: plaintext bytes arrived before the handshake");
+	auto t = TlsSession::handshake(s_->fd.get(), creds, timeoutMs);
+	if (!t.ok()) {
+		// Half a handshake leaves nothing usable; the peer sees EOF.
+		shutdown();
+		return t.error();
+	}
+	s_->tls = std::move(t).value();
+	return {};
+}
+
+bool Connection::encrypted() const { return s_ && s_->tls; }
+
+std::string Connection::peerIdentity() const
+{
+	return encrypted() ? s_->tls->peerIdentity() : std::string();
+}
 
 Status Connection::sendParts(MsgType type, uint64_t requestId, std::span<const iovec> parts)
 {
@@ -295,7 +336,7 @@ int Connection::fd() const { return s_ ? s_->fd.get() : -1; }
 
 UniqueFd Connection::releaseFd()
 {
-	if (!s_)
+	if (!s_ || s_->tls)
 		return UniqueFd();
 	return UniqueFd(s_->fd.release());
 }
