@@ -26,6 +26,9 @@ constexpr size_t kRecvBufSize = 64 << 10;
 // SO_RCVTIMEO/SO_SNDTIMEO expiry surfaces as EAGAIN on a blocking socket.
 int mapTimeout(int err) { return (err == EAGAIN || err == EWOULDBLOCK) ? ETIMEDOUT : err; }
 
+// The first bytes of a TLS record: content type 20..23, then protocol major version 3.
+bool looksLikeTlsRecord(const uint8_t *b) { return b[0] >= 0x14 && b[0] <= 0x17 && b[1] == 0x03; }
+
 } // namespace
 
 struct Connection::State {
@@ -188,8 +191,14 @@ Status Connection::startTls(const TlsCredentials &creds, int timeoutMs)
 		return Error(EALREADY, "start TLS: the connection already uses TLS");
 	if (s_->buffered() > 0)
 		return Error(EPROTO, "start TLS: plaintext bytes arrived before the handshake");
-	auto t = TlsSession::handshake(s_->fd.get(), creds, timeoutMs);
+	bool plaintextPeer = false;
+	auto t = TlsSession::handshake(s_->fd.get(), creds, timeoutMs, &plaintextPeer);
 	if (!t.ok()) {
+		// A plaintext ferry cannot read a TLS alert: tell it in a frame it understands
+		// (the mode only: paths are none of an unauthenticated peer's business).
+		if (plaintextPeer)
+			(void)sendError(0, Error(EPROTO, fmt::format("this side requires TLS ({})",
+								       tlsModeName(creds.mode()))));
 		// Half a handshake leaves nothing usable; the peer sees EOF.
 		shutdown();
 		return t.error();
@@ -268,16 +277,21 @@ Result<FrameHeader> Connection::recvHeader(uint32_t maxPayload, int timeoutMs)
 		return Error(EBADF, "receive on a closed connection");
 	int64_t deadline = timeoutMs < 0 ? -1 : wire::monotonicMs() + timeoutMs;
 	FERRY_TRY_CTX(s_->fill(kHeaderSize, deadline, true), "recv header");
-	auto h = decodeHeader(std::span<const uint8_t>(s_->buf.get() + s_->bufPos, kHeaderSize),
-			      maxPayload);
+	const uint8_t *raw = s_->buf.get() + s_->bufPos;
+	auto h = decodeHeader(std::span<const uint8_t>(raw, kHeaderSize), maxPayload);
 	s_->bufPos += kHeaderSize;
 	if (!h.ok()) {
+		Error e = h.error();
+		if (!s_->tls && looksLikeTlsRecord(raw))
+			e = Error(e.code(), fmt::format("{} (the bytes look like TLS: the peer uses TLS "
+							"and this side does not)",
+							e.message()));
 		// The stream cannot be resynchronised after a bad header. Tell the peer why (it
 		// may be an older or newer ferry), then close our side. Best effort: the peer may
 		// already be gone, and the error we return matters more.
-		(void)sendError(0, h.error());
+		(void)sendError(0, e);
 		shutdown();
-		return h.error().context("recv header");
+		return e.context("recv header");
 	}
 	return h;
 }

@@ -10,6 +10,7 @@
 
 #include <gnutls/x509.h>
 
+#include "ferry/wire/protocol.h"
 #include "wire/deadline.h"
 #include "wire/gnutls_owners.h"
 #include "wire/tls_credentials.h"
@@ -143,6 +144,11 @@ ssize_t TlsSession::pull(gnutls_transport_ptr_t self, void *dst, size_t len)
 		}
 		if (n == 0)
 			t->recvEof_ = true; // inside a record GnuTLS reports it as a short read (AGAIN)
+		if (t->firstLen_ < sizeof(t->firstBytes_)) {
+			size_t take = std::min(size_t(n), sizeof(t->firstBytes_) - t->firstLen_);
+			std::memcpy(t->firstBytes_ + t->firstLen_, dst, take);
+			t->firstLen_ += take;
+		}
 		return n;
 	}
 }
@@ -201,8 +207,20 @@ Status TlsSession::setUp()
 	return {};
 }
 
+// A ferry that does not use TLS opens (or answers) with a frame header, not a TLS record.
+bool TlsSession::peerSentPlaintextFerry() const
+{
+	uint8_t magic[sizeof(kFrameMagic)];
+	std::memcpy(magic, &kFrameMagic, sizeof(magic)); // the wire order, as the peer sent it
+	static_assert(sizeof(firstBytes_) == sizeof(magic));
+	return firstLen_ == sizeof(magic) && std::memcmp(firstBytes_, magic, sizeof(magic)) == 0;
+}
+
 Error TlsSession::handshakeError(int code) const
 {
+	if (peerSentPlaintextFerry())
+		return Error(EPROTO, "the peer sent a plaintext ferry frame: it does not use TLS "
+				     "(both sides need the same TLS mode)");
 	switch (code) {
 	case GNUTLS_E_TIMEDOUT:
 	case GNUTLS_E_AGAIN:
@@ -249,8 +267,9 @@ bool TlsSession::pskBinderFailed(int code) const
 }
 
 Result<std::unique_ptr<TlsSession>> TlsSession::handshake(int fd, const TlsCredentials &creds,
-							  int timeoutMs)
+							  int timeoutMs, bool *plaintextPeer)
 {
+	*plaintextPeer = false;
 	if (!creds.s_)
 		return Error(EINVAL, "TLS handshake: no credentials");
 	std::unique_ptr<TlsSession> t(new TlsSession(fd, creds.s_));
@@ -273,6 +292,9 @@ Result<std::unique_ptr<TlsSession>> TlsSession::handshake(int fd, const TlsCrede
 	} while (r < 0 && r != GNUTLS_E_AGAIN && !gnutls_error_is_fatal(r));
 	if (r < 0) {
 		Error e = t->handshakeError(r).context(what);
+		*plaintextPeer = t->peerSentPlaintextFerry();
+		if (*plaintextPeer)
+			return e;
 		switch (r) {
 		case GNUTLS_E_TIMEDOUT:
 		case GNUTLS_E_AGAIN:

@@ -36,9 +36,11 @@ namespace ferry {
 class TlsSession {
 public:
 	// Handshakes on fd (borrowed: it must outlive the session) as creds.role(). timeoutMs < 0
-	// waits forever. On failure the peer is sent the matching alert where TLS has one.
+	// waits forever. On failure the peer is sent the matching alert where TLS has one, and
+	// *plaintextPeer says whether it sent a plaintext ferry frame instead of TLS (it could
+	// not read an alert; the caller may answer in its own language).
 	static Result<std::unique_ptr<TlsSession>> handshake(int fd, const TlsCredentials &creds,
-							     int timeoutMs);
+							     int timeoutMs, bool *plaintextPeer);
 	TlsSession(const TlsSession &) = delete;
 	TlsSession &operator=(const TlsSession &) = delete;
 	~TlsSession();
@@ -65,6 +67,7 @@ private:
 	static int pullTimeout(gnutls_transport_ptr_t self, unsigned int ms);
 
 	Status setUp();
+	bool peerSentPlaintextFerry() const;
 	bool pskBinderFailed(int code) const;
 	Error handshakeError(int code) const;
 	Status sendRecord(const uint8_t *p, size_t len, std::atomic<uint64_t> &sent);
@@ -89,6 +92,9 @@ private:
 	int64_t recvDeadline_ = -1;
 	int recvErrno_ = 0;
 	bool recvEof_ = false;
+	// The first bytes the peer sent during the handshake, to recognise a plaintext ferry.
+	uint8_t firstBytes_[4] = {};
+	size_t firstLen_ = 0;
 	bool pskLookedUp_ = false; // the PSK server found (or not) the client's identity
 };
 

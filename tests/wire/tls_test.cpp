@@ -627,6 +627,43 @@ TEST_F(Tls, RefusesPskWithWrongKeyOrUnknownIdentity)
 	}
 }
 
+TEST_F(Tls, PlaintextClientAgainstTlsServerFailsCleanly)
+{
+	auto [client, server] = connectedPair(true);
+	auto sc = x509(a_, TlsRole::Server);
+	Status serverSide;
+	std::thread t([&] { serverSide = server.startTls(sc, kHandshakeMs); });
+	ASSERT_TRUE(client.send(MsgType::Hello, 1, encode(HelloMsg{1, 1, 0, "plain"})).ok());
+	// The server answers in a frame the plaintext client reads.
+	auto f = recvFrame(client, kLimit, 10000);
+	t.join();
+	ASSERT_FALSE(serverSide.ok());
+	EXPECT_EQ(serverSide.error().code(), EPROTO);
+	EXPECT_TRUE(contains(serverSide, "plaintext ferry frame")) << messageOf(serverSide);
+	ASSERT_TRUE(f.ok()) << f.error().message();
+	ASSERT_EQ(f->header.type, MsgType::Error);
+	auto e = decodeError(f->payload);
+	ASSERT_TRUE(e.ok());
+	EXPECT_EQ(e->message, "this side requires TLS (x509)");
+}
+
+TEST_F(Tls, TlsClientAgainstPlaintextServerFailsCleanly)
+{
+	auto [client, server] = connectedPair(true);
+	auto cc = x509(a_, TlsRole::Client);
+	Status clientSide;
+	std::thread t([&] { clientSide = client.startTls(cc, kHandshakeMs); });
+	auto h = server.recvHeader(kLimit, 10000);
+	t.join();
+	ASSERT_FALSE(h.ok());
+	EXPECT_EQ(h.error().code(), EPROTO);
+	EXPECT_NE(h.error().message().find("the peer uses TLS and this side does not"), std::string::npos)
+		<< h.error().message();
+	ASSERT_FALSE(clientSide.ok());
+	EXPECT_EQ(clientSide.error().code(), EPROTO) << messageOf(clientSide);
+	EXPECT_TRUE(contains(clientSide, "plaintext ferry frame")) << messageOf(clientSide);
+}
+
 TEST_F(Tls, HandshakeTimesOutAgainstASilentPeer)
 {
 	auto sc = x509(a_, TlsRole::Server), cc = x509(a_, TlsRole::Client);
