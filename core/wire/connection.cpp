@@ -3,13 +3,16 @@
 
 #include <poll.h>
 #include <sys/socket.h>
-#include <time.h>
 
 #include <algorithm>
 #include <atomic>
 #include <climits>
 #include <cstring>
 #include <mutex>
+
+#include "ferry/wire/tls.h"
+#include "wire/deadline.h"
+#include "wire/tls_session.h"
 
 namespace ferry {
 
@@ -20,20 +23,18 @@ namespace {
 // land directly in the caller's memory.
 constexpr size_t kRecvBufSize = 64 << 10;
 
-int64_t monotonicMs()
-{
-	timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return int64_t(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
-}
-
 // SO_RCVTIMEO/SO_SNDTIMEO expiry surfaces as EAGAIN on a blocking socket.
 int mapTimeout(int err) { return (err == EAGAIN || err == EWOULDBLOCK) ? ETIMEDOUT : err; }
+
+// The first bytes of a TLS record: content type 20..23, then protocol major version 3.
+bool looksLikeTlsRecord(const uint8_t *b) { return b[0] >= 0x14 && b[0] <= 0x17 && b[1] == 0x03; }
 
 } // namespace
 
 struct Connection::State {
 	UniqueFd fd;
+	// After startTls(); borrows fd, so it is declared after it and destroyed first.
+	std::unique_ptr<TlsSession> tls;
 	std::mutex sendLock; // one frame at a time on the wire
 	std::atomic<uint64_t> sent{0};
 	std::atomic<uint64_t> received{0};
@@ -47,13 +48,15 @@ struct Connection::State {
 	// One recv into dst. deadlineMs < 0: no deadline. Returns bytes read (0 = EOF).
 	Result<size_t> recvSome(void *dst, size_t len, int64_t deadlineMs)
 	{
+		if (tls) {
+			FERRY_ASSIGN(size_t n, tls->recv(dst, len, deadlineMs));
+			received.fetch_add(n, std::memory_order_relaxed);
+			return n;
+		}
 		for (;;) {
 			if (deadlineMs >= 0) {
-				int64_t left = deadlineMs - monotonicMs();
-				if (left < 0)
-					left = 0;
 				pollfd p{fd.get(), POLLIN, 0};
-				int r = ::poll(&p, 1, int(std::min<int64_t>(left, INT_MAX)));
+				int r = ::poll(&p, 1, wire::pollTimeoutUntil(deadlineMs));
 				if (r < 0) {
 					if (errno == EINTR)
 						continue;
@@ -130,6 +133,8 @@ struct Connection::State {
 	Status sendAll(iovec *iov, size_t iovcnt)
 	{
 		std::lock_guard lock(sendLock);
+		if (tls)
+			return tls->sendAll(iov, iovcnt, sent);
 		while (iovcnt > 0) {
 			msghdr msg{};
 			msg.msg_iov = iov;
@@ -172,6 +177,42 @@ Connection &Connection::operator=(Connection &&) noexcept = default;
 Connection::~Connection() = default;
 
 bool Connection::valid() const { return s_ && s_->fd.valid(); }
+
+Status Connection::startTls(const TlsCredentials &creds, int timeoutMs)
+{
+	if (!valid())
+		return Error(EBADF, "start TLS on a closed connection");
+	if (!creds.valid())
+		return Error(EINVAL, "start TLS: no credentials (load them; TlsMode::Insecure keeps "
+				     "the connection plaintext on purpose)");
+	if (creds.mode() == TlsMode::Insecure)
+		return {};
+	if (s_->tls)
+		return Error(EALREADY, "start TLS: the connection already uses TLS");
+	if (s_->buffered() > 0)
+		return Error(EPROTO, "start TLS: plaintext bytes arrived before the handshake");
+	bool plaintextPeer = false;
+	auto t = TlsSession::handshake(s_->fd.get(), creds, timeoutMs, &plaintextPeer);
+	if (!t.ok()) {
+		// A plaintext ferry cannot read a TLS alert: tell it in a frame it understands
+		// (the mode only: paths are none of an unauthenticated peer's business).
+		if (plaintextPeer)
+			(void)sendError(0, Error(EPROTO, fmt::format("this side requires TLS ({})",
+								       tlsModeName(creds.mode()))));
+		// Half a handshake leaves nothing usable; the peer sees EOF.
+		shutdown();
+		return t.error();
+	}
+	s_->tls = std::move(t).value();
+	return {};
+}
+
+bool Connection::encrypted() const { return s_ && s_->tls; }
+
+std::string Connection::peerIdentity() const
+{
+	return encrypted() ? s_->tls->peerIdentity() : std::string();
+}
 
 Status Connection::sendParts(MsgType type, uint64_t requestId, std::span<const iovec> parts)
 {
@@ -234,18 +275,23 @@ Result<FrameHeader> Connection::recvHeader(uint32_t maxPayload, int timeoutMs)
 {
 	if (!valid())
 		return Error(EBADF, "receive on a closed connection");
-	int64_t deadline = timeoutMs < 0 ? -1 : monotonicMs() + timeoutMs;
+	int64_t deadline = timeoutMs < 0 ? -1 : wire::monotonicMs() + timeoutMs;
 	FERRY_TRY_CTX(s_->fill(kHeaderSize, deadline, true), "recv header");
-	auto h = decodeHeader(std::span<const uint8_t>(s_->buf.get() + s_->bufPos, kHeaderSize),
-			      maxPayload);
+	const uint8_t *raw = s_->buf.get() + s_->bufPos;
+	auto h = decodeHeader(std::span<const uint8_t>(raw, kHeaderSize), maxPayload);
 	s_->bufPos += kHeaderSize;
 	if (!h.ok()) {
+		Error e = h.error();
+		if (!s_->tls && looksLikeTlsRecord(raw))
+			e = Error(e.code(), fmt::format("{} (the bytes look like TLS: the peer uses TLS "
+							"and this side does not)",
+							e.message()));
 		// The stream cannot be resynchronised after a bad header. Tell the peer why (it
 		// may be an older or newer ferry), then close our side. Best effort: the peer may
 		// already be gone, and the error we return matters more.
-		(void)sendError(0, h.error());
+		(void)sendError(0, e);
 		shutdown();
-		return h.error().context("recv header");
+		return e.context("recv header");
 	}
 	return h;
 }
@@ -304,7 +350,7 @@ int Connection::fd() const { return s_ ? s_->fd.get() : -1; }
 
 UniqueFd Connection::releaseFd()
 {
-	if (!s_)
+	if (!s_ || s_->tls)
 		return UniqueFd();
 	return UniqueFd(s_->fd.release());
 }

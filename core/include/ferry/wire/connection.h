@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
-// One framed protocol connection over a stream socket (TCP or UNIX).
+// One framed protocol connection over a stream socket (TCP or UNIX), plaintext or TLS.
 #pragma once
 
 #include <sys/uio.h>
@@ -16,6 +16,8 @@
 
 namespace ferry {
 
+class TlsCredentials;
+
 // Move-only; owns the socket.
 //
 // Thread-safety: any number of threads may send at once (sends are serialized by an internal
@@ -29,6 +31,12 @@ namespace ferry {
 // sends to a dead peer give EPIPE or ECONNRESET (MSG_NOSIGNAL: never SIGPIPE); timeouts give
 // ETIMEDOUT. After recvHeader() rejects a malformed header it has sent the peer an Error frame
 // (requestId 0, best effort) and shut the socket down: the connection is unusable.
+//
+// After startTls() every byte goes through the TLS session with the same contract: full
+// duplex, shutdown() wakes both sides, timeouts as above, and a peer that closes between
+// frames reads as "peer closed the connection" whether or not it sent close_notify (the
+// protocol's own Done/DoneAck marks a complete migration; a truncated frame is still an
+// error). A failed send or a failed TLS record leaves the connection unusable.
 class Connection {
 public:
 	Connection();
@@ -41,6 +49,23 @@ public:
 	~Connection();
 
 	bool valid() const;
+
+	// Runs the TLS handshake as creds.role() on the connected socket, within timeoutMs (< 0:
+	// no limit; ETIMEDOUT), then routes every send and receive through the session. Call it
+	// right after connecting or accepting, before anything is sent or received and while no
+	// other thread uses the connection. Insecure credentials leave the connection plaintext
+	// and return success. Errors: EACCES when a side refused the other's certificate or key
+	// (the message says which and why), EPROTO when the peer does not speak TLS (e.g. a
+	// plaintext ferry), ETIMEDOUT, ECONNRESET; the socket is then shut down.
+	//
+	// In TLS 1.3 the client finishes its handshake before the server has checked the client's
+	// certificate: a client the server refuses learns it from its first receive (EACCES,
+	// "the peer refused ...").
+	Status startTls(const TlsCredentials &creds, int timeoutMs);
+	bool encrypted() const;
+	// Who the peer proved to be, for log lines: "x509 CN=...,O=..." (its certificate's DN) or
+	// "psk IDENTITY"; "" on a plaintext connection. Fixed once startTls() returned.
+	std::string peerIdentity() const;
 
 	Status send(MsgType type, uint64_t requestId, std::span<const uint8_t> payload);
 	// Header plus several payload parts in one frame (sendmsg with an iovec list): chunk bytes
@@ -75,10 +100,12 @@ public:
 	void shutdown();
 	int fd() const;
 	// Gives up ownership of the socket (e.g. to relay it or hand it to another process).
-	// Bytes already read ahead are lost, so only call this before receiving anything.
+	// Bytes already read ahead are lost, so only call this before receiving anything. A TLS
+	// session cannot leave with the socket: after startTls() this returns an invalid fd.
 	UniqueFd releaseFd();
 
-	// Include headers; updated atomically as bytes move.
+	// Include headers; updated atomically as bytes move. Over TLS these count the framed
+	// (plaintext) bytes, so both ends agree; the handshake and record overhead are not counted.
 	uint64_t bytesSent() const;
 	uint64_t bytesReceived() const;
 
