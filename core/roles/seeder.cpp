@@ -5,6 +5,7 @@
 #include <optional>
 #include <random>
 #include <sys/uio.h>
+#include <system_error>
 #include <thread>
 #include <time.h>
 
@@ -14,6 +15,24 @@
 #include "ferry/base/clock.h"
 
 namespace ferry {
+
+namespace {
+
+constexpr int kPollSliceMs = 200;     // how often a blocked connection looks at its timers
+constexpr int kAcceptPollMs = 100;    // how often serve() looks at the migration's state
+constexpr int kRefuseSendTimeoutMs = 1000;
+constexpr int64_t kPostCopyWarnIntervalNs = 10'000'000'000;
+constexpr uint32_t kMaxRequestPayload = 64 * 1024;
+
+int64_t toNs(std::chrono::milliseconds d) { return int64_t(d.count()) * 1000000; }
+
+uint64_t newSessionId()
+{
+	std::random_device rd;
+	return (uint64_t(rd()) << 32 | rd()) | 1; // never 0: 0 means "new session"
+}
+
+} // namespace
 
 const char *seederStateName(SeederState s)
 {
@@ -34,10 +53,8 @@ Seeder::Seeder(const uint8_t *data, uint64_t size, std::unique_ptr<DirtyTracker>
 	: data_(data), size_(size),
 	  chunkCount_(static_cast<uint32_t>((size + opts.chunkSize - 1) / opts.chunkSize)),
 	  tracker_(std::move(tracker)), hooks_(std::move(hooks)), opts_(std::move(opts)),
-	  pending_(chunkCount_, 0)
+	  sessionId_(newSessionId()), pending_(chunkCount_, 0)
 {
-	std::random_device rd;
-	sessionId_ = (uint64_t(rd()) << 32 | rd()) | 1; // never 0: 0 means "new session"
 }
 
 Seeder::~Seeder() = default;
@@ -54,7 +71,11 @@ Status Seeder::transition(SeederState to)
 	case SeederState::Released:
 		legal = from == SeederState::SwitchedOver;
 		break;
-	case SeederState::RolledBack: legal = from == SeederState::Suspended; break;
+	// From Tracking: the leecher vanished during pre-copy and tracking was abandoned; the
+	// source never stopped, so it is "rolled back" as it stands.
+	case SeederState::RolledBack:
+		legal = from == SeederState::Suspended || from == SeederState::Tracking;
+		break;
 	case SeederState::Failed: legal = true; break;
 	case SeederState::Serving: legal = false; break;
 	}
@@ -125,6 +146,7 @@ Status Seeder::serveChunk(Connection &conn, uint64_t reqId, uint32_t index)
 }
 
 struct Seeder::ConnState {
+	bool inSession = false;                     // said a Hello that admitHello() accepted
 	std::optional<ChunkCompressor> compressor; // set when this connection negotiated zstd
 	std::vector<uint8_t> arena;                 // compressed frames of the batch being built
 	std::vector<uint8_t> snapshot;              // the chunk being compressed, copied out first
@@ -250,8 +272,61 @@ Status Seeder::servePages(Connection &conn, uint64_t reqId, uint32_t index, uint
 	return {};
 }
 
-Status Seeder::handleFrame(Connection &conn, ConnState &cs, const FrameHeader &h)
+// Called for every Hello, before anything else of the connection is served. The session id
+// is the only credential for now; an authenticated transport adds its peer check here.
+Status Seeder::admitHello(const Worker &w, ConnState &cs, const HelloMsg &hello)
 {
+	std::lock_guard g(lock_);
+	if (cs.inSession)
+		return {};
+	if (hello.resumeSessionId == 0) {
+		if (owned_) {
+			// Before TrackStart nothing of a session is worth protecting: an owner that
+			// left then is replaced, under a new id so its old id no longer gets in.
+			if (state_.load() != SeederState::Serving || sessionConnections_ > 0)
+				return Error::format(EBUSY, "this source is already being migrated by {} from {}",
+						     ownerName_, ownerPeer_);
+			FERRY_LOG(Info, opts_.name, "session of {} from {} abandoned before tracking; taken over by {} from {}",
+				  ownerName_, ownerPeer_, hello.clientName, w.peer);
+			sessionId_ = newSessionId();
+		}
+		owned_ = true;
+		ownerName_ = hello.clientName;
+		ownerPeer_ = w.peer;
+		FERRY_LOG(Info, opts_.name, "session {:016x} opened by {} from {}", sessionId_.load(), hello.clientName,
+			  w.peer);
+	} else if (hello.resumeSessionId != sessionId_.load()) {
+		return Error::format(ESTALE, "unknown session {:016x} (this seeder has restarted or serves another)",
+				     hello.resumeSessionId);
+	} else {
+		// A resumed session: whatever dirty list may have been lost with the old
+		// connection is owed again.
+		for (size_t i = 0; i < lastSent_.chunks.size(); i++)
+			pending_[lastSent_.chunks[i]] |= lastSent_.pageMasks[i];
+		lastSent_ = {};
+		FERRY_LOG(Debug, opts_.name, "session joined by {} from {}", hello.clientName, w.peer);
+	}
+	cs.inSession = true;
+	sessionConnections_++;
+	return {};
+}
+
+void Seeder::leaveSession(ConnState &cs)
+{
+	if (!cs.inSession)
+		return;
+	std::lock_guard g(lock_);
+	cs.inSession = false;
+	sessionConnections_--;
+	sessionLastSeenNs_ = monotonicNs();
+}
+
+Status Seeder::handleFrame(Worker &w, ConnState &cs, const FrameHeader &h)
+{
+	Connection &conn = w.conn;
+	if (h.type != MsgType::Hello && !cs.inSession)
+		return Error::format(EACCES, "{} before Hello: a connection must join the session first",
+				     msgTypeName(h.type));
 	FERRY_ASSIGN(std::vector<uint8_t> payload, conn.recvPayload(h));
 	std::span<const uint8_t> pl(payload);
 	SeederState st = state_.load();
@@ -266,16 +341,8 @@ Status Seeder::handleFrame(Connection &conn, ConnState &cs, const FrameHeader &h
 			(void)conn.send(MsgType::Error, h.requestId, encode(ErrorMsg{EPROTONOSUPPORT, msg}));
 			return Error(EPROTONOSUPPORT, msg);
 		}
-		if (hello.resumeSessionId == sessionId_) {
-			// A resumed session: whatever dirty list may have been lost with the old
-			// connection is owed again.
-			std::lock_guard g(lock_);
-			for (size_t i = 0; i < lastSent_.chunks.size(); i++)
-				pending_[lastSent_.chunks[i]] |= lastSent_.pageMasks[i];
-			lastSent_ = {};
-			FERRY_LOG(Debug, opts_.name, "session joined by {}", hello.clientName);
-		}
-		HelloReplyMsg reply{kProtocolVersion, sessionId_, size_, opts_.chunkSize, 0};
+		FERRY_TRY(admitHello(w, cs, hello));
+		HelloReplyMsg reply{kProtocolVersion, sessionId_.load(), size_, opts_.chunkSize, 0};
 		if ((hello.features & HelloMsg::kFeatureZstd) && opts_.compression.enabled()) {
 			if (!cs.compressor)
 				cs.compressor.emplace(opts_.compression.level);
@@ -375,7 +442,11 @@ Status Seeder::handleFrame(Connection &conn, ConnState &cs, const FrameHeader &h
 			if (hooks_.release)
 				hooks_.release();
 		}
-		return conn.send(MsgType::DoneAck, h.requestId, {});
+		{
+			Status sent = conn.send(MsgType::DoneAck, h.requestId, {});
+			doneAcked_ = true; // serve() may now close everything, this connection too
+			return sent;
+		}
 	case MsgType::Ping:
 		return conn.send(MsgType::Pong, h.requestId, pl);
 	case MsgType::Error:
@@ -385,87 +456,225 @@ Status Seeder::handleFrame(Connection &conn, ConnState &cs, const FrameHeader &h
 	}
 }
 
-Status Seeder::handleConnection(Connection conn)
+// Serves one connection until it ends. Two clocks run on it: a frame (or the Hello, counted
+// from the connect) must arrive whole within frameTimeout of its first byte, and a
+// connection with no frame for idleTimeout is closed. Payload reads and sends are bounded by
+// the socket timeout (frameTimeout) instead.
+Status Seeder::handleConnection(Worker &w)
 {
-	uint32_t maxPayload = 64 * 1024;
+	Connection &conn = w.conn;
+	const int64_t frameNs = toNs(opts_.frameTimeout), idleNs = toNs(opts_.idleTimeout);
 	ConnState cs;
-	for (;;) {
-		if (stop_)
-			return Error(ECANCELED, "stopped");
-		auto h = conn.recvHeader(maxPayload, 200);
+	Status result = conn.setIoTimeout(int(opts_.frameTimeout.count()));
+	int64_t lastFrameNs = monotonicNs();
+	uint64_t rxAtLastFrame = conn.bytesReceived();
+	int64_t frameStartNs = 0; // first sign of the next frame's bytes, 0: none yet
+	uint64_t requestId = 0;   // of the frame being handled, for the Error frame
+	while (result.ok()) {
+		if (stop_) {
+			result = Error(ECANCELED, "stopped");
+			break;
+		}
+		auto h = conn.recvHeader(kMaxRequestPayload, kPollSliceMs);
 		if (!h.ok()) {
-			if (h.error().code() == ETIMEDOUT)
-				continue;
-			return h.error();
+			if (h.error().code() != ETIMEDOUT) {
+				result = h.error();
+				break;
+			}
+			// A header left part-read stays buffered: any new byte means a frame began.
+			int64_t now = monotonicNs();
+			if (frameStartNs == 0 && conn.bytesReceived() != rxAtLastFrame)
+				frameStartNs = now;
+			if (!cs.inSession && now - lastFrameNs > frameNs)
+				result = Error::format(ETIMEDOUT, "no Hello within {} ms", opts_.frameTimeout.count());
+			else if (frameStartNs != 0 && now - frameStartNs > frameNs)
+				result = Error::format(ETIMEDOUT, "frame stalled for {} ms", opts_.frameTimeout.count());
+			else if (now - lastFrameNs > idleNs)
+				result = Error::format(ETIMEDOUT, "idle for {} ms", opts_.idleTimeout.count());
+			if (!result.ok())
+				break;
+			continue;
 		}
-		Status st = handleFrame(conn, cs, *h);
-		if (!st.ok()) {
-			// Tell the peer why before closing; it may already be gone.
-			(void)conn.send(MsgType::Error, h->requestId,
-					encode(ErrorMsg{st.error().code(), st.error().message()}));
-			return st;
-		}
+		requestId = h->requestId;
+		result = handleFrame(w, cs, *h);
+		lastFrameNs = monotonicNs();
+		rxAtLastFrame = conn.bytesReceived();
+		frameStartNs = 0;
 	}
+	leaveSession(cs);
+	// Tell the peer why before closing; it may already be gone.
+	if (result.error().code() != ECONNRESET && result.error().code() != EPIPE)
+		(void)conn.sendError(requestId, result.error());
+	return result;
+}
+
+void Seeder::startWorker(Connection conn)
+{
+	auto peer = peerAddress(conn);
+	PeerAddress addr = peer.ok() ? *peer : PeerAddress{"unknown", 0};
+	auto refuse = [&](const Error &e) {
+		FERRY_LOG_RATELIMITED(Warn, opts_.name, "refused connection from {}: {}", addr.str(), e.message());
+		// A fresh socket's buffer takes a small frame at once; the timeout is a safeguard.
+		(void)conn.setIoTimeout(kRefuseSendTimeoutMs);
+		(void)conn.sendError(0, e);
+		conn.shutdown();
+	};
+	reapWorkers();
+	int fromPeer = 0;
+	for (const Worker &w : workers_)
+		fromPeer += w.host == addr.host;
+	if (workers_.size() >= size_t(opts_.maxConnections))
+		return refuse(Error::format(EMFILE, "too many connections ({} at once)", opts_.maxConnections));
+	if (fromPeer >= opts_.maxConnectionsPerPeer)
+		return refuse(Error::format(EBUSY, "too many connections from {} ({} at once)", addr.host,
+					    opts_.maxConnectionsPerPeer));
+	Worker &w = workers_.emplace_back();
+	w.conn = std::move(conn);
+	w.peer = addr.str();
+	w.host = addr.host;
+	try {
+		w.thread = std::thread([this, &w] {
+			Status s = handleConnection(w);
+			// A leecher closing its connection is routine (end of a verify pass, a
+			// reconnect); anything else is worth a warning, rate-limited: peers trigger it.
+			if (!s.ok() && state_.load() != SeederState::Released) {
+				if (s.error().code() == ECONNRESET || s.error().code() == EPIPE ||
+				    s.error().code() == ECANCELED)
+					FERRY_LOG(Debug, opts_.name, "connection from {} ended: {}", w.peer,
+						  s.error().message());
+				else
+					FERRY_LOG_RATELIMITED(Warn, opts_.name, "connection from {} ended: {}", w.peer,
+							      s.error().message());
+			}
+			std::lock_guard g(workersLock_);
+			w.finished = true;
+			workerFinished_.notify_all();
+		});
+	} catch (const std::system_error &e) {
+		// Out of threads (or memory for one): this connection is refused, the rest goes on.
+		conn = std::move(w.conn);
+		workers_.pop_back();
+		refuse(Error::format(EAGAIN, "cannot start a thread: {}", e.what()));
+	}
+}
+
+void Seeder::reapWorkers()
+{
+	for (auto it = workers_.begin(); it != workers_.end();) {
+		bool finished;
+		{
+			std::lock_guard g(workersLock_);
+			finished = it->finished;
+		}
+		if (!finished) {
+			++it;
+			continue;
+		}
+		it->thread.join(); // it has set `finished` and touches nothing of ours any more
+		it = workers_.erase(it);
+	}
+}
+
+// Looks after the session's leecher while it has no connection: before the switch-over the
+// source can go on alone, after it the source holds the only copy of what was not pulled.
+Status Seeder::watchSession()
+{
+	int connections;
+	int64_t lastSeen;
+	bool owned;
+	{
+		std::lock_guard g(lock_);
+		connections = sessionConnections_;
+		lastSeen = sessionLastSeenNs_;
+		owned = owned_;
+	}
+	const int64_t now = monotonicNs();
+	if (!owned || connections > 0) {
+		preCopyGoneWarned_ = false;
+		postCopyWarnAtNs_ = 0;
+		return {};
+	}
+	const int64_t gone = now - lastSeen;
+	switch (state_.load()) {
+	case SeederState::Tracking:
+		if (gone > toNs(opts_.reconnectTimeout)) {
+			leecherGone_ = true;
+			return Error::format(ETIMEDOUT, "leecher gone during pre-copy; source untouched (no connection for {} ms)",
+					     opts_.reconnectTimeout.count());
+		}
+		if (!preCopyGoneWarned_ && gone > toNs(opts_.reconnectTimeout) / 3) {
+			preCopyGoneWarned_ = true;
+			FERRY_LOG(Warn, opts_.name, "leecher {} from {} has had no connection for {} ms during pre-copy; giving up after {} ms",
+				  ownerName_, ownerPeer_, gone / 1000000, opts_.reconnectTimeout.count());
+		}
+		return {};
+	case SeederState::Suspended:
+		if (gone <= toNs(opts_.rollbackTimeout))
+			return {};
+		// The destination never confirmed the switch-over: the source is the only copy
+		// that ran, so it carries on.
+		if (hooks_.resume)
+			FERRY_TRY_CTX(hooks_.resume(), "rollback: resume the source");
+		(void)transition(SeederState::RolledBack);
+		return Error(ECONNABORTED, "destination lost before switch-over; source resumed untouched");
+	case SeederState::SwitchedOver:
+		if (gone < kPostCopyWarnIntervalNs || now < postCopyWarnAtNs_)
+			return {};
+		postCopyWarnAtNs_ = now + kPostCopyWarnIntervalNs;
+		FERRY_LOG(Warn, opts_.name,
+			  "destination gone during post-copy; keeping the paused source ({} bytes of region) for a new leecher with session {:016x}",
+			  size_, sessionId_.load());
+		return {};
+	case SeederState::Serving:
+	case SeederState::Released:
+	case SeederState::RolledBack:
+	case SeederState::Failed:
+		return {};
+	}
+	return {};
 }
 
 Status Seeder::serve(Listener &listener)
 {
-	std::vector<std::thread> threads;
-	auto joinAll = [&] {
-		for (auto &t : threads)
-			t.join();
-		threads.clear();
-	};
-	lastDisconnectNs_ = monotonicNs();
+	{
+		std::lock_guard g(lock_);
+		sessionLastSeenNs_ = monotonicNs();
+	}
 	Status result;
 	for (;;) {
+		reapWorkers();
 		SeederState st = state_.load();
-		if (st == SeederState::Released && connections_ == 0)
+		// The migration's end ends serve(), whatever other sockets are still open.
+		if ((st == SeederState::Released && doneAcked_) || st == SeederState::RolledBack)
 			break;
 		if (stop_) {
 			result = Error(ECANCELED, "stopped");
 			break;
 		}
-		if (st == SeederState::Suspended && connections_ == 0 &&
-		    monotonicNs() - lastDisconnectNs_ > int64_t(opts_.rollbackTimeout.count()) * 1000000) {
-			// The destination never confirmed the switch-over: the source is the only
-			// copy that ran, so it carries on.
-			if (hooks_.resume) {
-				Status r = hooks_.resume();
-				if (!r.ok()) {
-					result = r.error().context("rollback: resume the source");
-					break;
-				}
-			}
-			(void)transition(SeederState::RolledBack);
-			result = Error(ECONNABORTED,
-				       "destination lost before switch-over; source resumed untouched");
+		result = watchSession();
+		if (!result.ok())
 			break;
-		}
-		auto conn = listener.accept(100);
+		auto conn = listener.accept(kAcceptPollMs);
 		if (!conn.ok()) {
 			if (conn.error().code() == ETIMEDOUT || conn.error().code() == EAGAIN)
 				continue;
 			result = conn.error().context("accept");
 			break;
 		}
-		connections_++;
-		threads.emplace_back([this, c = std::move(conn).value()]() mutable {
-			Status s = handleConnection(std::move(c));
-			// A leecher closing its connection is routine (end of a verify pass, a
-			// reconnect); anything else is worth a warning.
-			if (!s.ok() && state_.load() != SeederState::Released) {
-				if (s.error().code() == ECONNRESET || s.error().code() == EPIPE)
-					FERRY_LOG(Debug, opts_.name, "connection ended: {}", s.error().message());
-				else
-					FERRY_LOG(Warn, opts_.name, "connection ended: {}", s.error().message());
-			}
-			lastDisconnectNs_ = monotonicNs();
-			connections_--;
-		});
+		startWorker(std::move(conn).value());
 	}
 	stop_ = true;
-	joinAll();
+	for (Worker &w : workers_)
+		w.conn.shutdown(); // wakes a receiver blocked in the socket
+	for (Worker &w : workers_)
+		w.thread.join();
+	workers_.clear();
+	if (leecherGone_) {
+		// Nothing else uses the tracker now: dropping it ends the write protection, and
+		// the application never stopped.
+		tracker_.reset();
+		(void)transition(SeederState::RolledBack);
+	}
 	if (state_.load() == SeederState::Suspended) {
 		// Stopped after finalize but before the switch-over: the source is the only copy
 		// that ran, so it carries on.

@@ -154,6 +154,40 @@ std::string Endpoint::str() const
 	return fmt::format("tcp:{}:{}", host, port);
 }
 
+std::string PeerAddress::str() const
+{
+	if (host == "unix")
+		return host;
+	if (host.find(':') != std::string::npos)
+		return fmt::format("[{}]:{}", host, port);
+	return fmt::format("{}:{}", host, port);
+}
+
+Result<PeerAddress> peerAddress(const Connection &c)
+{
+	sockaddr_storage ss{};
+	socklen_t len = sizeof ss;
+	if (::getpeername(c.fd(), reinterpret_cast<sockaddr *>(&ss), &len) < 0)
+		return Error::fromErrno("getpeername");
+	char buf[INET6_ADDRSTRLEN] = {};
+	switch (ss.ss_family) {
+	case AF_INET: {
+		auto *a = reinterpret_cast<sockaddr_in *>(&ss);
+		::inet_ntop(AF_INET, &a->sin_addr, buf, sizeof buf);
+		return PeerAddress{buf, ntohs(a->sin_port)};
+	}
+	case AF_INET6: {
+		auto *a = reinterpret_cast<sockaddr_in6 *>(&ss);
+		::inet_ntop(AF_INET6, &a->sin6_addr, buf, sizeof buf);
+		return PeerAddress{buf, ntohs(a->sin6_port)};
+	}
+	case AF_UNIX:
+		return PeerAddress{"unix", 0};
+	default:
+		return Error::format(EAFNOSUPPORT, "getpeername: address family {}", int(ss.ss_family));
+	}
+}
+
 Result<Endpoint> parseEndpoint(std::string_view s)
 {
 	auto bad = [&](std::string_view why) {

@@ -8,15 +8,25 @@
 // Before switch-over nothing is lost on failure: if the leecher goes away after Finalize
 // without having reported the switch-over, and does not come back within rollbackTimeout,
 // the resume hook restarts the application as if nothing happened.
+//
+// The seeder trusts no peer. A connection must say Hello before anything else; the first
+// Hello of a new session makes its client the session's owner, and from then on only Hellos
+// carrying the session id get in (the id is the only credential until the connection is
+// authenticated). Connections are capped in total and per peer address, idle or stalled
+// ones are closed, and a leecher that vanishes during pre-copy ends the migration with the
+// source running untouched.
 #pragma once
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <list>
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "ferry/base/json.h"
@@ -51,6 +61,20 @@ struct SeederOptions {
 	// Replies to GetChunk (a destination's page fault) and GetPages stay raw: a fault must
 	// not wait for a compressor.
 	CompressionSpec compression;
+
+	// Connections served at once, in total and from one peer address (host); more are
+	// refused at accept with an Error frame (EMFILE, EBUSY) and get no thread.
+	int maxConnections = 64;
+	int maxConnectionsPerPeer = 16;
+	// A connection with no frame for idleTimeout is closed; so is one whose frame (header
+	// or payload), or Hello, does not arrive within frameTimeout of its first byte (or of
+	// the connect, for the Hello). frameTimeout also bounds each blocking send.
+	std::chrono::milliseconds idleTimeout{60000};
+	std::chrono::milliseconds frameTimeout{10000};
+	// Pre-copy (Tracking) with no connection of the session for this long: tracking stops
+	// and serve() fails, the source running as before. Warned about from a third of it.
+	// After the switch-over the seeder never gives up (it holds the only copy).
+	std::chrono::milliseconds reconnectTimeout{15000};
 };
 
 struct SeederStats {
@@ -77,12 +101,29 @@ public:
 
 	SeederState state() const { return state_.load(); }
 	SeederStats stats() const;
-	uint64_t sessionId() const { return sessionId_; }
+	uint64_t sessionId() const { return sessionId_.load(); }
 
 private:
 	struct ConnState; // per connection: negotiated features, compressor, buffers
-	Status handleConnection(Connection conn);
-	Status handleFrame(Connection &conn, ConnState &cs, const FrameHeader &h);
+	// One accepted connection and the thread serving it; serve() owns the list.
+	struct Worker {
+		Connection conn;
+		std::string peer; // PeerAddress::str()
+		std::string host; // PeerAddress::host, for the per-peer cap
+		std::thread thread;
+		bool finished = false; // guarded by workersLock_
+	};
+	Status handleConnection(Worker &w);
+	// Whether this Hello may join: the one place that decides who is a peer of the session.
+	Status admitHello(const Worker &w, ConnState &cs, const HelloMsg &hello);
+	void leaveSession(ConnState &cs);
+	// Accepts a connection into a worker, or refuses it (caps, no thread); never throws.
+	void startWorker(Connection conn);
+	// Joins the threads of finished workers.
+	void reapWorkers();
+	// Pre-copy and post-copy watch on the session's leecher; an error ends serve().
+	Status watchSession();
+	Status handleFrame(Worker &w, ConnState &cs, const FrameHeader &h);
 	Status serveChunk(Connection &conn, uint64_t reqId, uint32_t index);
 	// cs null: no compression (a GetChunk reply).
 	Status serveRange(Connection &conn, ConnState *cs, uint64_t reqId, uint32_t first, uint32_t count);
@@ -97,12 +138,25 @@ private:
 	std::unique_ptr<DirtyTracker> tracker_;
 	SeederHooks hooks_;
 	SeederOptions opts_;
-	uint64_t sessionId_;
+	std::atomic<uint64_t> sessionId_; // changes only when an abandoned, untracked session is taken over
 
 	std::atomic<SeederState> state_{SeederState::Serving};
 	std::atomic<bool> stop_{false};
-	std::atomic<int> connections_{0};
-	std::atomic<int64_t> lastDisconnectNs_{0};
+	std::atomic<bool> doneAcked_{false}; // the DoneAck went out (or could not): serve() may end
+
+	std::mutex workersLock_; // guards workers_' finished flags and list shape
+	std::condition_variable workerFinished_;
+	std::list<Worker> workers_; // stable addresses: each thread holds its Worker
+
+	// The session's owner and its live connections (lock_).
+	bool owned_ = false;
+	std::string ownerName_, ownerPeer_;
+	int sessionConnections_ = 0;
+	int64_t sessionLastSeenNs_ = 0; // when the last session connection closed
+	// serve()'s thread only: what watchSession() already said.
+	bool preCopyGoneWarned_ = false;
+	int64_t postCopyWarnAtNs_ = 0;
+	bool leecherGone_ = false; // pre-copy abandoned: tracking is torn down when serve() ends
 
 	mutable std::mutex lock_;          // guards the dirty sets and stats below
 	std::vector<uint64_t> pending_;    // written pages per chunk, not yet reported (0: clean)

@@ -70,6 +70,16 @@ private:
 // Connects with a timeout (ETIMEDOUT); tries every address the host resolves to.
 Result<Connection> connectTo(const Endpoint &ep, int timeoutMs = 5000);
 
+// The remote end of a connected stream socket, for logs and per-peer limits: `host` is the
+// numeric address ("127.0.0.1", "::1") or "unix" for a UNIX socket (which has no address),
+// str() adds the port ("127.0.0.1:40312", "[::1]:40312", "unix").
+struct PeerAddress {
+	std::string host;
+	uint16_t port = 0;
+	std::string str() const;
+};
+Result<PeerAddress> peerAddress(const Connection &c);
+
 // Applies the TCP options above to a connected socket (no-op for UNIX sockets).
 Status tuneStreamSocket(int fd);
 
