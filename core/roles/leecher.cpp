@@ -69,6 +69,7 @@ JsonValue LeecherReport::toJson() const
 		.set("reconnects", reconnects)
 		.set("first_pass_ms", firstPassMs)
 		.set("finalize_reason", finalizeReason)
+		.set("tls", tls)
 		.set("completed", completed)
 		.set("verified", verified ? JsonValue::boolean(*verified) : JsonValue())
 		.set("compressed_chunks", compressedChunks)
@@ -145,6 +146,7 @@ private:
 Status Leecher::Impl::setUp(LeecherReport &rep)
 {
 	FERRY_ASSIGN(HelloReplyMsg hello, session_.open());
+	rep.tls = session_.peerIdentity();
 	if (hello.chunkSize == 0 || hello.chunkSize % 4096 || hello.regionSize == 0 ||
 	    (hello.regionSize + hello.chunkSize - 1) / hello.chunkSize > UINT32_MAX)
 		return Error::format(EPROTO, "seeder offers an unusable region ({} bytes, chunk {})", hello.regionSize,

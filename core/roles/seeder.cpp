@@ -466,6 +466,13 @@ Status Seeder::handleConnection(Worker &w)
 	const int64_t frameNs = toNs(opts_.frameTimeout), idleNs = toNs(opts_.idleTimeout);
 	ConnState cs;
 	Status result = conn.setIoTimeout(int(opts_.frameTimeout.count()));
+	if (result.ok() && opts_.tls) {
+		// Before anything of the region is said: a peer without valid credentials learns
+		// nothing but the handshake failure.
+		result = conn.startTls(*opts_.tls, int(opts_.frameTimeout.count()));
+		if (result.ok())
+			FERRY_LOG(Debug, opts_.name, "[peer {}] authenticated as {}", w.peer, conn.peerIdentity());
+	}
 	int64_t lastFrameNs = monotonicNs();
 	uint64_t rxAtLastFrame = conn.bytesReceived();
 	int64_t frameStartNs = 0; // first sign of the next frame's bytes, 0: none yet

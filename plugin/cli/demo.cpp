@@ -10,10 +10,14 @@
 #include <thread>
 #include <unistd.h>
 
+#include <filesystem>
+#include <optional>
+
 #include "cli/commands.h"
 #include "ferry/base/log.h"
 #include "ferry/link/link_emulator.h"
 #include "ferry/sys/process.h"
+#include "ferry/wire/tls.h"
 
 namespace ferry {
 
@@ -25,6 +29,7 @@ struct DemoArgs {
 	std::string tracker = "uffd";
 	double readMbps = 200;
 	bool noVerify = false;
+	bool tls = false;
 	SourceAppArgs app;
 	SeederArgs seeder;
 	LeecherArgs leecher;
@@ -82,8 +87,45 @@ std::string readAll(int fd)
 	return s;
 }
 
-int runDemo(const DemoArgs &a)
+// A directory of throwaway certificates (a CA, a server and a client) for `--tls`, removed
+// when the demo ends.
+class ThrowawayPki {
+public:
+	static Result<ThrowawayPki> create()
+	{
+		char dir[] = "/tmp/ferry-demo-pki.XXXXXX";
+		if (!::mkdtemp(dir))
+			return Error::fromErrno("mkdtemp");
+		ThrowawayPki p;
+		p.dir_ = dir;
+		FERRY_TRY_CTX(writeThrowawayPki(p.dir_), "throwaway PKI in {}", p.dir_);
+		return p;
+	}
+	ThrowawayPki() = default;
+	ThrowawayPki(ThrowawayPki &&o) noexcept : dir_(std::exchange(o.dir_, {})) {}
+	~ThrowawayPki()
+	{
+		if (!dir_.empty())
+			std::filesystem::remove_all(dir_);
+	}
+	const std::string &dir() const { return dir_; }
+
+private:
+	std::string dir_;
+};
+
+int runDemo(DemoArgs a)
 {
+	std::optional<ThrowawayPki> pki;
+	if (a.tls) {
+		auto p = ThrowawayPki::create();
+		if (!p.ok())
+			return reportError("demo", p.error());
+		pki.emplace(std::move(p).value());
+		a.seeder.tls.spec = a.leecher.tls.spec = "x509:" + pki->dir();
+	} else {
+		a.seeder.tls.spec = a.leecher.tls.spec = "insecure";
+	}
 	std::string level = logLevel() == LogLevel::Debug ? "debug" : logLevel() == LogLevel::Info ? "info" : "warn";
 	std::vector<std::string> seedArgs = {"--log-level", level, "seed", "--listen", "tcp:127.0.0.1:0", "--tracker", a.tracker};
 	for (auto &v : {a.app.toArgs(), a.seeder.toArgs()})
@@ -166,8 +208,10 @@ CommandRunner addDemoCommand(CLI::App &app)
 	c->add_option("--tracker", a->tracker, "uffd or xxh3")->capture_default_str()->check(CLI::IsMember({"uffd", "xxh3"}));
 	c->add_option("--read-mbps", a->readMbps, "Destination application's read rate after resume")->capture_default_str()->check(CLI::Range(0.0, 100000.0));
 	a->app.addTo(c);
-	a->seeder.addTo(c);
+	a->seeder.addTo(c, false);
 	a->leecher.addTo(c, nullptr, false); // the demo always verifies, unless --no-verify
+	c->add_flag("--tls", a->tls, "Mutual TLS 1.3 between seeder and leecher, with a throwaway CA and certificates "
+				     "made for this run (without it the demo's loopback link is plaintext)");
 	c->add_flag("--no-verify", a->noVerify, "Skip the byte-for-byte check");
 	return [a] { return runDemo(*a); };
 }

@@ -12,10 +12,18 @@ namespace ferry {
 
 namespace {
 
+// Guests write 4 KiB pages at random: small chunks re-send less.
+SeederArgs smallChunks()
+{
+	SeederArgs a;
+	a.chunkKib = 16;
+	return a;
+}
+
 struct MigrateArgs {
 	std::string qmp, agent, listen = "tcp:0.0.0.0:7070", deviceUri, ramMatch = "memory-backend-memfd";
 	bool keepSource = false;
-	SeederArgs seeder{.chunkKib = 16}; // guests write 4 KiB pages at random: small chunks re-send less
+	SeederArgs seeder = smallChunks();
 };
 
 int runMigrate(const MigrateArgs &a)

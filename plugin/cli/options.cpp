@@ -7,6 +7,7 @@
 
 #include "cli/progress.h"
 
+#include "ferry/base/log.h"
 #include "ferry/wire/compress.h"
 
 namespace ferry {
@@ -69,7 +70,28 @@ CLI::Validator endpointValidator()
 	return parsedBy([](const std::string &v) { return parseEndpoint(v); }, "tcp:HOST:PORT|unix:PATH");
 }
 
-void LeecherArgs::addTo(CLI::App *c, const char *verifyHelp, bool compressOption)
+void TlsArgs::addTo(CLI::App *c)
+{
+	c->add_option("--tls", spec,
+		      "Peer authentication and encryption: x509 (certificates in /etc/pki/ferry: ca-cert.pem, "
+		      "server-cert.pem, server-key.pem, client-cert.pem, client-key.pem), x509:DIR, psk:FILE "
+		      "(identity:hexkey lines) or insecure (plaintext, anyone may connect)")
+		->capture_default_str()
+		->check(parsedBy(parseTlsConfig, "x509[:DIR]|psk:FILE|insecure"));
+}
+
+Result<std::shared_ptr<const TlsCredentials>> TlsArgs::build(TlsRole role) const
+{
+	FERRY_ASSIGN(TlsConfig config, parseTlsConfig(spec).context("--tls"));
+	if (config.mode == TlsMode::Insecure) {
+		FERRY_LOG(Warn, "tls", "--tls insecure: the link is plaintext and any peer is trusted");
+		return std::shared_ptr<const TlsCredentials>();
+	}
+	FERRY_ASSIGN(TlsCredentials creds, TlsCredentials::load(config, role).context("--tls"));
+	return std::make_shared<const TlsCredentials>(std::move(creds));
+}
+
+void LeecherArgs::addTo(CLI::App *c, const char *verifyHelp, bool linkOptions)
 {
 	c->add_option("--mode", mode, "hybrid (post-copy faults) or precopy")->capture_default_str()->check(CLI::IsMember({"hybrid", "precopy"}));
 	c->add_option("--connections", connections, "Data connections")->capture_default_str()->check(CLI::Range(1, 64));
@@ -81,7 +103,9 @@ void LeecherArgs::addTo(CLI::App *c, const char *verifyHelp, bool compressOption
 	if (verifyHelp)
 		c->add_flag("--verify", verify, verifyHelp);
 	c->add_flag("--quiet", quiet, "No progress lines");
-	if (compressOption)
+	if (linkOptions)
+		tls.addTo(c);
+	if (linkOptions)
 		c->add_option("--compress", compress, "Ask the seeder to compress the pre-copy pull: zstd (any level) or none")->capture_default_str()->check(compressionValidator());
 }
 
@@ -105,6 +129,7 @@ Result<LeecherOptions> LeecherArgs::build(std::string_view connect) const
 	lo.verify = verify;
 	FERRY_ASSIGN(CompressionSpec spec, parseCompressionSpec(compress).context("--compress"));
 	lo.compression = spec.enabled();
+	FERRY_ASSIGN(lo.tls, tls.build(TlsRole::Client));
 	return lo;
 }
 
@@ -114,7 +139,7 @@ std::vector<std::string> LeecherArgs::toArgs() const
 				      "--depth", std::to_string(depth), "--finalize", finalize,
 				      "--deadline-s", fmt::format("{}", deadlineS), "--sample-ms",
 				      fmt::format("{}", sampleMs), "--reconnect-timeout-s",
-				      fmt::format("{}", reconnectTimeoutS), "--compress", compress};
+				      fmt::format("{}", reconnectTimeoutS), "--compress", compress, "--tls", tls.spec};
 	if (verify)
 		a.push_back("--verify");
 	if (quiet)
@@ -122,8 +147,10 @@ std::vector<std::string> LeecherArgs::toArgs() const
 	return a;
 }
 
-void SeederArgs::addTo(CLI::App *c)
+void SeederArgs::addTo(CLI::App *c, bool linkOptions)
 {
+	if (linkOptions)
+		tls.addTo(c);
 	c->add_option("--chunk-kib", chunkKib, "Chunk size (a power of two >= 4)")->capture_default_str()->check(CLI::Range(4u, 65536u));
 	c->add_option("--rollback-timeout-s", rollbackTimeoutS, "Resume the source if the destination vanishes after finalize but before the switch-over")->capture_default_str()->check(CLI::Range(0.1, 3600.0));
 	c->add_option("--compress", compress, kCompressHelp)->capture_default_str()->check(compressionValidator());
@@ -137,13 +164,14 @@ Result<SeederOptions> SeederArgs::build() const
 	so.chunkSize = chunkKib * 1024;
 	so.rollbackTimeout = msFromSec(rollbackTimeoutS);
 	FERRY_ASSIGN(so.compression, parseCompressionSpec(compress).context("--compress"));
+	FERRY_ASSIGN(so.tls, tls.build(TlsRole::Server));
 	return so;
 }
 
 std::vector<std::string> SeederArgs::toArgs() const
 {
 	return {"--chunk-kib", std::to_string(chunkKib), "--rollback-timeout-s", fmt::format("{}", rollbackTimeoutS),
-		"--compress", compress};
+		"--compress", compress, "--tls", tls.spec};
 }
 
 void SourceAppArgs::addTo(CLI::App *c)

@@ -35,6 +35,17 @@ CLI::Validator compressionValidator();
 // An endpoint option (tcp:HOST:PORT, unix:PATH): accepts exactly what parseEndpoint accepts.
 CLI::Validator endpointValidator();
 
+// --tls: how a role authenticates its peer and encrypts the link. x509 (default, the
+// directory /etc/pki/ferry in the layout libvirt and QEMU use), x509:DIR, psk:FILE (QEMU's
+// keys.psk format) or insecure (plaintext, any peer: loopback demos and benchmarks only).
+struct TlsArgs {
+	std::string spec = "x509";
+
+	void addTo(CLI::App *c);
+	// The credentials of `role`; null for insecure (which is logged as a warning).
+	Result<std::shared_ptr<const TlsCredentials>> build(TlsRole role) const;
+};
+
 struct LeecherArgs {
 	std::string mode = "hybrid";
 	unsigned connections = 2;
@@ -46,10 +57,11 @@ struct LeecherArgs {
 	bool verify = false;
 	std::string compress = "zstd";
 	bool quiet = false; // no progress lines on stderr
+	TlsArgs tls;
 
 	// `verifyHelp` differs between a region (leech) and a VM (receive); null: no --verify.
-	// compressOption false: the command's seeder group owns --compress (demo).
-	void addTo(CLI::App *c, const char *verifyHelp, bool compressOption = true);
+	// linkOptions false: the command registers --compress and --tls itself (demo).
+	void addTo(CLI::App *c, const char *verifyHelp, bool linkOptions = true);
 	// The seeder is `connect` (an endpoint); progress lines go to stderr unless quiet.
 	Result<LeecherOptions> build(std::string_view connect) const;
 	std::vector<std::string> toArgs() const;
@@ -59,8 +71,10 @@ struct SeederArgs {
 	unsigned chunkKib = 64;
 	double rollbackTimeoutS = 10;
 	std::string compress = "zstd";
+	TlsArgs tls;
 
-	void addTo(CLI::App *c);
+	// linkOptions false: the command registers --tls itself (demo).
+	void addTo(CLI::App *c, bool linkOptions = true);
 	Result<SeederOptions> build() const;
 	std::vector<std::string> toArgs() const;
 };

@@ -10,9 +10,17 @@ namespace ferry {
 
 namespace {
 
+// A VM's RAM is pulled with 256 chunks in flight per connection (4 MiB of 16 KiB chunks).
+LeecherArgs deeperPipeline()
+{
+	LeecherArgs a;
+	a.depth = 256;
+	return a;
+}
+
 struct ReceiveArgs {
 	std::string qmp, agent, connect, incoming, ramMatch = "memory-backend-memfd";
-	LeecherArgs leecher{.depth = 256};
+	LeecherArgs leecher = deeperPipeline();
 };
 
 int runReceive(const ReceiveArgs &a)

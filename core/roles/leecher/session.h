@@ -35,6 +35,8 @@ public:
 	// ends. A peer Error or a reply of the wrong type is EPROTO, never retried.
 	Result<std::vector<uint8_t>> request(MsgType type, MsgType expect);
 	void close();
+	// The seeder's authenticated identity ("x509 CN=..."), or "insecure"; set by open().
+	const std::string &peerIdentity() const { return peerIdentity_; }
 
 	// Bytes received on the control connection (open or closed) and reconnects so far.
 	uint64_t bytesReceived() const;
@@ -47,6 +49,7 @@ private:
 	uint64_t sessionId_ = 0;
 	uint64_t size_ = 0;
 	uint32_t chunkSize_ = 0;
+	std::string peerIdentity_ = "insecure";
 	std::optional<Connection> ctrl_;
 	uint64_t nextId_ = 1;
 	std::atomic<uint64_t> closedBytes_{0};

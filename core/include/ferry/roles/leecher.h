@@ -24,6 +24,7 @@
 #include "ferry/finalize/policy.h"
 #include "ferry/sys/userfaultfd.h"
 #include "ferry/wire/endpoint.h"
+#include "ferry/wire/tls.h"
 
 namespace ferry {
 
@@ -86,6 +87,9 @@ struct LeecherOptions {
 	bool postcopyOnly = false;
 	bool backgroundPull = true;
 	std::function<void(const LeecherProgress &)> onProgress; // called every sample
+	// Client credentials every connection authenticates with (mutual TLS, or PSK), and the
+	// seeder must prove; null: plaintext (tests, loopback benchmarks).
+	std::shared_ptr<const TlsCredentials> tls;
 };
 
 struct LeecherReport {
@@ -107,6 +111,7 @@ struct LeecherReport {
 	double drainMs = 0;
 	uint32_t rounds = 0;
 	std::string finalizeReason;
+	std::string tls = "insecure"; // or the seeder's authenticated identity ("x509 CN=...")
 	bool completed = false;
 	std::optional<bool> verified;   // set when verification ran
 	uint64_t verifyMismatchedChunks = 0;

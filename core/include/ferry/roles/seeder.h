@@ -36,6 +36,7 @@
 #include "ferry/wire/connection.h"
 #include "ferry/wire/endpoint.h"
 #include "ferry/wire/protocol.h"
+#include "ferry/wire/tls.h"
 
 namespace ferry {
 
@@ -75,6 +76,9 @@ struct SeederOptions {
 	// and serve() fails, the source running as before. Warned about from a third of it.
 	// After the switch-over the seeder never gives up (it holds the only copy).
 	std::chrono::milliseconds reconnectTimeout{15000};
+	// Server credentials every connection must authenticate with (mutual TLS, or PSK)
+	// before its first frame; null: plaintext, any peer (tests, loopback benchmarks).
+	std::shared_ptr<const TlsCredentials> tls;
 };
 
 struct SeederStats {
