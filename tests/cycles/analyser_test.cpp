@@ -83,10 +83,7 @@ TEST(CycleAnalyser, FindsPeriodOfNoisySquareWaves)
 	for (double period : { 1.0, 1.7, 2.5, 4.0, 6.3, 10.0 }) {
 		for (double duty : { 0.2, 0.5, 0.8 }) {
 			for (double noise : { 0.0, 0.15, 0.3 }) {
-				Wave w;
-				w.periodSec = period;
-				w.duty = duty;
-				w.noise = noise;
+				Wave w{ .periodSec = period, .duty = duty, .noise = noise };
 				w.phaseSec = std::fmod(0.37 * period * seed, period);
 				size_t n = static_cast<size_t>(std::ceil(5 * period / kDt));
 				expectFound(w, n, seed++);
@@ -101,12 +98,8 @@ TEST(CycleAnalyser, FindsPeriodOfSmoothWaves)
 	for (Shape shape : { Shape::Pulse, Shape::Sine }) {
 		for (double period : { 1.0, 3.3, 10.0 }) {
 			for (double duty : { 0.3, 0.6 }) {
-				Wave w;
-				w.shape = shape;
-				w.periodSec = period;
-				w.duty = duty;
-				w.noise = 0.2;
-				w.phaseSec = 0.29 * period;
+				Wave w{ .shape = shape, .periodSec = period, .duty = duty,
+					.phaseSec = 0.29 * period, .noise = 0.2 };
 				size_t n = static_cast<size_t>(std::ceil(6 * period / kDt));
 				expectFound(w, n, seed++);
 			}
@@ -117,10 +110,7 @@ TEST(CycleAnalyser, FindsPeriodOfSmoothWaves)
 TEST(CycleAnalyser, PredictsLowWindowAtEveryPhase)
 {
 	// Walk "now" through a whole cycle: the prediction must follow it.
-	Wave w;
-	w.periodSec = 3;
-	w.duty = 0.4;
-	w.noise = 0.3;
+	Wave w{ .periodSec = 3, .duty = 0.4, .noise = 0.3 };
 	for (int k = 0; k < 30; k++) {
 		w.phaseSec = k * 0.1;
 		expectFound(w, 300, 500 + k);
@@ -129,10 +119,7 @@ TEST(CycleAnalyser, PredictsLowWindowAtEveryPhase)
 
 TEST(CycleAnalyser, ReportsLowNowOnlyWhenActivityIsLow)
 {
-	Wave w;
-	w.periodSec = 2;
-	w.duty = 0.5;
-	w.noise = 0.1;
+	Wave w{ .periodSec = 2, .duty = 0.5, .noise = 0.1 };
 	for (int k = 0; k < 20; k++) {
 		w.phaseSec = k * 0.1;
 		const size_t n = 200;
@@ -151,9 +138,7 @@ TEST(CycleAnalyser, ReportsLowNowOnlyWhenActivityIsLow)
 
 TEST(CycleAnalyser, NeedsTwoAndAHalfPeriods)
 {
-	Wave w;
-	w.periodSec = 4;
-	w.noise = 0.1;
+	Wave w{ .periodSec = 4, .noise = 0.1 };
 	EXPECT_FALSE(analyse(test::sampleWave(w, kDt, 80, 3)).periodic);	// 2 periods
 	EXPECT_TRUE(analyse(test::sampleWave(w, kDt, 120, 3)).periodic);	// 3 periods
 }
@@ -192,10 +177,7 @@ TEST(CycleAnalyser, CallsConstantAndRampAperiodic)
 
 TEST(CycleAnalyser, IgnoresDriftUnderACycle)
 {
-	Wave w;
-	w.periodSec = 2.5;
-	w.duty = 0.3;
-	w.noise = 0.1;
+	Wave w{ .periodSec = 2.5, .duty = 0.3, .noise = 0.1 };
 	std::vector<double> s = test::sampleWave(w, kDt, 400, 9);
 	for (size_t i = 0; i < s.size(); i++)
 		s[i] += 2e4 * static_cast<double>(i);	// +8 MB over the series, slow
@@ -227,8 +209,7 @@ TEST(CycleAnalyser, KeepsOnlyTheMostRecentSamples)
 
 TEST(CycleAnalyser, TreatsBogusSamplesAsZero)
 {
-	Wave w;
-	w.periodSec = 2;
+	Wave w{ .periodSec = 2 };
 	std::vector<double> s = test::sampleWave(w, kDt, 200, 4);
 	CycleAnalyser a(kDt);
 	for (size_t i = 0; i < s.size(); i++) {

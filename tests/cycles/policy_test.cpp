@@ -57,6 +57,21 @@ Outcome run(FinalizePolicy &p, uint32_t maxRounds, const std::function<RoundStat
 	return {};
 }
 
+// Round r of a simulated migration: `dirty` bytes written in it, `stale` bytes the
+// destination lacks at its end, pulled at `bandwidth`.
+RoundStats simulated(uint32_t r, double dirty, double stale, double bandwidth)
+{
+	RoundStats s;
+	s.round = r;
+	s.elapsedSec = r * kDt;
+	s.dirtyBytes = static_cast<uint64_t>(dirty);
+	s.dirtyChunks = s.dirtyBytes / kChunk;
+	s.staleBytes = static_cast<uint64_t>(stale);
+	s.staleChunks = (s.staleBytes + kChunk - 1) / kChunk;
+	s.bandwidthBytesPerSec = bandwidth;
+	return s;
+}
+
 // A migration whose guest dirties memory following `wave` (bytes per sample) while the
 // destination pulls at `bandwidth`: stale bytes grow by what is dirtied and shrink by what is
 // pulled. The first pass completes at firstPassSec.
@@ -69,17 +84,38 @@ Outcome simulate(FinalizePolicy &p, const Wave &wave, double bandwidth, double f
 	return run(p, rounds, [&](uint32_t r) {
 		const double d = dirty[r - 1];
 		stale = std::max(0.0, stale + d - bandwidth * kDt);
-		RoundStats s;
-		s.round = r;
-		s.elapsedSec = r * kDt;
-		s.dirtyBytes = static_cast<uint64_t>(d);
-		s.dirtyChunks = s.dirtyBytes / kChunk;
-		s.staleBytes = static_cast<uint64_t>(stale);
-		s.staleChunks = (s.staleBytes + kChunk - 1) / kChunk;
-		s.bandwidthBytesPerSec = bandwidth;
+		RoundStats s = simulated(r, d, stale, bandwidth);
 		s.firstPassDone = s.elapsedSec >= firstPassSec;
 		return s;
 	});
+}
+
+// Simulates one migration per phase (the wave's phase moved by phaseStep each time) and
+// expects each to finalize inside a low window, by latestSec at the latest.
+struct LowWindowCase {
+	Wave wave;
+	double phaseStep;
+	int phases;
+	const char *spec;
+	double bandwidth;
+	double firstPassSec;
+	unsigned seed; // of the first phase; one more for each next one
+	double latestSec;
+};
+
+void expectFinalizesInLowWindows(LowWindowCase c)
+{
+	for (int k = 0; k < c.phases; k++) {
+		Wave w = c.wave;
+		w.phaseSec = c.phaseStep * k;
+		auto p = make(c.spec);
+		Outcome o = simulate(*p, w, c.bandwidth, c.firstPassSec, 60, c.seed + k);
+		SCOPED_TRACE(fmt::format("phase {}: {}", w.phaseSec, p->status()));
+		ASSERT_TRUE(o.round);
+		EXPECT_EQ(o.reason.rfind("low window", 0), 0u) << o.reason;
+		EXPECT_TRUE(w.isLow(o.timeSec + kDt / 2));
+		EXPECT_LE(o.timeSec, c.latestSec);
+	}
 }
 
 } // namespace
@@ -233,62 +269,29 @@ TEST(CyclePolicy, FinalizesInsideALowPhase)
 {
 	// Plenty of bandwidth, so stale bytes always fit: only the phase decides. The threshold
 	// fallback is made unreachable so any decision comes from the cycle logic.
-	for (int k = 0; k < 8; k++) {
-		Wave w;
-		w.periodSec = 4;
-		w.duty = 0.5;
-		w.noise = 0.2;
-		w.phaseSec = 0.5 * k;
-		auto p = make("cycle:rounds=100000,max-rounds=100000,deadline=100");
-		Outcome o = simulate(*p, w, 1e9, 12, 60, 10 + k);
-		SCOPED_TRACE(fmt::format("phase {}: {}", w.phaseSec, p->status()));
-		ASSERT_TRUE(o.round);
-		EXPECT_EQ(o.reason.rfind("low window", 0), 0u) << o.reason;
-		EXPECT_TRUE(w.isLow(o.timeSec + kDt / 2));
-		EXPECT_LE(o.timeSec, 12 + w.periodSec);
-	}
+	const Wave w{ .periodSec = 4, .duty = 0.5, .noise = 0.2 };
+	// 8 phases 0.5 s apart (seeds 10..17), 1 GB/s, first pass at 12 s.
+	expectFinalizesInLowWindows({ w, 0.5, 8, "cycle:rounds=100000,max-rounds=100000,deadline=100",
+				      1e9, 12, 10, 12 + w.periodSec });
 }
 
 TEST(CyclePolicy, UsesTheCycleEvenWhenTheFirstPassEndsEarly)
 {
 	// Default options; the first pass ends at 2 s, long before 2.5 periods are seen. The
 	// warm-up keeps the always-converged threshold fallback from finalizing blindly.
-	for (int k = 0; k < 8; k++) {
-		Wave w;
-		w.periodSec = 3;
-		w.duty = 0.5;
-		w.noise = 0.2;
-		w.phaseSec = 0.37 * k;
-		auto p = make("cycle");
-		Outcome o = simulate(*p, w, 1e9, 2, 60, 40 + k);
-		SCOPED_TRACE(fmt::format("phase {}: {}", w.phaseSec, p->status()));
-		ASSERT_TRUE(o.round);
-		EXPECT_EQ(o.reason.rfind("low window", 0), 0u) << o.reason;
-		EXPECT_TRUE(w.isLow(o.timeSec + kDt / 2));
-		EXPECT_LE(o.timeSec, 10 + w.periodSec);
-	}
+	const Wave w{ .periodSec = 3, .duty = 0.5, .noise = 0.2 };
+	// 8 phases 0.37 s apart (seeds 40..47), 1 GB/s.
+	expectFinalizesInLowWindows({ w, 0.37, 8, "cycle", 1e9, 2, 40, 10 + w.periodSec });
 }
 
 TEST(CyclePolicy, WaitsForStaleBytesToFitInALowPhase)
 {
 	// High phase: 150 MB/s dirtied against 100 MB/s pulled, so stale bytes pile up; the low
 	// phase drains them. The policy must wait until they fit 0.3 s, inside a low phase.
-	for (int k = 0; k < 4; k++) {
-		Wave w;
-		w.periodSec = 4;
-		w.duty = 0.5;
-		w.low = 0.05e6;
-		w.high = 15e6;
-		w.noise = 0.1;
-		w.phaseSec = 1.0 * k;
-		auto p = make("cycle:budget=0.3,rounds=100000,max-rounds=100000,deadline=100");
-		Outcome o = simulate(*p, w, 100e6, 12, 60, 20 + k);
-		SCOPED_TRACE(fmt::format("phase {}: {}", w.phaseSec, p->status()));
-		ASSERT_TRUE(o.round);
-		EXPECT_EQ(o.reason.rfind("low window", 0), 0u) << o.reason;
-		EXPECT_TRUE(w.isLow(o.timeSec + kDt / 2));
-		EXPECT_LE(o.timeSec, 12 + 2 * w.periodSec);
-	}
+	const Wave w{ .periodSec = 4, .duty = 0.5, .low = 0.05e6, .high = 15e6, .noise = 0.1 };
+	// 4 phases 1 s apart (seeds 20..23), first pass at 12 s.
+	expectFinalizesInLowWindows({ w, 1.0, 4, "cycle:budget=0.3,rounds=100000,max-rounds=100000,deadline=100",
+				      100e6, 12, 20, 12 + 2 * w.periodSec });
 }
 
 TEST(CyclePolicy, LetsWhatTheHighPhaseLeftDrainBeforeFinalizing)
@@ -297,12 +300,7 @@ TEST(CyclePolicy, LetsWhatTheHighPhaseLeftDrainBeforeFinalizing)
 	// low phase 1 MB/s. At the window's start the 40 MB left fit the 0.3 s budget already,
 	// but they drain to nearly nothing within 0.3 s: the policy must take that.
 	for (int k = 0; k < 4; k++) {
-		Wave w;
-		w.periodSec = 4;
-		w.duty = 0.5;
-		w.low = 0.1e6;
-		w.high = 30e6;
-		w.noise = 0.05;
+		Wave w{ .periodSec = 4, .duty = 0.5, .low = 0.1e6, .high = 30e6, .noise = 0.05 };
 		w.phaseSec = 0.7 * k;
 		auto p = make("cycle:budget=0.3,rounds=100000,max-rounds=100000,deadline=100");
 		std::vector<double> dirty = test::sampleWave(w, kDt, 600, 70 + k);
@@ -328,9 +326,7 @@ TEST(CyclePolicy, FindsTheCycleThroughIrregularSampleSpacing)
 	// A migration loop's samples come 100-125 ms apart, not 100 ms: the policy re-cuts them
 	// by elapsed time, so it still sees T = 4 s and finalizes in a low window.
 	for (int k = 0; k < 4; k++) {
-		Wave w;
-		w.periodSec = 4;
-		w.duty = 0.5;
+		Wave w{ .periodSec = 4, .duty = 0.5 };
 		w.phaseSec = 0.8 * k;
 		std::mt19937_64 rng(80 + k);
 		std::uniform_real_distribution<double> gap(0.1, 0.125);
@@ -462,10 +458,7 @@ TEST(CyclePolicy, HoldsPullWhileWarmingUpAndOutsideLowWindows)
 	// afterwards it is held exactly when no low window is under way (checked against the
 	// wave's ground truth for the next interval, allowing a few misses at the edges).
 	for (int k = 0; k < 4; k++) {
-		Wave w;
-		w.periodSec = 4;
-		w.duty = 0.5;
-		w.noise = 0.1;
+		Wave w{ .periodSec = 4, .duty = 0.5, .noise = 0.1 };
 		w.phaseSec = 0.9 * k;
 		auto p = make("cycle:warmup=10,deadline=100");
 		ASSERT_TRUE(p->holdAtStart());
@@ -505,9 +498,7 @@ TEST(CyclePolicy, NeverHoldsPastTheDeadline)
 {
 	// Periodic load whose pull is held; whatever the analyser says, the hold ends at the
 	// deadline counted from the first sample, so the first pass cannot be held forever.
-	Wave w;
-	w.periodSec = 2;
-	w.duty = 0.9;
+	Wave w{ .periodSec = 2, .duty = 0.9 };
 	std::vector<double> dirty = test::sampleWave(w, kDt, 200, 1);
 	auto p = make("cycle:deadline=8");
 	for (uint32_t r = 1; r <= 200; r++) {
@@ -537,10 +528,7 @@ TEST(CyclePolicy, HoldsOnlyHotChunksByDefault)
 {
 	// While warming up every chunk is held (holdHotSec 0); once periodic, what the last
 	// two periods wrote. hold=all holds every chunk throughout.
-	Wave w;
-	w.periodSec = 4;
-	w.duty = 0.5;
-	w.noise = 0.1;
+	Wave w{ .periodSec = 4, .duty = 0.5, .noise = 0.1 };
 	std::vector<double> dirty = test::sampleWave(w, kDt, 300, 7);
 	auto hot = make("cycle:warmup=10,deadline=100");
 	auto all = make("cycle:warmup=10,deadline=100,hold=all");
@@ -576,14 +564,7 @@ Outcome simulateWorkingSet(FinalizePolicy &p, const Wave &w, double workingSet, 
 	return run(p, rounds, [&](uint32_t r) {
 		const double pulled = std::min(stale, bandwidth * kDt);
 		stale = std::min(workingSet, stale - pulled + dirty[r - 1]);
-		RoundStats s;
-		s.round = r;
-		s.elapsedSec = r * kDt;
-		s.dirtyBytes = static_cast<uint64_t>(dirty[r - 1]);
-		s.dirtyChunks = s.dirtyBytes / kChunk;
-		s.staleBytes = static_cast<uint64_t>(stale);
-		s.staleChunks = (s.staleBytes + kChunk - 1) / kChunk;
-		s.bandwidthBytesPerSec = pulled / kDt;
+		RoundStats s = simulated(r, dirty[r - 1], stale, pulled / kDt);
 		s.firstPassDone = true;
 		return s;
 	});
@@ -594,14 +575,9 @@ TEST(CyclePolicy, WithPostCopyFollowingFinalizesAsTheLowWindowCloses)
 	// The working set (120 MB) takes 1.2 s to pull but the low window is 1 s: its stale
 	// bytes never fit 0.3 s. Without post-copy the policy waits (for the deadline here);
 	// with post-copy following it finalizes late in a low window, leaving the rest to it.
-	Wave w;
-	w.periodSec = 2;
-	w.duty = 0.5;
-	w.low = 0.01e6;
-	w.high = 30e6; // per 0.1 s: the whole working set within the high phase
-	w.noise = 0.05;
-	PolicyOptions post;
-	post.postCopyFollows = true;
+	// high: per 0.1 s, the whole working set within the high phase
+	Wave w{ .periodSec = 2, .duty = 0.5, .low = 0.01e6, .high = 30e6, .noise = 0.05 };
+	const PolicyOptions post{ .postCopyFollows = true };
 	for (int k = 0; k < 3; k++) {
 		w.phaseSec = 0.6 * k;
 		auto with = make("cycle:warmup=6,deadline=30,hold=off", post);
@@ -622,12 +598,7 @@ TEST(CyclePolicy, WithPostCopyFollowingFinalizesAsTheLowWindowCloses)
 TEST(CyclePolicy, ComparesStaleBytesWithThePeakPullRateNotTheCurrentOne)
 {
 	// After a held interval the current pull rate is zero; the link's rate is what counts.
-	Wave w;
-	w.periodSec = 2;
-	w.duty = 0.5;
-	w.low = 0.01e6;
-	w.high = 10e6;
-	w.noise = 0.05;
+	Wave w{ .periodSec = 2, .duty = 0.5, .low = 0.01e6, .high = 10e6, .noise = 0.05 };
 	auto p = make("cycle:warmup=6,deadline=60,hold=off");
 	std::vector<double> dirty = test::sampleWave(w, kDt, 400, 3);
 	std::optional<Outcome> o;
@@ -648,14 +619,8 @@ TEST(CyclePolicy, WithPostCopyFollowingAClosingWindowFinalizesBeforeTheFirstPass
 	// The first pass never ends within the windows (a working set too big for them): with
 	// post-copy following, the policy finalizes as a low window closes that began with only
 	// hot chunks left (from 10 s on); without, it waits.
-	Wave w;
-	w.periodSec = 2;
-	w.duty = 0.6;
-	w.low = 0.01e6;
-	w.high = 30e6;
-	w.noise = 0.05;
-	PolicyOptions post;
-	post.postCopyFollows = true;
+	Wave w{ .periodSec = 2, .duty = 0.6, .low = 0.01e6, .high = 30e6, .noise = 0.05 };
+	const PolicyOptions post{ .postCopyFollows = true };
 	for (int k = 0; k < 3; k++) {
 		w.phaseSec = 0.5 * k;
 		auto with = make("cycle:warmup=6,deadline=30", post);
@@ -686,10 +651,7 @@ TEST(CyclePolicy, KeepsHotChunksForAWindowThatBeginsWithTheColdRestIn)
 	// Cold chunks are pending until 20 s. A low window that begins before then finishes the
 	// cold rest and still holds the hot chunks (pulled now, they would be rewritten before the
 	// window could end the first pass); one that begins after pulls them last.
-	Wave w;
-	w.periodSec = 4;
-	w.duty = 0.5;
-	w.noise = 0.1;
+	Wave w{ .periodSec = 4, .duty = 0.5, .noise = 0.1 };
 	std::vector<double> dirty = test::sampleWave(w, kDt, 400, 9);
 	auto p = make("cycle:warmup=10,deadline=100");
 	unsigned heldInLow = 0, lenientInLow = 0, heldInLowAfter = 0;

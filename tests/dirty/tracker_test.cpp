@@ -16,13 +16,16 @@
 #include "ferry/sys/scm.h"
 
 #include "support/child_process.h"
+#include "support/kernel_features.h"
+#include "support/test_memory.h"
 
 using namespace ferry;
 
 namespace {
 
 enum class Kind { UffdWp, Xxh3 };
-enum class Memory { Anon, Memfd };
+using test::makeMemory;
+using test::Memory;
 
 struct Param {
 	Kind kind;
@@ -35,7 +38,7 @@ std::string paramName(const ::testing::TestParamInfo<Param> &info)
 {
 	const Param &p = info.param;
 	return fmt::format("{}_{}_{}_{}K", p.kind == Kind::UffdWp ? "UffdWp" : "Xxh3",
-			   p.memory == Memory::Anon ? "Anon" : "Memfd",
+			   p.memory == Memory::Anonymous ? "Anon" : "Memfd",
 			   p.crossProcess ? "CrossProcess" : "InProcess", p.chunkSize / 1024);
 }
 
@@ -46,17 +49,10 @@ void PrintTo(const Param &p, std::ostream *os)
 
 constexpr size_t kPages = 2048; // 8 MiB with 4 KiB pages
 
-// Anonymous memory gets MADV_NOHUGEPAGE: the kernel tracks a THP as one entry (see
-// tracker.h), and the test asks for 4 KiB exactness.
-Result<Mapping> makeMemory(Memory kind, size_t len)
+// All of `m`, in this process, in page-sized chunks.
+TrackedRegion wholeMapping(const Mapping &m)
 {
-	if (kind == Memory::Anon) {
-		FERRY_ASSIGN(Mapping m, Mapping::anonymous(len));
-		::madvise(m.data(), len, MADV_NOHUGEPAGE);
-		return m;
-	}
-	FERRY_ASSIGN(UniqueFd fd, createMemfd("tracker-test", len));
-	return Mapping::map(fd.get(), len, PROT_READ | PROT_WRITE, MAP_SHARED);
+	return { 0, reinterpret_cast<uintptr_t>(m.data()), m.size(), pageSize() };
 }
 
 // Where in page p a round writes: fixed per page, never offset 0 (prepopulation writes
@@ -100,18 +96,15 @@ int childMain(int sock, Param param)
 	if (!mem.ok())
 		return 10;
 	prepopulate(mem->data());
-	uintptr_t addr = reinterpret_cast<uintptr_t>(mem->data());
-	std::span payload(reinterpret_cast<const uint8_t *>(&addr), sizeof(addr));
 	Userfaultfd uffd;
 	if (param.kind == Kind::UffdWp) {
 		auto created = createWpAsyncUffd(mem->data(), mem->size());
 		if (!created.ok())
 			return 11;
 		uffd = std::move(*created);
-		int fd = uffd.fd();
-		if (!sendFds(sock, std::span<const int>(&fd, 1), payload).ok())
+		if (!test::sendUffd(sock, uffd, mem->data()).ok())
 			return 12;
-	} else if (!sendFds(sock, {}, payload).ok()) {
+	} else if (!test::sendFdsWithAddress(sock, {}, mem->data()).ok()) {
 		return 12;
 	}
 	for (;;) {
@@ -136,30 +129,21 @@ protected:
 	{
 		const Param &p = GetParam();
 		if (p.kind == Kind::UffdWp) {
-			if (!PagemapScanner::supported())
-				GTEST_SKIP() << "PAGEMAP_SCAN not supported by this kernel";
-			auto probe = Userfaultfd::probeFeatures();
-			if (!probe.ok())
-				GTEST_SKIP() << "userfaultfd unavailable: " << probe.error().message();
-			if ((*probe & kWpAsyncFeatures) != kWpAsyncFeatures)
-				GTEST_SKIP() << "kernel lacks userfaultfd "
-					     << Userfaultfd::featureNames(kWpAsyncFeatures & ~*probe);
+			REQUIRE_WP_ASYNC();
 		}
 		if (p.crossProcess) {
 			auto child = test::forkChild([p](int sock) { return childMain(sock, p); });
 			ASSERT_TRUE(child.ok()) << child.error().message();
 			child_ = std::move(*child);
-			std::vector<uint8_t> payload;
-			auto fds = recvFds(child_.sock.get(), &payload, 1, sizeof(uintptr_t));
-			ASSERT_TRUE(fds.ok()) << fds.error().message();
-			ASSERT_EQ(payload.size(), sizeof(uintptr_t));
-			std::memcpy(&addr_, payload.data(), sizeof(addr_));
 			if (p.kind == Kind::UffdWp) {
-				ASSERT_EQ(fds->size(), 1u);
-				auto uffd = Userfaultfd::adopt(std::move((*fds)[0]), kWpAsyncFeatures,
-							       false);
-				ASSERT_TRUE(uffd.ok());
-				uffd_ = std::move(*uffd);
+				auto got = test::recvUffd(child_.sock.get(), kWpAsyncFeatures);
+				ASSERT_TRUE(got.ok()) << got.error().message();
+				addr_ = got->addr;
+				uffd_ = std::move(got->uffd);
+			} else {
+				auto got = test::recvFdsWithAddress(child_.sock.get(), 0);
+				ASSERT_TRUE(got.ok()) << got.error().message();
+				addr_ = got->addr;
 			}
 		} else {
 			auto mem = makeMemory(p.memory, kPages * pageSize());
@@ -269,7 +253,7 @@ std::vector<Param> allParams()
 {
 	std::vector<Param> v;
 	for (Kind k : { Kind::UffdWp, Kind::Xxh3 })
-		for (Memory m : { Memory::Anon, Memory::Memfd })
+		for (Memory m : { Memory::Anonymous, Memory::Memfd })
 			for (bool cross : { false, true })
 				for (size_t chunk : { size_t(4096), size_t(65536) })
 					v.push_back({ k, m, cross, chunk });
@@ -283,18 +267,12 @@ INSTANTIATE_TEST_SUITE_P(, DirtyTracker, ::testing::ValuesIn(allParams()), param
 // The uffd tracker reports writes, not changes: a byte rewritten with its own value counts.
 TEST(DirtyTrackerUffdWp, ReportsWriteOfUnchangedValue)
 {
-	if (!PagemapScanner::supported())
-		GTEST_SKIP() << "PAGEMAP_SCAN not supported by this kernel";
-	auto probe = Userfaultfd::probeFeatures();
-	if (!probe.ok() || (*probe & kWpAsyncFeatures) != kWpAsyncFeatures)
-		GTEST_SKIP() << "kernel lacks userfaultfd async write-protect";
+	REQUIRE_WP_ASYNC();
 	const size_t page = pageSize();
 	auto mem = makeMemory(Memory::Memfd, 16 * page);
 	ASSERT_TRUE(mem.ok());
 	std::memset(mem->data(), 0x5a, mem->size());
-	auto tracker = makeUffdWpTracker({ 0, reinterpret_cast<uintptr_t>(mem->data()),
-					   mem->size(), page },
-					 Userfaultfd());
+	auto tracker = makeUffdWpTracker(wholeMapping(*mem), Userfaultfd());
 	ASSERT_TRUE(tracker.ok()) << tracker.error().message();
 	ASSERT_TRUE((*tracker)->start().ok());
 	mem->data()[5 * page + 100] = 0x5a;
@@ -303,7 +281,7 @@ TEST(DirtyTrackerUffdWp, ReportsWriteOfUnchangedValue)
 	EXPECT_EQ(got, std::vector<uint32_t>{ 5 });
 
 	// ...which the hash tracker, by contract, does not see.
-	auto hash = makeHashTracker({ 0, reinterpret_cast<uintptr_t>(mem->data()), mem->size(), page });
+	auto hash = makeHashTracker(wholeMapping(*mem));
 	ASSERT_TRUE(hash.ok());
 	ASSERT_TRUE((*hash)->start().ok());
 	mem->data()[5 * page + 100] = 0x5a;
@@ -317,11 +295,7 @@ TEST(DirtyTrackerUffdWp, ReportsWriteOfUnchangedValue)
 // A write through the tracked mapping must still be reported, a read must not.
 TEST(DirtyTrackerUffdWp, ReportsWritesToPagesPopulatedThroughAnotherMapping)
 {
-	if (!PagemapScanner::supported())
-		GTEST_SKIP() << "PAGEMAP_SCAN not supported by this kernel";
-	auto probe = Userfaultfd::probeFeatures();
-	if (!probe.ok() || (*probe & kWpAsyncFeatures) != kWpAsyncFeatures)
-		GTEST_SKIP() << "kernel lacks userfaultfd async write-protect";
+	REQUIRE_WP_ASYNC();
 	const size_t page = pageSize();
 	auto fd = createMemfd("other-mapping", 64 * page);
 	ASSERT_TRUE(fd.ok());
@@ -329,9 +303,7 @@ TEST(DirtyTrackerUffdWp, ReportsWritesToPagesPopulatedThroughAnotherMapping)
 	auto other = Mapping::map(fd->get(), 64 * page, PROT_READ | PROT_WRITE, MAP_SHARED);
 	ASSERT_TRUE(tracked.ok() && other.ok());
 	std::memset(other->data(), 0x33, other->size());
-	auto tracker = makeUffdWpTracker({ 0, reinterpret_cast<uintptr_t>(tracked->data()),
-					   tracked->size(), page },
-					 Userfaultfd());
+	auto tracker = makeUffdWpTracker(wholeMapping(*tracked), Userfaultfd());
 	ASSERT_TRUE(tracker.ok()) << tracker.error().message();
 	ASSERT_TRUE((*tracker)->start().ok());
 	volatile uint8_t sink = tracked->data()[3 * page];
@@ -346,22 +318,14 @@ TEST(DirtyTrackerUffdWp, ReportsWritesToPagesPopulatedThroughAnotherMapping)
 // other process registers the creator's range itself (the ioctl acts on the creator's mm).
 TEST(DirtyTrackerUffdWp, RegistersRangeOfAnotherProcessItself)
 {
-	if (!PagemapScanner::supported())
-		GTEST_SKIP() << "PAGEMAP_SCAN not supported by this kernel";
-	auto probe = Userfaultfd::probeFeatures();
-	if (!probe.ok() || (*probe & kWpAsyncFeatures) != kWpAsyncFeatures)
-		GTEST_SKIP() << "kernel lacks userfaultfd async write-protect";
+	REQUIRE_WP_ASYNC();
 	const size_t page = pageSize();
 	auto child = test::forkChild([&](int sock) -> int {
 		auto mem = makeMemory(Memory::Memfd, 32 * page);
 		auto uffd = Userfaultfd::create(kWpAsyncFeatures);
 		if (!mem.ok() || !uffd.ok())
 			return 10;
-		uintptr_t addr = reinterpret_cast<uintptr_t>(mem->data());
-		int fd = uffd->fd();
-		if (!sendFds(sock, std::span<const int>(&fd, 1),
-			     std::span(reinterpret_cast<const uint8_t *>(&addr), sizeof(addr)))
-			     .ok())
+		if (!test::sendUffd(sock, *uffd, mem->data()).ok())
 			return 11;
 		if (!test::recvValue<uint8_t>(sock).ok())
 			return 12;
@@ -371,14 +335,10 @@ TEST(DirtyTrackerUffdWp, RegistersRangeOfAnotherProcessItself)
 			       : 13;
 	});
 	ASSERT_TRUE(child.ok());
-	std::vector<uint8_t> payload;
-	auto fds = recvFds(child->sock.get(), &payload, 1, sizeof(uintptr_t));
-	ASSERT_TRUE(fds.ok() && fds->size() == 1);
-	uintptr_t addr;
-	std::memcpy(&addr, payload.data(), sizeof(addr));
-	auto uffd = Userfaultfd::adopt(std::move((*fds)[0]), kWpAsyncFeatures, false);
-	ASSERT_TRUE(uffd.ok());
-	auto tracker = makeUffdWpTracker({ child->pid, addr, 32 * page, page }, std::move(*uffd));
+	auto handed = test::recvUffd(child->sock.get(), kWpAsyncFeatures);
+	ASSERT_TRUE(handed.ok()) << handed.error().message();
+	auto tracker = makeUffdWpTracker({ child->pid, handed->addr, 32 * page, page },
+					 std::move(handed->uffd));
 	ASSERT_TRUE(tracker.ok()) << tracker.error().message();
 	Status s = (*tracker)->start();
 	ASSERT_TRUE(s.ok()) << s.error().message();

@@ -293,31 +293,33 @@ TEST(LinkEmulator, BlockedLinkRefusesNewConnectionsOnly)
 	EXPECT_TRUE(c2.valid() && s2.valid());
 }
 
+// `from` sends one frame of `type` and half-closes: `to` receives the frame, then the end of
+// the stream. *sentAt is when the frame was handed to the link.
+void sendThenHalfClose(Connection &from, Connection &to, MsgType type, Clock::time_point *sentAt)
+{
+	ASSERT_TRUE(from.send(type, 5, {}).ok());
+	*sentAt = Clock::now();
+	::shutdown(from.fd(), SHUT_WR);
+	auto f = recvFrame(to, kLimit, 5000);
+	ASSERT_TRUE(f.ok()) << f.error().message();
+	EXPECT_EQ(f->header.type, type);
+	auto eof = to.recvHeader(kLimit, 5000);
+	ASSERT_FALSE(eof.ok());
+	EXPECT_EQ(eof.error().code(), ECONNRESET);
+	EXPECT_NE(eof.error().message().find("peer closed the connection"), std::string::npos)
+		<< eof.error().message();
+}
+
 TEST(LinkEmulator, HalfCloseTravelsAfterTheDataAndTheDelay)
 {
 	Rig rig = Rig::make({oneWay(10ms), oneWay(10ms)});
 	auto [c, s] = rig.connectPair();
-	ASSERT_TRUE(c.send(MsgType::Done, 5, {}).ok());
-	auto t0 = Clock::now();
-	::shutdown(c.fd(), SHUT_WR);
-	auto f = recvFrame(s, kLimit, 5000);
-	ASSERT_TRUE(f.ok()) << f.error().message();
-	EXPECT_EQ(f->header.type, MsgType::Done);
-	auto eof = s.recvHeader(kLimit, 5000);
-	ASSERT_FALSE(eof.ok());
-	EXPECT_NE(eof.error().message().find("peer closed the connection"), std::string::npos)
-		<< eof.error().message();
+	Clock::time_point t0;
+	ASSERT_NO_FATAL_FAILURE(sendThenHalfClose(c, s, MsgType::Done, &t0));
 	EXPECT_GE(Clock::now() - t0, 9ms);
 
 	// The other direction is still open: the reply arrives, then the server's close.
-	ASSERT_TRUE(s.send(MsgType::DoneAck, 5, {}).ok());
-	::shutdown(s.fd(), SHUT_WR);
-	auto ack = recvFrame(c, kLimit, 5000);
-	ASSERT_TRUE(ack.ok()) << ack.error().message();
-	EXPECT_EQ(ack->header.type, MsgType::DoneAck);
-	auto eof2 = c.recvHeader(kLimit, 5000);
-	ASSERT_FALSE(eof2.ok());
-	EXPECT_EQ(eof2.error().code(), ECONNRESET);
+	ASSERT_NO_FATAL_FAILURE(sendThenHalfClose(s, c, MsgType::DoneAck, &t0));
 }
 
 TEST(LinkEmulator, UnreachableUpstreamResetsTheClient)

@@ -11,24 +11,15 @@
 #include "ferry/sys/mapping.h"
 #include "ferry/sys/userfaultfd.h"
 
+#include "support/kernel_features.h"
+#include "support/test_memory.h"
+
 using namespace ferry;
 
 namespace {
 
-enum class Memory { Anonymous, Memfd };
-
-// Anonymous memory gets MADV_NOHUGEPAGE: a THP is tracked as one 2 MiB entry, which would
-// (correctly) report its 511 neighbours of a written page too.
-Result<Mapping> makeMemory(Memory kind, size_t len)
-{
-	if (kind == Memory::Anonymous) {
-		FERRY_ASSIGN(Mapping m, Mapping::anonymous(len));
-		::madvise(m.data(), len, MADV_NOHUGEPAGE);
-		return m;
-	}
-	FERRY_ASSIGN(UniqueFd fd, createMemfd("pagemap-scan-test", len));
-	return Mapping::map(fd.get(), len, PROT_READ | PROT_WRITE, MAP_SHARED);
-}
+using test::makeMemory;
+using test::Memory;
 
 std::set<size_t> writtenPages(const std::vector<PageRange> &ranges, uintptr_t base)
 {
@@ -40,18 +31,6 @@ std::set<size_t> writtenPages(const std::vector<PageRange> &ranges, uintptr_t ba
 	}
 	return pages;
 }
-
-#define REQUIRE_WP_ASYNC()                                                                     \
-	do {                                                                                   \
-		if (!PagemapScanner::supported())                                              \
-			GTEST_SKIP() << "PAGEMAP_SCAN not supported by this kernel";           \
-		auto probe_ = Userfaultfd::probeFeatures();                                    \
-		if (!probe_.ok())                                                              \
-			GTEST_SKIP() << "userfaultfd unavailable: " << probe_.error().message(); \
-		if ((*probe_ & kWpAsyncFeatures) != kWpAsyncFeatures)                          \
-			GTEST_SKIP() << "kernel lacks "                                        \
-				     << Userfaultfd::featureNames(kWpAsyncFeatures & ~*probe_); \
-	} while (0)
 
 class PagemapScanTest : public ::testing::TestWithParam<Memory> {};
 
@@ -69,7 +48,7 @@ TEST_P(PagemapScanTest, ReportsExactlyPagesWrittenAfterClear)
 	REQUIRE_WP_ASYNC();
 	const size_t page = pageSize();
 	const size_t pages = 1024;
-	auto mem = makeMemory(GetParam(), pages * page);
+	auto mem = makeMemory(GetParam(), pages * page, "pagemap-scan-test");
 	ASSERT_TRUE(mem.ok()) << mem.error().message();
 	uint8_t *base = mem->data();
 	// Half the pages populated before tracking starts, half never touched.
@@ -113,7 +92,7 @@ TEST_P(PagemapScanTest, ScanWithoutClearKeepsPagesWritten)
 {
 	REQUIRE_WP_ASYNC();
 	const size_t page = pageSize();
-	auto mem = makeMemory(GetParam(), 16 * page);
+	auto mem = makeMemory(GetParam(), 16 * page, "pagemap-scan-test");
 	ASSERT_TRUE(mem.ok());
 	auto uffd = createWpAsyncUffd(mem->data(), mem->size());
 	ASSERT_TRUE(uffd.ok()) << uffd.error().message();
@@ -135,7 +114,7 @@ TEST_P(PagemapScanTest, LoopsUntilTheWholeRangeIsWalked)
 	REQUIRE_WP_ASYNC();
 	const size_t page = pageSize();
 	const size_t pages = 4096;
-	auto mem = makeMemory(GetParam(), pages * page);
+	auto mem = makeMemory(GetParam(), pages * page, "pagemap-scan-test");
 	ASSERT_TRUE(mem.ok());
 	auto uffd = createWpAsyncUffd(mem->data(), mem->size());
 	ASSERT_TRUE(uffd.ok()) << uffd.error().message();

@@ -12,6 +12,8 @@
 #include "ferry/sys/userfaultfd.h"
 
 #include "support/child_process.h"
+#include "support/kernel_features.h"
+#include "support/test_memory.h"
 
 using namespace ferry;
 
@@ -103,47 +105,28 @@ TEST(Scm, PeerCloseIsConnectionReset)
 // copy() fills the child's page (child's address space), which the child then reads.
 TEST(Scm, UserfaultfdRoundTripBetweenProcesses)
 {
-	auto probe = Userfaultfd::probeFeatures();
-	if (!probe.ok())
-		GTEST_SKIP() << "userfaultfd unavailable: " << probe.error().message();
+	REQUIRE_UFFD(0);
 	const size_t page = pageSize();
 
-	auto child = test::forkChild([&](int sock) -> int {
-		auto area = Mapping::anonymous(page);
-		auto uffd = Userfaultfd::create(0);
-		if (!area.ok() || !uffd.ok())
-			return 10;
-		if (!uffd->registerRange(area->data(), page, static_cast<uint32_t>(UffdMode::Missing)).ok())
-			return 11;
-		uintptr_t addr = reinterpret_cast<uintptr_t>(area->data());
-		int fd = uffd->fd();
-		if (!sendFds(sock, std::span<const int>(&fd, 1),
-			     std::span(reinterpret_cast<const uint8_t *>(&addr), sizeof(addr)))
-			     .ok())
-			return 12;
+	auto child = test::forkChildHandingUffd(1, [&](int sock, test::MissingArea &registered) -> int {
 		// Filled by the parent before this message: the read does not fault.
 		if (!test::recvValue<uint8_t>(sock).ok())
 			return 13;
 		for (size_t i = 0; i < page; i++)
-			if (area->data()[i] != static_cast<uint8_t>(i ^ 0x5a))
+			if (registered.area.data()[i] != static_cast<uint8_t>(i ^ 0x5a))
 				return 14;
 		return 0;
 	});
 	ASSERT_TRUE(child.ok());
 
-	std::vector<uint8_t> payload;
-	auto fds = recvFds(child->sock.get(), &payload, 1, sizeof(uintptr_t));
-	ASSERT_TRUE(fds.ok()) << fds.error().message();
-	ASSERT_EQ(fds->size(), 1u);
-	uintptr_t addr;
-	ASSERT_EQ(payload.size(), sizeof(addr));
-	std::memcpy(&addr, payload.data(), sizeof(addr));
-	auto uffd = Userfaultfd::adopt(std::move((*fds)[0]), 0, false);
-	ASSERT_TRUE(uffd.ok());
+	auto got = test::recvUffd(child->sock.get(), 0);
+	ASSERT_TRUE(got.ok()) << got.error().message();
+	const uintptr_t addr = got->addr;
+	Userfaultfd &uffd = got->uffd;
 	std::vector<uint8_t> src(page);
 	for (size_t i = 0; i < page; i++)
 		src[i] = static_cast<uint8_t>(i ^ 0x5a);
-	auto r = uffd->copy(reinterpret_cast<void *>(addr), src.data(), page);
+	auto r = uffd.copy(reinterpret_cast<void *>(addr), src.data(), page);
 	ASSERT_TRUE(r.ok()) << r.error().message();
 	EXPECT_EQ(*r, UffdOutcome::Done);
 	ASSERT_TRUE(test::sendValue<uint8_t>(child->sock.get(), 1).ok());

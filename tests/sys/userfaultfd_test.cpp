@@ -13,24 +13,14 @@
 #include "ferry/sys/scm.h"
 
 #include "support/child_process.h"
+#include "support/kernel_features.h"
+#include "support/test_memory.h"
 
 using namespace ferry;
 
 namespace {
 
 constexpr int kTimeoutMs = 10000;
-
-// Userfaultfd needs CAP_SYS_PTRACE or vm.unprivileged_userfaultfd=1 (or USER_MODE_ONLY):
-// skip with the reason when it is refused.
-#define REQUIRE_UFFD(features)                                                                 \
-	do {                                                                                   \
-		auto probe_ = Userfaultfd::probeFeatures();                                    \
-		if (!probe_.ok())                                                              \
-			GTEST_SKIP() << "userfaultfd unavailable: " << probe_.error().message(); \
-		if ((*probe_ & (features)) != (features))                                       \
-			GTEST_SKIP() << "kernel lacks userfaultfd features "                    \
-				     << Userfaultfd::featureNames((features) & ~*probe_);      \
-	} while (0)
 
 void fillPattern(uint8_t *p, size_t len, uint32_t seed)
 {
@@ -66,6 +56,28 @@ size_t serveMissing(Userfaultfd &uffd, uint8_t *base, const uint8_t *source, siz
 	return served;
 }
 
+// Serves minor faults with continueRange() until `pages` were served or the timeout expires;
+// every message must be a minor page fault. Returns the number served in *served.
+void serveMinor(Userfaultfd &uffd, size_t pages, size_t *served)
+{
+	std::vector<uffd_msg> msgs;
+	const size_t page = pageSize();
+	while (*served < pages) {
+		pollfd p{ uffd.fd(), POLLIN, 0 };
+		if (::poll(&p, 1, kTimeoutMs) <= 0)
+			break;
+		ASSERT_TRUE(uffd.readEvents(msgs).ok());
+		for (const uffd_msg &m : msgs) {
+			ASSERT_EQ(m.event, UFFD_EVENT_PAGEFAULT);
+			EXPECT_TRUE(m.arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_MINOR);
+			void *addr = reinterpret_cast<void *>(m.arg.pagefault.address & ~(page - 1));
+			auto r = uffd.continueRange(addr, page);
+			ASSERT_TRUE(r.ok()) << r.error().message();
+			(*served)++;
+		}
+	}
+}
+
 } // namespace
 
 TEST(Userfaultfd, ProbeReportsFeaturesThisKernelSupports)
@@ -95,29 +107,25 @@ TEST(Userfaultfd, ServesMissingFaultsWithCopyByteForByte)
 	REQUIRE_UFFD(0);
 	const size_t page = pageSize();
 	const size_t pages = 64;
-	auto uffd = Userfaultfd::create(0);
-	ASSERT_TRUE(uffd.ok()) << uffd.error().message();
-	auto area = Mapping::anonymous(pages * page);
-	ASSERT_TRUE(area.ok());
+	auto registered = test::registeredAnonymous(pages);
+	ASSERT_TRUE(registered.ok()) << registered.error().message();
+	auto &[uffd, area] = *registered;
 	std::vector<uint8_t> source(pages * page);
 	fillPattern(source.data(), source.size(), 1);
-	ASSERT_TRUE(uffd->registerRange(area->data(), area->size(),
-					static_cast<uint32_t>(UffdMode::Missing))
-			    .ok());
 
 	std::atomic<bool> toucherDone{ false };
 	std::vector<uint8_t> seen(pages * page);
 	std::thread toucher([&] {
 		// Reads fault on missing pages; the handler fills them.
-		std::memcpy(seen.data(), area->data(), seen.size());
+		std::memcpy(seen.data(), area.data(), seen.size());
 		toucherDone = true;
 	});
-	size_t served = serveMissing(*uffd, area->data(), source.data(), pages);
+	size_t served = serveMissing(uffd, area.data(), source.data(), pages);
 	toucher.join();
 	ASSERT_TRUE(toucherDone);
 	EXPECT_EQ(served, pages);
 	EXPECT_EQ(std::memcmp(seen.data(), source.data(), seen.size()), 0);
-	EXPECT_EQ(std::memcmp(area->data(), source.data(), seen.size()), 0);
+	EXPECT_EQ(std::memcmp(area.data(), source.data(), seen.size()), 0);
 }
 
 TEST(Userfaultfd, ServesMinorFaultsOnMemfdWithContinue)
@@ -141,22 +149,8 @@ TEST(Userfaultfd, ServesMinorFaultsOnMemfdWithContinue)
 
 	std::vector<uint8_t> seen(pages * page);
 	std::thread toucher([&] { std::memcpy(seen.data(), guest->data(), seen.size()); });
-	std::vector<uffd_msg> msgs;
 	size_t served = 0;
-	while (served < pages) {
-		pollfd p{ uffd->fd(), POLLIN, 0 };
-		if (::poll(&p, 1, kTimeoutMs) <= 0)
-			break;
-		ASSERT_TRUE(uffd->readEvents(msgs).ok());
-		for (const uffd_msg &m : msgs) {
-			ASSERT_EQ(m.event, UFFD_EVENT_PAGEFAULT);
-			EXPECT_TRUE(m.arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_MINOR);
-			void *addr = reinterpret_cast<void *>(m.arg.pagefault.address & ~(page - 1));
-			auto r = uffd->continueRange(addr, page);
-			ASSERT_TRUE(r.ok()) << r.error().message();
-			served++;
-		}
-	}
+	ASSERT_NO_FATAL_FAILURE(serveMinor(*uffd, pages, &served));
 	toucher.join();
 	EXPECT_EQ(served, pages);
 	EXPECT_EQ(std::memcmp(seen.data(), filler->data(), seen.size()), 0);
@@ -165,23 +159,18 @@ TEST(Userfaultfd, ServesMinorFaultsOnMemfdWithContinue)
 TEST(Userfaultfd, ZeroPageMapsZerosWithoutFault)
 {
 	REQUIRE_UFFD(0);
-	const size_t page = pageSize();
-	auto uffd = Userfaultfd::create(0);
-	ASSERT_TRUE(uffd.ok());
-	auto area = Mapping::anonymous(8 * page);
-	ASSERT_TRUE(area.ok());
-	ASSERT_TRUE(uffd->registerRange(area->data(), area->size(),
-					static_cast<uint32_t>(UffdMode::Missing))
-			    .ok());
-	auto r = uffd->zeroPage(area->data(), area->size());
+	auto registered = test::registeredAnonymous(8);
+	ASSERT_TRUE(registered.ok()) << registered.error().message();
+	auto &[uffd, area] = *registered;
+	auto r = uffd.zeroPage(area.data(), area.size());
 	ASSERT_TRUE(r.ok()) << r.error().message();
 	EXPECT_EQ(*r, UffdOutcome::Done);
 	// Mapped now: reading must not fault (a fault would block this thread forever, so the
 	// check is that no message is pending afterwards and the bytes are zero).
-	for (size_t i = 0; i < area->size(); i++)
-		ASSERT_EQ(area->data()[i], 0) << "at " << i;
+	for (size_t i = 0; i < area.size(); i++)
+		ASSERT_EQ(area.data()[i], 0) << "at " << i;
 	std::vector<uffd_msg> msgs;
-	auto n = uffd->readEvents(msgs);
+	auto n = uffd.readEvents(msgs);
 	ASSERT_TRUE(n.ok());
 	EXPECT_EQ(*n, 0u);
 }
@@ -190,26 +179,22 @@ TEST(Userfaultfd, CopyOverMappedPageIsExistsAndFillsTheRest)
 {
 	REQUIRE_UFFD(0);
 	const size_t page = pageSize();
-	auto uffd = Userfaultfd::create(0);
-	ASSERT_TRUE(uffd.ok());
-	auto area = Mapping::anonymous(4 * page);
-	ASSERT_TRUE(area.ok());
-	ASSERT_TRUE(uffd->registerRange(area->data(), area->size(),
-					static_cast<uint32_t>(UffdMode::Missing))
-			    .ok());
+	auto registered = test::registeredAnonymous(4);
+	ASSERT_TRUE(registered.ok()) << registered.error().message();
+	auto &[uffd, area] = *registered;
 	std::vector<uint8_t> first(page, 0x11), all(4 * page, 0x22);
-	auto r = uffd->copy(area->data() + page, first.data(), page);
+	auto r = uffd.copy(area.data() + page, first.data(), page);
 	ASSERT_TRUE(r.ok());
 	EXPECT_EQ(*r, UffdOutcome::Done);
-	r = uffd->copy(area->data() + page, first.data(), page);
+	r = uffd.copy(area.data() + page, first.data(), page);
 	ASSERT_TRUE(r.ok()) << r.error().message();
 	EXPECT_EQ(*r, UffdOutcome::Exists);
 	// A range with one page already mapped: that page is left alone, the others filled.
-	r = uffd->copy(area->data(), all.data(), all.size());
+	r = uffd.copy(area.data(), all.data(), all.size());
 	ASSERT_TRUE(r.ok()) << r.error().message();
 	EXPECT_EQ(*r, UffdOutcome::Exists);
 	for (size_t p = 0; p < 4; p++)
-		EXPECT_EQ(area->data()[p * page + 5], p == 1 ? 0x11 : 0x22) << "page " << p;
+		EXPECT_EQ(area.data()[p * page + 5], p == 1 ? 0x11 : 0x22) << "page " << p;
 }
 
 TEST(Userfaultfd, CopyIntoUnregisteredRangeIsAnError)
@@ -241,11 +226,7 @@ TEST(Userfaultfd, ParentRegistersAndServesFaultsOfChildThatCreatedIt)
 		auto uffd = Userfaultfd::create(0);
 		if (!area.ok() || !uffd.ok())
 			return 10;
-		uintptr_t addr = reinterpret_cast<uintptr_t>(area->data());
-		int fd = uffd->fd();
-		if (!sendFds(sock, std::span<const int>(&fd, 1),
-			     std::span(reinterpret_cast<const uint8_t *>(&addr), sizeof(addr)))
-			     .ok())
+		if (!test::sendUffd(sock, *uffd, area->data()).ok())
 			return 11;
 		// Wait until the parent registered the range, then fault on every page.
 		if (!test::recvValue<uint8_t>(sock).ok())
@@ -256,21 +237,16 @@ TEST(Userfaultfd, ParentRegistersAndServesFaultsOfChildThatCreatedIt)
 	});
 	ASSERT_TRUE(child.ok()) << child.error().message();
 
-	std::vector<uint8_t> payload;
-	auto fds = recvFds(child->sock.get(), &payload, 1, sizeof(uintptr_t));
-	ASSERT_TRUE(fds.ok()) << fds.error().message();
-	ASSERT_EQ(fds->size(), 1u);
-	ASSERT_EQ(payload.size(), sizeof(uintptr_t));
-	uintptr_t addr;
-	std::memcpy(&addr, payload.data(), sizeof(addr));
-	auto uffd = Userfaultfd::adopt(std::move((*fds)[0]), 0, false);
-	ASSERT_TRUE(uffd.ok());
+	auto got = test::recvUffd(child->sock.get(), 0);
+	ASSERT_TRUE(got.ok()) << got.error().message();
+	const uintptr_t addr = got->addr;
+	Userfaultfd &uffd = got->uffd;
 	uint8_t *base = reinterpret_cast<uint8_t *>(addr);
-	Status reg = uffd->registerRange(base, pages * page, static_cast<uint32_t>(UffdMode::Missing));
+	Status reg = uffd.registerRange(base, pages * page, static_cast<uint32_t>(UffdMode::Missing));
 	ASSERT_TRUE(reg.ok()) << reg.error().message();
 	ASSERT_TRUE(test::sendValue<uint8_t>(child->sock.get(), 1).ok());
 
-	EXPECT_EQ(serveMissing(*uffd, base, source.data(), pages), pages);
+	EXPECT_EQ(serveMissing(uffd, base, source.data(), pages), pages);
 	auto code = test::waitChild(*child);
 	ASSERT_TRUE(code.ok()) << code.error().message();
 	EXPECT_EQ(*code, 0) << "child saw wrong bytes or failed (code " << *code << ")";
@@ -307,35 +283,19 @@ TEST(Userfaultfd, ParentServesMinorFaultsOfChildWithContinue)
 	});
 	ASSERT_TRUE(child.ok());
 
-	std::vector<uint8_t> payload;
-	auto fds = recvFds(child->sock.get(), &payload, 2, sizeof(uintptr_t));
-	ASSERT_TRUE(fds.ok()) << fds.error().message();
-	ASSERT_EQ(fds->size(), 2u);
-	uintptr_t addr;
-	std::memcpy(&addr, payload.data(), sizeof(addr));
-	auto uffd = Userfaultfd::adopt(std::move((*fds)[0]), UFFD_FEATURE_MINOR_SHMEM, false);
-	ASSERT_TRUE(uffd.ok());
-	auto mine = Mapping::map((*fds)[1].get(), pages * page, PROT_READ | PROT_WRITE, MAP_SHARED);
+	auto got = test::recvUffd(child->sock.get(), UFFD_FEATURE_MINOR_SHMEM, 2);
+	ASSERT_TRUE(got.ok()) << got.error().message();
+	const uintptr_t addr = got->addr;
+	Userfaultfd &uffd = got->uffd;
+	auto mine = Mapping::map(got->fds[1].get(), pages * page, PROT_READ | PROT_WRITE, MAP_SHARED);
 	ASSERT_TRUE(mine.ok());
 	std::memcpy(mine->data(), expect.data(), expect.size());
 	uint8_t *base = reinterpret_cast<uint8_t *>(addr);
-	ASSERT_TRUE(uffd->registerRange(base, pages * page, static_cast<uint32_t>(UffdMode::Minor)).ok());
+	ASSERT_TRUE(uffd.registerRange(base, pages * page, static_cast<uint32_t>(UffdMode::Minor)).ok());
 	ASSERT_TRUE(test::sendValue<uint8_t>(child->sock.get(), 1).ok());
 
 	size_t served = 0;
-	std::vector<uffd_msg> msgs;
-	while (served < pages) {
-		pollfd p{ uffd->fd(), POLLIN, 0 };
-		if (::poll(&p, 1, kTimeoutMs) <= 0)
-			break;
-		ASSERT_TRUE(uffd->readEvents(msgs).ok());
-		for (const uffd_msg &m : msgs) {
-			void *a = reinterpret_cast<void *>(m.arg.pagefault.address & ~(page - 1));
-			auto r = uffd->continueRange(a, page);
-			ASSERT_TRUE(r.ok()) << r.error().message();
-			served++;
-		}
-	}
+	ASSERT_NO_FATAL_FAILURE(serveMinor(uffd, pages, &served));
 	EXPECT_EQ(served, pages);
 	auto code = test::waitChild(*child);
 	ASSERT_TRUE(code.ok());
@@ -346,34 +306,17 @@ TEST(Userfaultfd, OperationsOnExitedProcessAreGone)
 {
 	REQUIRE_UFFD(0);
 	const size_t page = pageSize();
-	auto child = test::forkChild([&](int sock) -> int {
-		auto area = Mapping::anonymous(page);
-		auto uffd = Userfaultfd::create(0);
-		if (!area.ok() || !uffd.ok())
-			return 10;
-		if (!uffd->registerRange(area->data(), page, static_cast<uint32_t>(UffdMode::Missing)).ok())
-			return 11;
-		uintptr_t addr = reinterpret_cast<uintptr_t>(area->data());
-		int fd = uffd->fd();
-		if (!sendFds(sock, std::span<const int>(&fd, 1),
-			     std::span(reinterpret_cast<const uint8_t *>(&addr), sizeof(addr)))
-			     .ok())
-			return 12;
-		return 0;
-	});
+	auto child = test::forkChildHandingUffd(1, [](int, test::MissingArea &) { return 0; });
 	ASSERT_TRUE(child.ok());
-	std::vector<uint8_t> payload;
-	auto fds = recvFds(child->sock.get(), &payload, 1, sizeof(uintptr_t));
-	ASSERT_TRUE(fds.ok());
-	uintptr_t addr;
-	std::memcpy(&addr, payload.data(), sizeof(addr));
-	auto uffd = Userfaultfd::adopt(std::move((*fds)[0]), 0, false);
-	ASSERT_TRUE(uffd.ok());
+	auto got = test::recvUffd(child->sock.get(), 0);
+	ASSERT_TRUE(got.ok()) << got.error().message();
+	const uintptr_t addr = got->addr;
+	Userfaultfd &uffd = got->uffd;
 	auto code = test::waitChild(*child);
 	ASSERT_TRUE(code.ok());
 	ASSERT_EQ(*code, 0);
 	std::vector<uint8_t> src(page, 7);
-	auto r = uffd->copy(reinterpret_cast<void *>(addr), src.data(), page);
+	auto r = uffd.copy(reinterpret_cast<void *>(addr), src.data(), page);
 	ASSERT_TRUE(r.ok()) << r.error().message();
 	EXPECT_EQ(*r, UffdOutcome::Gone);
 }
