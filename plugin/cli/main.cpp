@@ -25,11 +25,34 @@ int main(int argc, char **argv)
 	track(ferry::addMonitorCommand(app));
 	track(ferry::addMigrateCommand(app));
 	track(ferry::addReceiveCommand(app));
+	track(ferry::addMakePkiCommand(app));
 	ferry::CommandRunner destApp;
 	ferry::CommandRunner sourceApp = ferry::addAppCommands(app, &destApp);
 	cmds.emplace_back(app.get_subcommand("__app-source"), sourceApp);
 	cmds.emplace_back(app.get_subcommand("__app-dest"), destApp);
 
+	// CLI11 reads an unknown command as a stray argument ("A subcommand is required"): name it.
+	for (int i = 1; i < argc; i++) {
+		std::string_view arg = argv[i];
+		if (arg == "--log-level") {
+			i++;
+			continue;
+		}
+		if (arg.empty() || arg[0] == '-')
+			continue;
+		bool known = false;
+		for (const CLI::App *sub : app.get_subcommands({}))
+			known |= sub->get_name() == arg;
+		if (!known) {
+			std::string names;
+			for (const CLI::App *sub : app.get_subcommands({}))
+				if (!sub->get_group().empty())
+					names += (names.empty() ? "" : ", ") + sub->get_name();
+			fmt::print(stderr, "ferry: unknown command '{}' (commands: {}; see ferry --help)\n", arg, names);
+			return 2;
+		}
+		break;
+	}
 	CLI11_PARSE(app, argc, argv);
 	ferry::LogLevel l;
 	if (!ferry::parseLogLevel(level, &l)) {
