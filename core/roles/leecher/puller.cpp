@@ -333,7 +333,10 @@ void Puller::workerLoop(Worker *w)
 			return;
 		if (st.error().code() == EPROTO) // a peer speaking nonsense is not a network hiccup
 			return giveUp(st.error().context(fmt::format("data connection {}", w->id)));
-		FERRY_LOG(Warn, opts_.name, "data connection {} lost: {}; reconnecting", w->id, st.error().message());
+		const ChunkCounts left = map_.counts();
+		FERRY_LOG(Warn, opts_.name, "data connection {} lost: {}; {} of {} chunks not local yet; retrying for up to {} s",
+			  w->id, st.error().message(), left.total() - left.local, left.total(),
+			  std::chrono::duration<double>(opts_.reconnectTimeout).count());
 	}
 }
 
