@@ -12,12 +12,12 @@ namespace ferry {
 
 namespace {
 
-Result<UniqueFd> blockAndOpenSignalfd()
+Result<UniqueFd> blockAndOpenSignalfd(std::initializer_list<int> signals = {SIGINT, SIGTERM})
 {
 	sigset_t set;
 	sigemptyset(&set);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGTERM);
+	for (int s : signals)
+		sigaddset(&set, s);
 	// Blocked signals stay pending until the signalfd reads them; threads started later
 	// inherit the mask, so no thread runs a handler.
 	if (int e = ::pthread_sigmask(SIG_BLOCK, &set, nullptr))
@@ -77,6 +77,27 @@ Result<int> InterruptWatcher::waitForSignal()
 		if (n < 0 && errno != EINTR)
 			return Error::fromErrno("read signalfd");
 	}
+}
+
+Result<SignalWaiter> SignalWaiter::create(std::initializer_list<int> signals)
+{
+	SignalWaiter w;
+	FERRY_ASSIGN(w.fd_, blockAndOpenSignalfd(signals));
+	return w;
+}
+
+Result<std::optional<int>> SignalWaiter::wait(int timeoutMs)
+{
+	pollfd p{fd_.get(), POLLIN, 0};
+	int n = ::poll(&p, 1, timeoutMs);
+	if (n < 0)
+		return errno == EINTR ? Result<std::optional<int>>(std::optional<int>()) : Error::fromErrno("poll signalfd");
+	if (n == 0)
+		return std::optional<int>();
+	signalfd_siginfo si;
+	if (::read(fd_.get(), &si, sizeof si) != ssize_t(sizeof si))
+		return Error::fromErrno("read signalfd");
+	return std::optional<int>(int(si.ssi_signo));
 }
 
 } // namespace ferry

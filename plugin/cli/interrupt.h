@@ -6,7 +6,9 @@
 #pragma once
 
 #include <functional>
+#include <initializer_list>
 #include <memory>
+#include <optional>
 
 #include "ferry/base/result.h"
 #include "ferry/sys/fd.h"
@@ -28,6 +30,18 @@ private:
 	struct State;
 	explicit InterruptWatcher(std::unique_ptr<State> s);
 	std::unique_ptr<State> s_;
+};
+
+// Signals as events for a command's own loop: the constructor blocks `signals` in the calling
+// thread (before it starts threads) and opens a signalfd for them.
+class SignalWaiter {
+public:
+	static Result<SignalWaiter> create(std::initializer_list<int> signals);
+	// The next signal, or nullopt when timeoutMs (-1: forever) passes first.
+	Result<std::optional<int>> wait(int timeoutMs);
+
+private:
+	UniqueFd fd_;
 };
 
 } // namespace ferry

@@ -2,7 +2,9 @@
 // `ferry migrate` (source host): serve a running QEMU's RAM to `ferry receive`, stop it at
 // finalize and send device state at the switch-over. The QEMU must be prepared for ferry
 // (shared memfd RAM, agent shim preloaded; see docs/vm-migration.md).
+#include <atomic>
 #include <cstdio>
+#include <cstdlib>
 
 #include "cli/commands.h"
 #include "cli/interrupt.h"
@@ -34,6 +36,17 @@ int runMigrate(const MigrateArgs &a)
 	auto so = a.seeder.build();
 	if (!so.ok())
 		return reportError("migrate", so.error());
+	// First, before any thread starts (they inherit the blocked mask): SIGINT/SIGTERM stop
+	// the seeder, which resumes a suspended source before it returns.
+	std::atomic<Seeder *> stopTarget{nullptr};
+	auto interrupts = InterruptWatcher::start([&stopTarget](int signo) {
+		if (Seeder *s = stopTarget.load())
+			s->stop();
+		else
+			std::_Exit(128 + signo); // nothing is suspended or tracked yet
+	});
+	if (!interrupts.ok())
+		return reportError("migrate", interrupts.error());
 	auto qmp = QmpClient::connect(a.qmp, std::chrono::seconds(10));
 	if (!qmp.ok())
 		return reportError("migrate", qmp.error().context("source QMP"));
@@ -55,9 +68,7 @@ int runMigrate(const MigrateArgs &a)
 		return reportError("migrate", listener.error().context("listen"));
 	fmt::print("listening on {}\n", listener->boundEndpoint().str());
 	std::fflush(stdout);
-	auto interrupts = InterruptWatcher::start([s = seeder->get()](int) { s->seeder().stop(); });
-	if (!interrupts.ok())
-		return reportError("migrate", interrupts.error());
+	stopTarget = &(*seeder)->seeder();
 	Status st = (*seeder)->serve(*listener);
 	interrupts->reset();
 	JsonValue summary = (*seeder)->seeder().stats().toJson();

@@ -97,7 +97,7 @@ void LeecherArgs::addTo(CLI::App *c, const char *verifyHelp, bool linkOptions)
 	c->add_option("--connections", connections, "Data connections")->capture_default_str()->check(CLI::Range(1, 64));
 	c->add_option("--depth", depth, "Chunks in flight per connection")->capture_default_str()->check(CLI::Range(1, 4096));
 	c->add_option("--finalize", finalize, kFinalizeHelp)->capture_default_str();
-	c->add_option("--deadline-s", deadlineS, "Finalize anyway this long after the pull started")->capture_default_str()->check(CLI::Range(0.0, 86400.0));
+	c->add_option("--deadline-s", deadlineS, "Finalize anyway this long after the first pass over the region ended (no policy finalizes before it)")->capture_default_str()->check(CLI::Range(0.0, 86400.0));
 	c->add_option("--sample-ms", sampleMs, "Dirty-rate sampling interval")->capture_default_str()->check(CLI::Range(10.0, 1000.0));
 	c->add_option("--reconnect-timeout-s", reconnectTimeoutS, "How long a lost seeder is retried before the migration fails")->capture_default_str()->check(CLI::Range(0.1, 3600.0));
 	if (verifyHelp)

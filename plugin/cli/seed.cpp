@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 // `ferry seed`: the source side of a region migration. Runs the demo source application,
 // tracks its writes and serves its region to one leecher.
+#include <atomic>
 #include <cstdio>
+#include <cstdlib>
 
 #include "cli/commands.h"
 #include "cli/interrupt.h"
@@ -39,6 +41,17 @@ int runSeed(const SeedArgs &a)
 	auto so = a.seeder.build();
 	if (!so.ok())
 		return reportError("seed", so.error());
+	// First, before any thread starts (they inherit the blocked mask): SIGINT/SIGTERM stop
+	// the seeder, which resumes a suspended source before it returns.
+	std::atomic<Seeder *> stopTarget{nullptr};
+	auto interrupts = InterruptWatcher::start([&stopTarget](int signo) {
+		if (Seeder *s = stopTarget.load())
+			s->stop();
+		else
+			std::_Exit(128 + signo); // nothing is suspended or tracked yet
+	});
+	if (!interrupts.ok())
+		return reportError("seed", interrupts.error());
 	auto src = SourceAppHandle::spawn(a.app.build());
 	if (!src.ok())
 		return reportError("seed", src.error().context("start source application"));
@@ -55,9 +68,7 @@ int runSeed(const SeedArgs &a)
 	SourceAppHandle *s = &src.value();
 	SeederHooks hooks{[s] { return s->suspend(); }, [s] { return s->resume(); }, [s] { s->quit(); }, {}};
 	Seeder seeder(s->mapping().data(), s->size(), std::move(tracker).value(), hooks, *so);
-	auto interrupts = InterruptWatcher::start([&seeder](int) { seeder.stop(); });
-	if (!interrupts.ok())
-		return reportError("seed", interrupts.error());
+	stopTarget = &seeder;
 	Status st = seeder.serve(*listener);
 	interrupts->reset();
 	JsonValue summary = seeder.stats().toJson();
