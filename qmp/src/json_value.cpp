@@ -60,9 +60,19 @@ Result<JsonValue> JsonValue::parse(std::string_view text)
 	json_object *obj = json_tokener_parse_ex(tok, text.data(), static_cast<int>(text.size()));
 	json_tokener_error err = json_tokener_get_error(tok);
 	size_t end = json_tokener_get_parse_end(tok);
+	bool truncated = false;
+	if (err == json_tokener_continue) {
+		// Either the text ends inside a value, or it ends right after a number or literal
+		// ("3", "true"), which the tokener completes only when it sees what follows: give
+		// it the terminating NUL json_tokener_parse() would pass.
+		obj = json_tokener_parse_ex(tok, "", 1);
+		err = json_tokener_get_error(tok);
+		end = text.size();
+		truncated = err != json_tokener_success;
+	}
 	json_tokener_free(tok);
 
-	if (err == json_tokener_continue)
+	if (truncated)
 		return Error::format(EBADMSG, "malformed JSON: truncated after {} bytes", text.size());
 	if (err != json_tokener_success)
 		return Error::format(EBADMSG, "malformed JSON at byte {}: {}", end,

@@ -58,6 +58,21 @@ TEST(JsonValue, RejectsMalformedTruncatedAndTrailingText)
 	EXPECT_TRUE(JsonValue::parse("{\"a\": 1}\r\n").ok());
 }
 
+TEST(JsonValue, ParsesAScalarThatEndsTheText)
+{
+	// json-c completes a number or literal only when it sees what follows; found by
+	// tests/fuzz/qmp_fuzz.cpp ({"return":3} printed its return value as "3", which failed to
+	// parse as "truncated").
+	for (const char *text : {"3", "-0.5", "true", "null", "\"s\""}) {
+		auto v = JsonValue::parse(text);
+		ASSERT_TRUE(v.ok()) << text << ": " << v.error().message();
+		EXPECT_EQ(v->toString(), text);
+	}
+	EXPECT_EQ(JsonValue::parse("tru").error().code(), EBADMSG);
+	EXPECT_EQ(JsonValue::parse("[1").error().code(), EBADMSG);
+	EXPECT_NE(JsonValue::parse("[1").error().message().find("truncated"), std::string::npos);
+}
+
 TEST(JsonValue, BuildsCompactText)
 {
 	JsonValue o = JsonValue::object();
