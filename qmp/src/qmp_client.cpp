@@ -60,6 +60,11 @@ Result<QmpEvent> QmpEvent::fromMessage(const JsonValue &msg)
 	if (auto ts = msg.getObject("timestamp")) {
 		ev.seconds = ts->getInt("seconds").ok() ? ts->getInt("seconds").value() : 0;
 		ev.microseconds = ts->getInt("microseconds").ok() ? ts->getInt("microseconds").value() : 0;
+		// timestampUs() and the differences the runners take of it must not overflow:
+		// 2^40 s is 34000 years, anything beyond (or negative) is not a real clock.
+		if (ev.seconds < 0 || ev.seconds >= (int64_t(1) << 40) || ev.microseconds < 0 ||
+		    ev.microseconds >= 1000000)
+			ev.seconds = ev.microseconds = 0;
 	}
 	if (auto d = msg.get("data"))
 		ev.dataJson = d->toString();

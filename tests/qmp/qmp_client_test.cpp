@@ -11,7 +11,9 @@
 
 using namespace std::chrono_literals;
 using ferry::JsonValue;
+using ferry::parseQmpLine;
 using ferry::QmpClient;
+using ferry::QmpEvent;
 using ferry::test::FakeQmpPeer;
 using ferry::test::FakeQmpServer;
 
@@ -71,6 +73,32 @@ TEST(JsonValue, ParsesAScalarThatEndsTheText)
 	EXPECT_EQ(JsonValue::parse("tru").error().code(), EBADMSG);
 	EXPECT_EQ(JsonValue::parse("[1").error().code(), EBADMSG);
 	EXPECT_NE(JsonValue::parse("[1").error().message().find("truncated"), std::string::npos);
+}
+
+TEST(QmpEvent, TimestampOutOfRangeReadsAsZero)
+{
+	// Found by tests/fuzz/qmp_fuzz.cpp: timestampUs() overflowed (UBSan) on seconds near
+	// INT64_MAX.
+	auto decode = [](const char *line) {
+		auto msg = parseQmpLine(line);
+		EXPECT_TRUE(msg.ok());
+		auto ev = QmpEvent::fromMessage(msg.value());
+		EXPECT_TRUE(ev.ok()) << ev.error().message();
+		return std::move(ev).value();
+	};
+	QmpEvent ok = decode(R"({"event": "STOP", "timestamp": {"seconds": 1700000000, "microseconds": 5}})");
+	EXPECT_EQ(ok.timestampUs(), 1700000000000005);
+	for (const char *line : {
+		     R"({"event": "STOP", "timestamp": {"seconds": 9223372036854775807, "microseconds": 1}})",
+		     R"({"event": "STOP", "timestamp": {"seconds": -1, "microseconds": -1}})",
+		     R"({"event": "STOP", "timestamp": {"seconds": 1, "microseconds": 1000000}})",
+		     R"({"event": "STOP", "timestamp": {"seconds": 1, "microseconds": -9223372036854775808}})",
+	     }) {
+		QmpEvent ev = decode(line);
+		EXPECT_EQ(ev.seconds, 0) << line;
+		EXPECT_EQ(ev.microseconds, 0) << line;
+		EXPECT_EQ(ev.timestampUs(), 0) << line;
+	}
 }
 
 TEST(JsonValue, BuildsCompactText)

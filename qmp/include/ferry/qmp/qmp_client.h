@@ -44,7 +44,8 @@ struct QmpEvent {
 	Result<int64_t> dataInt(std::string_view key) const;
 
 	// An {"event": ...} message (monotonicReceivedNs left 0). The name must be a string; a
-	// missing or malformed timestamp reads as 0.
+	// missing, malformed or out-of-range timestamp (seconds outside 0..2^40, microseconds
+	// outside 0..999999) reads as 0.
 	static Result<QmpEvent> fromMessage(const JsonValue &msg);
 };
 
