@@ -57,6 +57,10 @@ Result<JsonValue> JsonValue::parse(std::string_view text)
 	json_tokener *tok = json_tokener_new();
 	if (!tok)
 		return Error(ENOMEM, "json_tokener_new failed");
+	// Without it json-c takes "07" or "1e" as numbers and keeps their text, which toString()
+	// then prints as something else again ("07e" -> "07" -> "7"): what we record from QEMU
+	// must be what QEMU sent, in JSON.
+	json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
 	json_object *obj = json_tokener_parse_ex(tok, text.data(), static_cast<int>(text.size()));
 	json_tokener_error err = json_tokener_get_error(tok);
 	size_t end = json_tokener_get_parse_end(tok);

@@ -75,6 +75,19 @@ TEST(JsonValue, ParsesAScalarThatEndsTheText)
 	EXPECT_NE(JsonValue::parse("[1").error().message().find("truncated"), std::string::npos);
 }
 
+TEST(JsonValue, RejectsNumbersJsonDoesNotAllowSoWhatItPrintsParsesBackTheSame)
+{
+	// Found by tests/fuzz/qmp_fuzz.cpp: json-c's lenient mode read {"":07e} and printed it as
+	// {"":07}, which parsed back as {"":7}.
+	for (const char *text : {R"({"":07e})", R"({"":07})", R"({"":1e})", R"({"":1E+})", R"({"a": [1,]})"})
+		EXPECT_EQ(JsonValue::parse(text).error().code(), EBADMSG) << text;
+	for (const char *text : {R"({"a":-0.5e-3,"b":0,"c":[1,2],"d":"\u0000"})", R"({"t":1.5e3})"}) {
+		auto v = JsonValue::parse(text);
+		ASSERT_TRUE(v.ok()) << text << ": " << v.error().message();
+		EXPECT_EQ(v->toString(), text);
+	}
+}
+
 TEST(QmpEvent, TimestampOutOfRangeReadsAsZero)
 {
 	// Found by tests/fuzz/qmp_fuzz.cpp: timestampUs() overflowed (UBSan) on seconds near
