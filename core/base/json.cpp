@@ -59,12 +59,26 @@ Result<JsonValue> JsonValue::parse(std::string_view text)
 	json_tokener *tok = json_tokener_new();
 	if (!tok)
 		return Error(ENOMEM, "json_tokener_new failed");
+	// Without it json-c takes "07" or "1e" as numbers and keeps their text, which toString()
+	// then prints as something else again ("07e" -> "07" -> "7"): what we record from QEMU
+	// must be what QEMU sent, in JSON.
+	json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
 	json_object *obj = json_tokener_parse_ex(tok, text.data(), static_cast<int>(text.size()));
 	json_tokener_error err = json_tokener_get_error(tok);
 	size_t end = json_tokener_get_parse_end(tok);
+	bool truncated = false;
+	if (err == json_tokener_continue) {
+		// Either the text ends inside a value, or it ends right after a number or literal
+		// ("3", "true"), which the tokener completes only when it sees what follows: give
+		// it the terminating NUL json_tokener_parse() would pass.
+		obj = json_tokener_parse_ex(tok, "", 1);
+		err = json_tokener_get_error(tok);
+		end = text.size();
+		truncated = err != json_tokener_success;
+	}
 	json_tokener_free(tok);
 
-	if (err == json_tokener_continue)
+	if (truncated)
 		return Error::format(EBADMSG, "malformed JSON: truncated after {} bytes", text.size());
 	if (err != json_tokener_success)
 		return Error::format(EBADMSG, "malformed JSON at byte {}: {}", end,

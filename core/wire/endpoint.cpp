@@ -22,6 +22,39 @@ namespace ferry {
 namespace {
 
 constexpr size_t kMaxUnixPath = sizeof(sockaddr_un::sun_path) - 1;
+// The DNS limit on a name's text form; also bounds IPv6 literals with a zone.
+constexpr size_t kMaxHostLen = 253;
+
+bool isAlnum(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'); }
+
+// A host name or IPv4 address: RFC 1123 characters plus '_' (accepted by resolvers and used
+// in container names). Whatever else getaddrinfo might make of it, a space, bracket or '/'
+// here is a typo, and str() must print something that parses back to the same endpoint.
+bool isHostName(std::string_view h)
+{
+	for (char c : h)
+		if (!isAlnum(c) && c != '-' && c != '.' && c != '_')
+			return false;
+	return true;
+}
+
+// What may stand between brackets: an IPv6 address, optionally with a %zone (an interface
+// name or index).
+bool isIpv6Literal(std::string_view h)
+{
+	std::string_view zone;
+	if (size_t pct = h.find('%'); pct != std::string_view::npos) {
+		zone = h.substr(pct + 1);
+		h = h.substr(0, pct);
+		if (zone.empty() || !isHostName(zone))
+			return false;
+	}
+	// inet_pton reads a C string: an embedded NUL would hide what follows it.
+	if (h.empty() || h.find_first_not_of("0123456789abcdefABCDEF:.") != std::string_view::npos)
+		return false;
+	in6_addr addr;
+	return ::inet_pton(AF_INET6, std::string(h).c_str(), &addr) == 1;
+}
 
 int64_t monotonicMs()
 {
@@ -148,7 +181,8 @@ Endpoint Endpoint::unixPath(std::string path)
 std::string Endpoint::str() const
 {
 	if (kind == Kind::Unix)
-		return "unix:" + path;
+		// "unix://x" would read as the URI form with a host: keep a leading "//" explicit.
+		return (path.starts_with("//") ? "unix://" : "unix:") + path;
 	if (host.find(':') != std::string::npos)
 		return fmt::format("tcp:[{}]:{}", host, port);
 	return fmt::format("tcp:{}:{}", host, port);
@@ -226,6 +260,8 @@ Result<Endpoint> parseEndpoint(std::string_view s)
 		if (!rest.starts_with(":"))
 			return bad("expected ':PORT' after ']'");
 		port = rest.substr(1);
+		if (host.size() > kMaxHostLen || !isIpv6Literal(host))
+			return bad("brackets must hold an IPv6 address: [addr]:port or [addr%zone]:port");
 	} else {
 		size_t colon = rest.rfind(':');
 		if (colon == std::string_view::npos)
@@ -234,6 +270,10 @@ Result<Endpoint> parseEndpoint(std::string_view s)
 		port = rest.substr(colon + 1);
 		if (host.find(':') != std::string_view::npos)
 			return bad("IPv6 addresses must be written in brackets: [addr]:port");
+		if (host.size() > kMaxHostLen)
+			return bad(fmt::format("host name longer than {} bytes", kMaxHostLen));
+		if (!isHostName(host))
+			return bad("host names hold only letters, digits, '-', '.' and '_'");
 	}
 	unsigned value = 0;
 	auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), value);

@@ -20,7 +20,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <charconv>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -176,34 +175,16 @@ Result<UniqueFd> openBackingFile(const MapRun &run)
 	return fd;
 }
 
-bool parseNumber(std::string_view s, int base, uint64_t *out)
-{
-	if (base == 16 && (s.starts_with("0x") || s.starts_with("0X")))
-		s.remove_prefix(2);
-	if (s.empty())
-		return false;
-	auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), *out, base);
-	return ec == std::errc() && end == s.data() + s.size();
-}
-
 struct Range {
 	uintptr_t start;
 	size_t len;
 	void *addr() const { return reinterpret_cast<void *>(start); }
 };
 
-// "<start-hex> <length>": page-aligned, non-empty, and inside one run of /proc/self/maps.
-Result<Range> parseRange(std::string_view args)
+// A decoded TRACK/GUARD range, checked to lie inside one run of /proc/self/maps.
+Result<Range> mappedRange(const agent::Request &req)
 {
-	size_t sp = args.find(' ');
-	uint64_t start, len;
-	if (sp == std::string_view::npos || !parseNumber(args.substr(0, sp), 16, &start) ||
-	    !parseNumber(args.substr(sp + 1), 10, &len))
-		return Error(EINVAL, "expected \"<start-hex> <length>\"");
-	const size_t page = pageSize();
-	if (len == 0 || start % page || len % page || start + len < start)
-		return Error::format(EINVAL, "range {:#x} +{} is empty, not page-aligned or wraps",
-				     start, len);
+	const uint64_t start = req.start, len = req.length;
 	FERRY_ASSIGN(std::vector<MapRun> runs, readMaps());
 	for (const MapRun &r : runs) {
 		if (start >= r.start && start < r.end) {
@@ -234,8 +215,6 @@ Result<Reply> uffdReply(const Userfaultfd &uffd)
 
 Result<Reply> handleFind(std::string_view substring)
 {
-	if (substring.empty())
-		return Error(EINVAL, "FIND needs a substring");
 	FERRY_ASSIGN(std::vector<MapRun> runs, readMaps());
 	const MapRun *best = nullptr;
 	for (const MapRun &r : runs) {
@@ -254,16 +233,16 @@ Result<Reply> handleFind(std::string_view substring)
 		      std::move(fd) };
 }
 
-Result<Reply> handleTrack(std::string_view args)
+Result<Reply> handleTrack(const agent::Request &req)
 {
-	FERRY_ASSIGN(Range r, parseRange(args));
+	FERRY_ASSIGN(Range r, mappedRange(req));
 	FERRY_ASSIGN(Userfaultfd uffd, createWpAsyncUffd(r.addr(), r.len));
 	return uffdReply(uffd);
 }
 
-Result<Reply> handleGuard(std::string_view args)
+Result<Reply> handleGuard(const agent::Request &req)
 {
-	FERRY_ASSIGN(Range r, parseRange(args));
+	FERRY_ASSIGN(Range r, mappedRange(req));
 	FERRY_ASSIGN(Userfaultfd uffd,
 		     Userfaultfd::create(UFFD_FEATURE_MINOR_SHMEM | UFFD_FEATURE_MISSING_SHMEM));
 	// Register before dropping the page-table entries: the other order leaves a window in
@@ -276,22 +255,25 @@ Result<Reply> handleGuard(std::string_view args)
 	return uffdReply(uffd);
 }
 
+Result<Reply> dispatch(std::string_view request)
+{
+	FERRY_ASSIGN(agent::Request req, agent::decodeRequest(request, pageSize()));
+	switch (req.kind) {
+	case agent::Request::Kind::Ping:
+		return Reply{ fmt::format("OK pid={}", ::getpid()), UniqueFd() };
+	case agent::Request::Kind::Find:
+		return handleFind(req.substring).context("FIND");
+	case agent::Request::Kind::Track:
+		return handleTrack(req).context("TRACK");
+	case agent::Request::Kind::Guard:
+		return handleGuard(req).context("GUARD");
+	}
+	return Error(EINVAL, "unknown request kind");
+}
+
 Reply handle(std::string_view request)
 {
-	size_t sp = request.find(' ');
-	std::string_view cmd = request.substr(0, sp);
-	std::string_view args = sp == std::string_view::npos ? std::string_view() :
-							       request.substr(sp + 1);
-	Result<Reply> r = Error(EINVAL, "unknown request (PING, FIND, TRACK, GUARD)");
-	if (cmd == "PING" && sp == std::string_view::npos)
-		r = Reply{ fmt::format("OK pid={}", ::getpid()), UniqueFd() };
-	else if (cmd == "FIND")
-		r = handleFind(args).context("FIND");
-	else if (cmd == "TRACK")
-		r = handleTrack(args).context("TRACK");
-	else if (cmd == "GUARD")
-		r = handleGuard(args).context("GUARD");
-
+	Result<Reply> r = dispatch(request);
 	if (r.ok())
 		return std::move(r).value();
 	std::string msg = r.error().message();

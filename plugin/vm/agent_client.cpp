@@ -6,7 +6,6 @@
 #include <sys/un.h>
 #include <time.h>
 
-#include <charconv>
 #include <cstring>
 #include <vector>
 
@@ -26,30 +25,6 @@ int remainingMs(Clock::time_point deadline)
 {
 	auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
 	return left.count() > 0 ? static_cast<int>(left.count()) : 0;
-}
-
-bool parseNumber(std::string_view s, int base, uint64_t *out)
-{
-	if (base == 16 && (s.starts_with("0x") || s.starts_with("0X")))
-		s.remove_prefix(2);
-	if (s.empty())
-		return false;
-	auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), *out, base);
-	return ec == std::errc() && end == s.data() + s.size();
-}
-
-// Splits "a b c" on single spaces.
-std::vector<std::string_view> fields(std::string_view s)
-{
-	std::vector<std::string_view> out;
-	while (!s.empty()) {
-		size_t sp = s.find(' ');
-		out.push_back(s.substr(0, sp));
-		if (sp == std::string_view::npos)
-			break;
-		s.remove_prefix(sp + 1);
-	}
-	return out;
 }
 
 } // namespace
@@ -120,21 +95,12 @@ Result<AgentClient::Reply> AgentClient::request(std::string_view line)
 	auto fds = recvFds(sock_.get(), &payload, 1, agent::kMaxReplyBytes);
 	if (!fds.ok())
 		return fds.error().context(what);
-	std::string_view text(reinterpret_cast<const char *>(payload.data()), payload.size());
-
-	if (text.starts_with("ERR ")) {
-		text.remove_prefix(4);
-		size_t sp = text.find(' ');
-		uint64_t err = 0;
-		if (!parseNumber(text.substr(0, sp), 10, &err) || err == 0 || err > 4095)
-			err = EPROTO;
-		std::string_view msg = sp == std::string_view::npos ? "" : text.substr(sp + 1);
-		return Error::format(static_cast<int>(err), "{}: {}", what, msg);
-	}
-	if (text != "OK" && !text.starts_with("OK "))
-		return Error::format(EPROTO, "{}: malformed reply \"{}\"", what, text.substr(0, 80));
+	auto text = agent::decodeReply(
+		std::string_view(reinterpret_cast<const char *>(payload.data()), payload.size()));
+	if (!text.ok())
+		return text.error().context(what);
 	Reply reply;
-	reply.text = std::string(text.size() > 3 ? text.substr(3) : std::string_view());
+	reply.text = std::string(text.value());
 	if (!fds->empty())
 		reply.fd = std::move(fds->front());
 	return reply;
@@ -146,12 +112,7 @@ Result<pid_t> AgentClient::ping()
 	auto r = request("PING");
 	if (!r.ok())
 		return r.error();
-	const std::string &text = r->text;
-	uint64_t pid = 0;
-	if (!text.starts_with("pid=") || !parseNumber(std::string_view(text).substr(4), 10, &pid) ||
-	    pid == 0 || pid > static_cast<uint64_t>(INT32_MAX))
-		return Error::format(EPROTO, "agent {}: PING: malformed reply \"{}\"", path_, text);
-	return static_cast<pid_t>(pid);
+	return agent::decodePingReply(r->text).context(fmt::format("agent {}", path_));
 }
 
 Result<AgentRegion> AgentClient::find(const std::string &substring)
@@ -159,16 +120,12 @@ Result<AgentRegion> AgentClient::find(const std::string &substring)
 	if (substring.empty() || substring.find_first_of(std::string_view("\0\n", 2)) != std::string::npos)
 		return Error(EINVAL, "agent FIND: empty substring or one with NUL/newline");
 	FERRY_ASSIGN(Reply r, request("FIND " + substring));
-	auto f = fields(r.text);
-	AgentRegion region{};
-	uint64_t base = 0;
-	if (f.size() < 2 || !parseNumber(f[0], 16, &base) || !parseNumber(f[1], 10, &region.size) ||
-	    (f.size() >= 3 && !parseNumber(f[2], 10, &region.fileOffset)) || !r.fd)
+	auto found = agent::decodeFindReply(r.text);
+	if (!found.ok() || !r.fd)
 		return Error::format(EPROTO, "agent {}: FIND {}: malformed reply \"{}\"{}", path_,
 				     substring, r.text, r.fd ? "" : " without fd");
-	region.base = static_cast<uintptr_t>(base);
-	region.file = std::move(r.fd);
-	return region;
+	return AgentRegion{ static_cast<uintptr_t>(found->base), found->size, std::move(r.fd),
+			    found->fileOffset };
 }
 
 Result<Userfaultfd> AgentClient::track(uintptr_t base, uint64_t size)

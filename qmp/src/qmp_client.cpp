@@ -47,6 +47,55 @@ Result<int64_t> QmpEvent::dataInt(std::string_view key) const
 	return d.getInt(key).context(fmt::format("event {}", name));
 }
 
+Result<QmpEvent> QmpEvent::fromMessage(const JsonValue &msg)
+{
+	QmpEvent ev;
+	FERRY_ASSIGN(ev.name, msg.getString("event"));
+	if (auto ts = msg.getObject("timestamp")) {
+		ev.seconds = ts->getInt("seconds").ok() ? ts->getInt("seconds").value() : 0;
+		ev.microseconds = ts->getInt("microseconds").ok() ? ts->getInt("microseconds").value() : 0;
+		// timestampUs() and the differences the runners take of it must not overflow:
+		// 2^40 s is 34000 years, anything beyond (or negative) is not a real clock.
+		if (ev.seconds < 0 || ev.seconds >= (int64_t(1) << 40) || ev.microseconds < 0 ||
+		    ev.microseconds >= 1000000)
+			ev.seconds = ev.microseconds = 0;
+	}
+	if (auto d = msg.get("data"))
+		ev.dataJson = d->toString();
+	else
+		ev.dataJson = "{}";
+	return ev;
+}
+
+Result<JsonValue> parseQmpLine(std::string_view line)
+{
+	auto parsed = JsonValue::parse(line);
+	if (!parsed)
+		return parsed.error().context("QMP message");
+	if (!parsed->isObject())
+		return Error(EBADMSG, "QMP message is not a JSON object");
+	return parsed;
+}
+
+Result<JsonValue> qmpReturn(std::string_view command, const JsonValue &reply)
+{
+	if (reply.has("error")) {
+		auto err = reply.getObject("error");
+		std::string cls = "?", desc = reply.toString();
+		if (err) {
+			if (auto c = err->getString("class"))
+				cls = c.value();
+			if (auto d = err->getString("desc"))
+				desc = d.value();
+		}
+		return Error::format(EREMOTEIO, "{}: {}: {}", command, cls, desc);
+	}
+	auto ret = reply.get("return");
+	if (!ret)
+		return ret.error().context(command);
+	return ret;
+}
+
 Result<MigrationInfo> MigrationInfo::fromJson(const JsonValue &reply)
 {
 	MigrationInfo info;
@@ -194,16 +243,13 @@ Result<JsonValue> QmpClient::readMessage(Clock::time_point deadline)
 	for (;;) {
 		size_t nl = rbuf_.find('\n', scanned_);
 		if (nl != std::string::npos) {
-			std::string_view line(rbuf_.data(), nl);
-			auto parsed = JsonValue::parse(line);
+			auto parsed = parseQmpLine(std::string_view(rbuf_.data(), nl));
 			rbuf_.erase(0, nl + 1);
 			scanned_ = 0;
 			if (!parsed)
 				// After a malformed line we cannot trust what follows to be framed the way
 				// we think: fail this and every later call.
-				return breakStream(parsed.error().context("QMP message"));
-			if (!parsed->isObject())
-				return breakStream(Error(EBADMSG, "QMP message is not a JSON object"));
+				return breakStream(parsed.error());
 			return std::move(parsed).value();
 		}
 		scanned_ = rbuf_.size();
@@ -243,17 +289,8 @@ Result<JsonValue> QmpClient::readMessage(Clock::time_point deadline)
 
 Status QmpClient::queueEvent(const JsonValue &msg, int64_t receivedNs)
 {
-	QmpEvent ev;
-	FERRY_ASSIGN(ev.name, msg.getString("event"));
+	FERRY_ASSIGN(QmpEvent ev, QmpEvent::fromMessage(msg));
 	ev.monotonicReceivedNs = receivedNs;
-	if (auto ts = msg.getObject("timestamp")) {
-		ev.seconds = ts->getInt("seconds").ok() ? ts->getInt("seconds").value() : 0;
-		ev.microseconds = ts->getInt("microseconds").ok() ? ts->getInt("microseconds").value() : 0;
-	}
-	if (auto d = msg.get("data"))
-		ev.dataJson = d->toString();
-	else
-		ev.dataJson = "{}";
 	FERRY_LOG(Debug, "qmp", "[qmp {}] event {} {}", name_, ev.name, ev.dataJson);
 	if (events_.size() >= kMaxQueuedEvents) {
 		events_.pop_front();
@@ -303,21 +340,7 @@ Result<JsonValue> QmpClient::execute(std::string_view command, const JsonValue *
 	auto reply = readReply(id, deadline);
 	if (!reply)
 		return reply.error().context(command);
-	if (reply->has("error")) {
-		auto err = reply->getObject("error");
-		std::string cls = "?", desc = reply->toString();
-		if (err) {
-			if (auto c = err->getString("class"))
-				cls = c.value();
-			if (auto d = err->getString("desc"))
-				desc = d.value();
-		}
-		return Error::format(EREMOTEIO, "{}: {}: {}", command, cls, desc);
-	}
-	auto ret = reply->get("return");
-	if (!ret)
-		return ret.error().context(command);
-	return std::move(ret).value();
+	return qmpReturn(command, reply.value());
 }
 
 Status QmpClient::stop()

@@ -11,7 +11,9 @@
 
 using namespace std::chrono_literals;
 using ferry::JsonValue;
+using ferry::parseQmpLine;
 using ferry::QmpClient;
+using ferry::QmpEvent;
 using ferry::test::FakeQmpPeer;
 using ferry::test::FakeQmpServer;
 
@@ -56,6 +58,60 @@ TEST(JsonValue, RejectsMalformedTruncatedAndTrailingText)
 	EXPECT_EQ(JsonValue::parse(R"({"a": 1} x)").error().code(), EBADMSG);
 	EXPECT_EQ(JsonValue::parse("{nope}").error().code(), EBADMSG);
 	EXPECT_TRUE(JsonValue::parse("{\"a\": 1}\r\n").ok());
+}
+
+TEST(JsonValue, ParsesAScalarThatEndsTheText)
+{
+	// json-c completes a number or literal only when it sees what follows; found by
+	// tests/fuzz/qmp_fuzz.cpp ({"return":3} printed its return value as "3", which failed to
+	// parse as "truncated").
+	for (const char *text : {"3", "-0.5", "true", "null", "\"s\""}) {
+		auto v = JsonValue::parse(text);
+		ASSERT_TRUE(v.ok()) << text << ": " << v.error().message();
+		EXPECT_EQ(v->toString(), text);
+	}
+	EXPECT_EQ(JsonValue::parse("tru").error().code(), EBADMSG);
+	EXPECT_EQ(JsonValue::parse("[1").error().code(), EBADMSG);
+	EXPECT_NE(JsonValue::parse("[1").error().message().find("truncated"), std::string::npos);
+}
+
+TEST(JsonValue, RejectsNumbersJsonDoesNotAllowSoWhatItPrintsParsesBackTheSame)
+{
+	// Found by tests/fuzz/qmp_fuzz.cpp: json-c's lenient mode read {"":07e} and printed it as
+	// {"":07}, which parsed back as {"":7}.
+	for (const char *text : {R"({"":07e})", R"({"":07})", R"({"":1e})", R"({"":1E+})", R"({"a": [1,]})"})
+		EXPECT_EQ(JsonValue::parse(text).error().code(), EBADMSG) << text;
+	for (const char *text : {R"({"a":-0.5e-3,"b":0,"c":[1,2],"d":"\u0000"})", R"({"t":1.5e3})"}) {
+		auto v = JsonValue::parse(text);
+		ASSERT_TRUE(v.ok()) << text << ": " << v.error().message();
+		EXPECT_EQ(v->toString(), text);
+	}
+}
+
+TEST(QmpEvent, TimestampOutOfRangeReadsAsZero)
+{
+	// Found by tests/fuzz/qmp_fuzz.cpp: timestampUs() overflowed (UBSan) on seconds near
+	// INT64_MAX.
+	auto decode = [](const char *line) {
+		auto msg = parseQmpLine(line);
+		EXPECT_TRUE(msg.ok());
+		auto ev = QmpEvent::fromMessage(msg.value());
+		EXPECT_TRUE(ev.ok()) << ev.error().message();
+		return std::move(ev).value();
+	};
+	QmpEvent ok = decode(R"({"event": "STOP", "timestamp": {"seconds": 1700000000, "microseconds": 5}})");
+	EXPECT_EQ(ok.timestampUs(), 1700000000000005);
+	for (const char *line : {
+		     R"({"event": "STOP", "timestamp": {"seconds": 9223372036854775807, "microseconds": 1}})",
+		     R"({"event": "STOP", "timestamp": {"seconds": -1, "microseconds": -1}})",
+		     R"({"event": "STOP", "timestamp": {"seconds": 1, "microseconds": 1000000}})",
+		     R"({"event": "STOP", "timestamp": {"seconds": 1, "microseconds": -9223372036854775808}})",
+	     }) {
+		QmpEvent ev = decode(line);
+		EXPECT_EQ(ev.seconds, 0) << line;
+		EXPECT_EQ(ev.microseconds, 0) << line;
+		EXPECT_EQ(ev.timestampUs(), 0) << line;
+	}
 }
 
 TEST(JsonValue, BuildsCompactText)

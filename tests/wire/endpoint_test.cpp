@@ -27,6 +27,10 @@ TEST(Endpoint, ParsesEveryAcceptedForm)
 		{"unix:///run/ferry.sock", Endpoint::Kind::Unix, "", 0, "/run/ferry.sock",
 		 "unix:/run/ferry.sock"},
 		{"unix:rel/x.sock", Endpoint::Kind::Unix, "", 0, "rel/x.sock", "unix:rel/x.sock"},
+		{"unix:////run/x.sock", Endpoint::Kind::Unix, "", 0, "//run/x.sock", "unix:////run/x.sock"},
+		{"[fe80::1%eth0]:22", Endpoint::Kind::Tcp, "fe80::1%eth0", 22, "", "tcp:[fe80::1%eth0]:22"},
+		{"[::ffff:10.0.0.1]:9", Endpoint::Kind::Tcp, "::ffff:10.0.0.1", 9, "", "tcp:[::ffff:10.0.0.1]:9"},
+		{"tcp:vm_1-a.example:7", Endpoint::Kind::Tcp, "vm_1-a.example", 7, "", "tcp:vm_1-a.example:7"},
 	};
 	for (const Case &c : cases) {
 		SCOPED_TRACE(c.in);
@@ -58,4 +62,32 @@ TEST(Endpoint, RejectsMalformedInputWithAReason)
 	auto longPath = parseEndpoint("unix:/" + std::string(200, 'p'));
 	ASSERT_FALSE(longPath.ok());
 	EXPECT_NE(longPath.error().message().find("longer than"), std::string::npos);
+}
+
+TEST(Endpoint, RejectsHostsThatWouldNotPrintBackTheSame)
+{
+	// Each of these used to be accepted, and its str() parsed to another endpoint or not at
+	// all (tests/fuzz/endpoint_fuzz.cpp checks that round trip on every input it makes).
+	const std::string bad[] = {
+		"[[[[2]:707", "tcp:a b:80", "tcp:[]:80", "[localhost]:80", "[1.2.3.4]:80",
+		"[::1%]:80", "[::1%a b]:80", "[::1]]:80", "tcp:a]:80", "tcp:a[:80", "tcp:a/b:80",
+		"tcp:a\tb:80", "tcp:a%b:80", "tcp:h\xc3\xa9:80", std::string("[::1\0x]:80", 10),
+		std::string("tcp:a\0b:80", 10), "tcp:" + std::string(254, 'h') + ":80",
+	};
+	for (const std::string &s : bad) {
+		SCOPED_TRACE(s);
+		auto e = parseEndpoint(s);
+		ASSERT_FALSE(e.ok()) << "accepted as " << e->str();
+		EXPECT_EQ(e.error().code(), EINVAL);
+	}
+	auto longest = parseEndpoint("tcp:" + std::string(253, 'h') + ":80");
+	ASSERT_TRUE(longest.ok()) << longest.error().message();
+}
+
+TEST(Endpoint, PrintsAUnixPathWithLeadingSlashesSoItParsesBack)
+{
+	Endpoint e = Endpoint::unixPath("//run/x.sock");
+	auto again = parseEndpoint(e.str());
+	ASSERT_TRUE(again.ok()) << again.error().message();
+	EXPECT_EQ(again->path, e.path);
 }

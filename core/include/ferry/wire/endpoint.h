@@ -29,8 +29,10 @@ struct Endpoint {
 	static Endpoint unixPath(std::string path);
 };
 
-// Accepts "tcp:HOST:PORT", "tcp://HOST:PORT", "HOST:PORT", "[v6addr]:PORT", "unix:/path",
-// "unix:///path" and "unix:relative/path". EINVAL with the reason otherwise.
+// Accepts "tcp:HOST:PORT", "tcp://HOST:PORT", "HOST:PORT", "[v6addr]:PORT", "[v6addr%zone]:PORT",
+// "unix:/path", "unix:///path" and "unix:relative/path". HOST is empty or a name/IPv4 address
+// of letters, digits, '-', '.' and '_' (at most 253 bytes). EINVAL with the reason otherwise.
+// For every endpoint it accepts, parseEndpoint(e.str()) gives e back.
 Result<Endpoint> parseEndpoint(std::string_view s);
 
 // Stream sockets get: TCP_NODELAY (requests are small and latency-bound), and 4 MiB

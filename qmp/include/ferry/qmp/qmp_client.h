@@ -42,7 +42,19 @@ struct QmpEvent {
 	// Convenience readers of a member of "data".
 	Result<std::string> dataString(std::string_view key) const;
 	Result<int64_t> dataInt(std::string_view key) const;
+
+	// An {"event": ...} message (monotonicReceivedNs left 0). The name must be a string; a
+	// missing, malformed or out-of-range timestamp (seconds outside 0..2^40, microseconds
+	// outside 0..999999) reads as 0.
+	static Result<QmpEvent> fromMessage(const JsonValue &msg);
 };
+
+// The decoding half of the client, pure so it can be tested and fuzzed on its own (QEMU's
+// output is as untrusted as the guest that drives it).
+// One line from the server, without its '\n': exactly one JSON object (EBADMSG/EMSGSIZE).
+Result<JsonValue> parseQmpLine(std::string_view line);
+// A reply to `command`: its "return" member, or its error as EREMOTEIO "cmd: Class: desc".
+Result<JsonValue> qmpReturn(std::string_view command, const JsonValue &reply);
 
 // query-migrate, the fields the runners record. Absent fields stay nullopt (QEMU reports
 // e.g. downtime only once the migration completed).
