@@ -11,7 +11,7 @@
 
 #include "ferry/base/log.h"
 #include "ferry/wire/protocol.h"
-#include "base/bytes.h"
+#include "roles/seeder/chunk_server.h"
 #include "ferry/base/clock.h"
 
 namespace ferry {
@@ -140,136 +140,21 @@ Status Seeder::takeDirty(bool final, DirtyListMsg &out)
 	return {};
 }
 
-Status Seeder::serveChunk(Connection &conn, uint64_t reqId, uint32_t index)
-{
-	return serveRange(conn, nullptr, reqId, index, 1); // same frame, zero-marker included
-}
-
 struct Seeder::ConnState {
-	bool inSession = false;                     // said a Hello that admitHello() accepted
-	std::optional<ChunkCompressor> compressor; // set when this connection negotiated zstd
-	std::vector<uint8_t> arena;                 // compressed frames of the batch being built
-	std::vector<uint8_t> snapshot;              // the chunk being compressed, copied out first
+	bool inSession = false; // said a Hello that admitHello() accepted
+	ChunkServer chunks;
 };
 
-namespace {
-
-// Compressed frames are gathered into one write per batch; a batch is flushed when its
-// compressed bytes would outgrow this, so a 1024-chunk range never needs 64 MiB of buffer.
-constexpr size_t kCompressBatchBytes = 4u << 20;
-
-} // namespace
-
-// A run of chunks in one gathered write: per chunk a Chunk, ChunkZstd or ChunkZero frame with
-// the request's id, in order. One syscall for many small frames is what makes a mostly-zero
-// region (a freshly booted guest) cheap to pull.
-Status Seeder::serveRange(Connection &conn, ConnState *cs, uint64_t reqId, uint32_t first, uint32_t count)
+void Seeder::count(const SeederStats &sent)
 {
-	// Where a frame's body is: guest memory (raw chunk), the arena (compressed) or nowhere.
-	struct Body {
-		const uint8_t *raw = nullptr;
-		size_t arenaOff = 0, len = 0;
-	};
-	ChunkCompressor *comp = cs && cs->compressor ? &*cs->compressor : nullptr;
-	const size_t bound = comp ? ChunkCompressor::bound(opts_.chunkSize) : 0;
-	if (comp && cs->arena.size() < kCompressBatchBytes + bound)
-		cs->arena.resize(kCompressBatchBytes + bound);
-
-	std::vector<ChunkFramePrefix> prefixes(count);
-	std::vector<Body> bodies(count);
-	std::vector<iovec> iov;
-	iov.reserve(size_t(count) * 2);
-	SeederStats add;
-	size_t arenaUsed = 0;
-	uint32_t batchStart = 0;
-	auto flush = [&](uint32_t end) -> Status {
-		iov.clear();
-		for (uint32_t k = batchStart; k < end; k++) {
-			iov.push_back({prefixes[k].bytes, sizeof prefixes[k].bytes});
-			const Body &b = bodies[k];
-			if (b.raw)
-				iov.push_back({const_cast<uint8_t *>(b.raw), b.len});
-			else if (b.len)
-				iov.push_back({cs->arena.data() + b.arenaOff, b.len});
-		}
-		batchStart = end;
-		arenaUsed = 0;
-		return iov.empty() ? Status() : conn.sendFrames(iov);
-	};
-	for (uint32_t k = 0; k < count; k++) {
-		uint32_t index = first + k;
-		uint64_t off = uint64_t(index) * opts_.chunkSize;
-		size_t len = std::min<uint64_t>(opts_.chunkSize, size_ - off);
-		const uint8_t *p = data_ + off;
-		MsgType type;
-		if (opts_.sendZeroChunksAsMarkers && isZero(p, len)) {
-			type = MsgType::ChunkZero;
-			add.zeroChunksServed++;
-		} else {
-			std::optional<size_t> z;
-			if (comp) {
-				if (arenaUsed + bound > cs->arena.size())
-					FERRY_TRY(flush(k));
-				// The application may be writing this chunk right now. zstd must see
-				// one consistent input (its checksum covers what it read, and a match
-				// finder reading changing bytes could emit a frame that decodes to
-				// neither version): compress a copy. A torn copy is fine: the write
-				// is in the dirty set and the chunk is fetched again.
-				cs->snapshot.assign(p, p + len);
-				z = comp->compress(cs->snapshot, {cs->arena.data() + arenaUsed, bound});
-			}
-			if (z) {
-				type = MsgType::ChunkZstd;
-				bodies[k] = {nullptr, arenaUsed, *z};
-				arenaUsed += *z;
-				add.compressedChunks++;
-				add.compressedRawBytes += len;
-				add.compressedWireBytes += *z;
-			} else {
-				type = MsgType::Chunk;
-				bodies[k] = {p, 0, len};
-			}
-			add.chunksServed++;
-			add.bytesSent += bodies[k].len;
-		}
-		prefixes[k] = encodeChunkFramePrefix(type, reqId, index, uint32_t(bodies[k].len));
-	}
-	FERRY_TRY(flush(count));
 	std::lock_guard g(lock_);
-	stats_.chunksServed += add.chunksServed;
-	stats_.zeroChunksServed += add.zeroChunksServed;
-	stats_.bytesSent += add.bytesSent;
-	stats_.compressedChunks += add.compressedChunks;
-	stats_.compressedRawBytes += add.compressedRawBytes;
-	stats_.compressedWireBytes += add.compressedWireBytes;
-	return {};
-}
-
-// Only the pages a destination asks for (it holds the rest of the chunk already): contiguous
-// pages go out as one piece of the frame.
-Status Seeder::servePages(Connection &conn, uint64_t reqId, uint32_t index, uint64_t mask)
-{
-	const uint8_t *chunk = data_ + uint64_t(index) * opts_.chunkSize;
-	auto prefix = encodePagesPrefix(GetPagesMsg{index, mask});
-	std::vector<iovec> parts{{prefix.data(), prefix.size()}};
-	uint64_t bytes = 0;
-	for (unsigned p = 0; p < 64;) {
-		if (!(mask >> p & 1)) {
-			p++;
-			continue;
-		}
-		unsigned q = p;
-		while (q < 64 && (mask >> q & 1))
-			q++;
-		parts.push_back({const_cast<uint8_t *>(chunk + size_t(p) * kWirePageSize), size_t(q - p) * kWirePageSize});
-		bytes += uint64_t(q - p) * kWirePageSize;
-		p = q;
-	}
-	FERRY_TRY(conn.sendParts(MsgType::Pages, reqId, parts));
-	std::lock_guard g(lock_);
-	stats_.pagesServed += bytes / kWirePageSize;
-	stats_.bytesSent += bytes;
-	return {};
+	stats_.chunksServed += sent.chunksServed;
+	stats_.zeroChunksServed += sent.zeroChunksServed;
+	stats_.pagesServed += sent.pagesServed;
+	stats_.bytesSent += sent.bytesSent;
+	stats_.compressedChunks += sent.compressedChunks;
+	stats_.compressedRawBytes += sent.compressedRawBytes;
+	stats_.compressedWireBytes += sent.compressedWireBytes;
 }
 
 // Called for every Hello, before anything else of the connection is served. The session id
@@ -344,8 +229,7 @@ Status Seeder::handleFrame(Worker &w, ConnState &cs, const FrameHeader &h)
 		FERRY_TRY(admitHello(w, cs, hello));
 		HelloReplyMsg reply{kProtocolVersion, sessionId_.load(), size_, opts_.chunkSize, 0};
 		if ((hello.features & HelloMsg::kFeatureZstd) && opts_.compression.enabled()) {
-			if (!cs.compressor)
-				cs.compressor.emplace(opts_.compression.level);
+			cs.chunks.enableCompression(opts_.compression.level);
 			reply.flags |= HelloReplyMsg::kFlagZstd;
 		}
 		if (st != SeederState::Serving)
@@ -364,19 +248,25 @@ Status Seeder::handleFrame(Worker &w, ConnState &cs, const FrameHeader &h)
 		if (st == SeederState::Serving)
 			return Error(EPROTO, "GetChunk before TrackStart: data could go stale unnoticed");
 		FERRY_ASSIGN(GetChunkMsg m, decodeGetChunk(pl, chunkCount_));
-		return serveChunk(conn, h.requestId, m.chunkIndex);
+		FERRY_ASSIGN(SeederStats sent, cs.chunks.range(conn, h.requestId, m.chunkIndex, 1, false));
+		count(sent);
+		return {};
 	}
 	case MsgType::GetRange: {
 		if (st == SeederState::Serving)
 			return Error(EPROTO, "GetRange before TrackStart");
 		FERRY_ASSIGN(GetRangeMsg m, decodeGetRange(pl, chunkCount_));
-		return serveRange(conn, &cs, h.requestId, m.firstChunk, m.count);
+		FERRY_ASSIGN(SeederStats sent, cs.chunks.range(conn, h.requestId, m.firstChunk, m.count, true));
+		count(sent);
+		return {};
 	}
 	case MsgType::GetPages: {
 		if (st == SeederState::Serving)
 			return Error(EPROTO, "GetPages before TrackStart");
 		FERRY_ASSIGN(GetPagesMsg m, decodeGetPages(pl, ChunkGeometry{size_, opts_.chunkSize}));
-		return servePages(conn, h.requestId, m.chunkIndex, m.pageMask);
+		FERRY_ASSIGN(SeederStats sent, cs.chunks.pages(conn, h.requestId, m.chunkIndex, m.pageMask));
+		count(sent);
+		return {};
 	}
 	case MsgType::GetDirty: {
 		if (st != SeederState::Tracking)
@@ -464,7 +354,7 @@ Status Seeder::handleConnection(Worker &w)
 {
 	Connection &conn = w.conn;
 	const int64_t frameNs = toNs(opts_.frameTimeout), idleNs = toNs(opts_.idleTimeout);
-	ConnState cs;
+	ConnState cs{false, ChunkServer(data_, size_, opts_.chunkSize, opts_.sendZeroChunksAsMarkers)};
 	Status result = conn.setIoTimeout(int(opts_.frameTimeout.count()));
 	if (result.ok() && opts_.tls) {
 		// Before anything of the region is said: a peer without valid credentials learns

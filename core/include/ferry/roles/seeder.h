@@ -108,7 +108,7 @@ public:
 	uint64_t sessionId() const { return sessionId_.load(); }
 
 private:
-	struct ConnState; // per connection: negotiated features, compressor, buffers
+	struct ConnState; // per connection: admitted or not, its ChunkServer (core/roles/seeder/)
 	// One accepted connection and the thread serving it; serve() owns the list.
 	struct Worker {
 		Connection conn;
@@ -128,10 +128,7 @@ private:
 	// Pre-copy and post-copy watch on the session's leecher; an error ends serve().
 	Status watchSession();
 	Status handleFrame(Worker &w, ConnState &cs, const FrameHeader &h);
-	Status serveChunk(Connection &conn, uint64_t reqId, uint32_t index);
-	// cs null: no compression (a GetChunk reply).
-	Status serveRange(Connection &conn, ConnState *cs, uint64_t reqId, uint32_t first, uint32_t count);
-	Status servePages(Connection &conn, uint64_t reqId, uint32_t index, uint64_t mask);
+	void count(const SeederStats &sent); // what a ChunkServer sent, into stats_
 	Status transition(SeederState to);
 	// The dirty set as a DirtyList (chunks + page masks); see seeder.cpp.
 	Status takeDirty(bool final, DirtyListMsg &out);

@@ -1,0 +1,129 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+#include "roles/seeder/chunk_server.h"
+
+#include <sys/uio.h>
+
+#include "base/bytes.h"
+
+namespace ferry {
+
+void ChunkServer::enableCompression(int level)
+{
+	if (!compressor_)
+		compressor_.emplace(level);
+}
+
+namespace {
+
+// Compressed frames are gathered into one write per batch; a batch is flushed when its
+// compressed bytes would outgrow this, so a 1024-chunk range never needs 64 MiB of buffer.
+constexpr size_t kCompressBatchBytes = 4u << 20;
+
+} // namespace
+
+// A run of chunks in one gathered write: per chunk a Chunk, ChunkZstd or ChunkZero frame with
+// the request's id, in order. One syscall for many small frames is what makes a mostly-zero
+// region (a freshly booted guest) cheap to pull.
+Result<SeederStats> ChunkServer::range(Connection &conn, uint64_t reqId, uint32_t first, uint32_t count, bool compress)
+{
+	// Where a frame's body is: guest memory (raw chunk), the arena (compressed) or nowhere.
+	struct Body {
+		const uint8_t *raw = nullptr;
+		size_t arenaOff = 0, len = 0;
+	};
+	ChunkCompressor *comp = compress && compressor_ ? &*compressor_ : nullptr;
+	const size_t bound = comp ? ChunkCompressor::bound(chunkSize_) : 0;
+	if (comp && arena_.size() < kCompressBatchBytes + bound)
+		arena_.resize(kCompressBatchBytes + bound);
+
+	std::vector<ChunkFramePrefix> prefixes(count);
+	std::vector<Body> bodies(count);
+	std::vector<iovec> iov;
+	iov.reserve(size_t(count) * 2);
+	SeederStats add;
+	size_t arenaUsed = 0;
+	uint32_t batchStart = 0;
+	auto flush = [&](uint32_t end) -> Status {
+		iov.clear();
+		for (uint32_t k = batchStart; k < end; k++) {
+			iov.push_back({prefixes[k].bytes, sizeof prefixes[k].bytes});
+			const Body &b = bodies[k];
+			if (b.raw)
+				iov.push_back({const_cast<uint8_t *>(b.raw), b.len});
+			else if (b.len)
+				iov.push_back({arena_.data() + b.arenaOff, b.len});
+		}
+		batchStart = end;
+		arenaUsed = 0;
+		return iov.empty() ? Status() : conn.sendFrames(iov);
+	};
+	for (uint32_t k = 0; k < count; k++) {
+		uint32_t index = first + k;
+		uint64_t off = uint64_t(index) * chunkSize_;
+		size_t len = std::min<uint64_t>(chunkSize_, size_ - off);
+		const uint8_t *p = data_ + off;
+		MsgType type;
+		if (zeroMarkers_ && isZero(p, len)) {
+			type = MsgType::ChunkZero;
+			add.zeroChunksServed++;
+		} else {
+			std::optional<size_t> z;
+			if (comp) {
+				if (arenaUsed + bound > arena_.size())
+					FERRY_TRY(flush(k));
+				// The application may be writing this chunk right now. zstd must see
+				// one consistent input (its checksum covers what it read, and a match
+				// finder reading changing bytes could emit a frame that decodes to
+				// neither version): compress a copy. A torn copy is fine: the write
+				// is in the dirty set and the chunk is fetched again.
+				snapshot_.assign(p, p + len);
+				z = comp->compress(snapshot_, {arena_.data() + arenaUsed, bound});
+			}
+			if (z) {
+				type = MsgType::ChunkZstd;
+				bodies[k] = {nullptr, arenaUsed, *z};
+				arenaUsed += *z;
+				add.compressedChunks++;
+				add.compressedRawBytes += len;
+				add.compressedWireBytes += *z;
+			} else {
+				type = MsgType::Chunk;
+				bodies[k] = {p, 0, len};
+			}
+			add.chunksServed++;
+			add.bytesSent += bodies[k].len;
+		}
+		prefixes[k] = encodeChunkFramePrefix(type, reqId, index, uint32_t(bodies[k].len));
+	}
+	FERRY_TRY(flush(count));
+	return add;
+}
+
+// Only the pages a destination asks for (it holds the rest of the chunk already): contiguous
+// pages go out as one piece of the frame.
+Result<SeederStats> ChunkServer::pages(Connection &conn, uint64_t reqId, uint32_t index, uint64_t mask)
+{
+	const uint8_t *chunk = data_ + uint64_t(index) * chunkSize_;
+	auto prefix = encodePagesPrefix(GetPagesMsg{index, mask});
+	std::vector<iovec> parts{{prefix.data(), prefix.size()}};
+	uint64_t bytes = 0;
+	for (unsigned p = 0; p < 64;) {
+		if (!(mask >> p & 1)) {
+			p++;
+			continue;
+		}
+		unsigned q = p;
+		while (q < 64 && (mask >> q & 1))
+			q++;
+		parts.push_back({const_cast<uint8_t *>(chunk + size_t(p) * kWirePageSize), size_t(q - p) * kWirePageSize});
+		bytes += uint64_t(q - p) * kWirePageSize;
+		p = q;
+	}
+	FERRY_TRY(conn.sendParts(MsgType::Pages, reqId, parts));
+	SeederStats sent;
+	sent.pagesServed = bytes / kWirePageSize;
+	sent.bytesSent = bytes;
+	return sent;
+}
+
+} // namespace ferry
