@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 #include "ferry/wire/protocol.h"
+#include "wire/little_endian.h"
 
 #include <algorithm>
 #include <limits>
@@ -59,30 +60,6 @@ LengthRule lengthRule(MsgType t)
 		return {8, 8};
 	}
 	return {0, 0};
-}
-
-uint16_t load16(const uint8_t *p) { return uint16_t(p[0] | (p[1] << 8)); }
-uint32_t load32(const uint8_t *p)
-{
-	return uint32_t(p[0]) | (uint32_t(p[1]) << 8) | (uint32_t(p[2]) << 16) |
-	       (uint32_t(p[3]) << 24);
-}
-uint64_t load64(const uint8_t *p) { return uint64_t(load32(p)) | (uint64_t(load32(p + 4)) << 32); }
-
-void store16(uint8_t *p, uint16_t v)
-{
-	p[0] = uint8_t(v);
-	p[1] = uint8_t(v >> 8);
-}
-void store32(uint8_t *p, uint32_t v)
-{
-	for (int i = 0; i < 4; i++)
-		p[i] = uint8_t(v >> (8 * i));
-}
-void store64(uint8_t *p, uint64_t v)
-{
-	store32(p, uint32_t(v));
-	store32(p + 4, uint32_t(v >> 32));
 }
 
 ferry::Error protoError(std::string msg) { return ferry::Error(EPROTO, std::move(msg)); }
@@ -224,111 +201,6 @@ Result<FrameHeader> decodeHeader(std::span<const uint8_t> in, uint32_t maxPayloa
 		return ferry::Error::format(EMSGSIZE, "{} payload of {} bytes exceeds the limit of {}",
 					    msgTypeName(h.type), h.payloadLen, maxPayload);
 	return h;
-}
-
-// --- PayloadReader / PayloadWriter ----------------------------------------------------------
-
-Result<std::span<const uint8_t>> PayloadReader::take(size_t n)
-{
-	if (n > remaining())
-		return protoError(fmt::format("truncated: need {} bytes at offset {}, have {}", n, pos_,
-					      remaining()));
-	auto s = in_.subspan(pos_, n);
-	pos_ += n;
-	return s;
-}
-
-Result<uint16_t> PayloadReader::u16()
-{
-	FERRY_ASSIGN(auto s, take(2));
-	return load16(s.data());
-}
-
-Result<uint32_t> PayloadReader::u32()
-{
-	FERRY_ASSIGN(auto s, take(4));
-	return load32(s.data());
-}
-
-Result<uint64_t> PayloadReader::u64()
-{
-	FERRY_ASSIGN(auto s, take(8));
-	return load64(s.data());
-}
-
-Result<int32_t> PayloadReader::i32()
-{
-	FERRY_ASSIGN(uint32_t v, u32());
-	return int32_t(v);
-}
-
-Result<std::string> PayloadReader::string(size_t maxLen)
-{
-	FERRY_ASSIGN(uint16_t len, u16());
-	if (len > maxLen)
-		return protoError(fmt::format("string of {} bytes at offset {} exceeds {}", len,
-					      pos_ - 2, maxLen));
-	FERRY_ASSIGN(auto s, take(len));
-	return std::string(reinterpret_cast<const char *>(s.data()), s.size());
-}
-
-Result<std::span<const uint8_t>> PayloadReader::bytes(size_t n) { return take(n); }
-
-Status PayloadReader::expectEnd() const
-{
-	if (remaining() != 0)
-		return protoError(fmt::format("{} trailing bytes after offset {}", remaining(), pos_));
-	return {};
-}
-
-void PayloadWriter::u16(uint16_t v)
-{
-	uint8_t b[2];
-	store16(b, v);
-	out_.insert(out_.end(), b, b + 2);
-}
-
-void PayloadWriter::u32(uint32_t v)
-{
-	uint8_t b[4];
-	store32(b, v);
-	out_.insert(out_.end(), b, b + 4);
-}
-
-void PayloadWriter::u64(uint64_t v)
-{
-	uint8_t b[8];
-	store64(b, v);
-	out_.insert(out_.end(), b, b + 8);
-}
-
-void PayloadWriter::i32(int32_t v) { u32(uint32_t(v)); }
-
-void PayloadWriter::string(std::string_view s)
-{
-	size_t len = std::min<size_t>(s.size(), 65535);
-	u16(uint16_t(len));
-	out_.insert(out_.end(), s.begin(), s.begin() + len);
-}
-
-void PayloadWriter::bytes(std::span<const uint8_t> b) { out_.insert(out_.end(), b.begin(), b.end()); }
-
-// --- ChunkGeometry --------------------------------------------------------------------------
-
-uint32_t ChunkGeometry::chunkCount() const
-{
-	if (chunkSize == 0)
-		return 0;
-	uint64_t n = regionSize / chunkSize + (regionSize % chunkSize != 0);
-	return uint32_t(std::min<uint64_t>(n, kUnbounded));
-}
-
-uint32_t ChunkGeometry::chunkLength(uint32_t index) const
-{
-	uint64_t off = chunkOffset(index);
-	if (off >= regionSize)
-		return 0;
-	return uint32_t(std::min<uint64_t>(chunkSize, regionSize - off));
 }
 
 // --- Typed payloads -------------------------------------------------------------------------
