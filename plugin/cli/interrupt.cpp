@@ -1,12 +1,16 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 #include "cli/interrupt.h"
 
+#include <cstdlib>
+
 #include <poll.h>
 #include <signal.h>
 #include <sys/eventfd.h>
 #include <sys/signalfd.h>
 #include <thread>
 #include <unistd.h>
+
+#include "ferry/roles/seeder.h"
 
 namespace ferry {
 
@@ -77,6 +81,18 @@ Result<int> InterruptWatcher::waitForSignal()
 		if (n < 0 && errno != EINTR)
 			return Error::fromErrno("read signalfd");
 	}
+}
+
+Result<std::unique_ptr<SeederInterrupts>> SeederInterrupts::start()
+{
+	auto si = std::make_unique<SeederInterrupts>();
+	FERRY_ASSIGN(si->watcher_, InterruptWatcher::start([t = &si->target_](int signo) {
+		if (Seeder *s = t->load())
+			s->stop();
+		else
+			std::_Exit(128 + signo);
+	}));
+	return si;
 }
 
 Result<SignalWaiter> SignalWaiter::create(std::initializer_list<int> signals)

@@ -5,6 +5,7 @@
 // signalfd until a signal arrives or the watcher is destroyed.
 #pragma once
 
+#include <atomic>
 #include <functional>
 #include <initializer_list>
 #include <memory>
@@ -30,6 +31,23 @@ private:
 	struct State;
 	explicit InterruptWatcher(std::unique_ptr<State> s);
 	std::unique_ptr<State> s_;
+};
+
+class Seeder;
+
+// SIGINT/SIGTERM for a command that serves a Seeder (seed, migrate). Start it first, before
+// any thread exists. Until serving() names the seeder nothing is suspended or tracked and the
+// process exits at once (128 + signal); after, the seeder is stopped, and it resumes a
+// suspended source before serve() returns.
+class SeederInterrupts {
+public:
+	static Result<std::unique_ptr<SeederInterrupts>> start();
+	void serving(Seeder *seeder) { target_ = seeder; }
+	void done() { watcher_.reset(); }
+
+private:
+	std::atomic<Seeder *> target_{nullptr};
+	std::unique_ptr<InterruptWatcher> watcher_;
 };
 
 // Signals as events for a command's own loop: the constructor blocks `signals` in the calling

@@ -36,15 +36,7 @@ int runMigrate(const MigrateArgs &a)
 	auto so = a.seeder.build();
 	if (!so.ok())
 		return reportError("migrate", so.error());
-	// First, before any thread starts (they inherit the blocked mask): SIGINT/SIGTERM stop
-	// the seeder, which resumes a suspended source before it returns.
-	std::atomic<Seeder *> stopTarget{nullptr};
-	auto interrupts = InterruptWatcher::start([&stopTarget](int signo) {
-		if (Seeder *s = stopTarget.load())
-			s->stop();
-		else
-			std::_Exit(128 + signo); // nothing is suspended or tracked yet
-	});
+	auto interrupts = SeederInterrupts::start(); // first: before any thread exists
 	if (!interrupts.ok())
 		return reportError("migrate", interrupts.error());
 	auto qmp = QmpClient::connect(a.qmp, std::chrono::seconds(10));
@@ -68,9 +60,9 @@ int runMigrate(const MigrateArgs &a)
 		return reportError("migrate", listener.error().context("listen"));
 	fmt::print("listening on {}\n", listener->boundEndpoint().str());
 	std::fflush(stdout);
-	stopTarget = &(*seeder)->seeder();
+	(*interrupts)->serving(&(*seeder)->seeder());
 	Status st = (*seeder)->serve(*listener);
-	interrupts->reset();
+	(*interrupts)->done();
 	JsonValue summary = (*seeder)->seeder().stats().toJson();
 	summary.set("role", "source").set("state", seederStateName((*seeder)->seeder().state()))
 		.set("ram_bytes", (*seeder)->ramSize());

@@ -41,15 +41,7 @@ int runSeed(const SeedArgs &a)
 	auto so = a.seeder.build();
 	if (!so.ok())
 		return reportError("seed", so.error());
-	// First, before any thread starts (they inherit the blocked mask): SIGINT/SIGTERM stop
-	// the seeder, which resumes a suspended source before it returns.
-	std::atomic<Seeder *> stopTarget{nullptr};
-	auto interrupts = InterruptWatcher::start([&stopTarget](int signo) {
-		if (Seeder *s = stopTarget.load())
-			s->stop();
-		else
-			std::_Exit(128 + signo); // nothing is suspended or tracked yet
-	});
+	auto interrupts = SeederInterrupts::start(); // first: before any thread exists
 	if (!interrupts.ok())
 		return reportError("seed", interrupts.error());
 	auto src = SourceAppHandle::spawn(a.app.build());
@@ -68,9 +60,9 @@ int runSeed(const SeedArgs &a)
 	SourceAppHandle *s = &src.value();
 	SeederHooks hooks{[s] { return s->suspend(); }, [s] { return s->resume(); }, [s] { s->quit(); }, {}};
 	Seeder seeder(s->mapping().data(), s->size(), std::move(tracker).value(), hooks, *so);
-	stopTarget = &seeder;
+	(*interrupts)->serving(&seeder);
 	Status st = seeder.serve(*listener);
-	interrupts->reset();
+	(*interrupts)->done();
 	JsonValue summary = seeder.stats().toJson();
 	summary.set("role", "seeder").set("state", seederStateName(seeder.state())).set("tracker", a.tracker);
 	printSummary(summary);
