@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "ferry/link/link_emulator.h"
+#include "support/wire_bytes.h"
 #include "ferry/wire/connection.h"
 #include "ferry/wire/endpoint.h"
 
@@ -24,18 +25,7 @@ constexpr uint32_t kLimit = 1 << 20;
 
 uint8_t pattern(uint64_t i) { return uint8_t((i * 2654435761u) >> 13); }
 
-// Blocking helpers over a raw socket; false on error/EOF.
-bool sendAll(int fd, const uint8_t *p, size_t n)
-{
-	while (n > 0) {
-		ssize_t w = ::send(fd, p, n, MSG_NOSIGNAL);
-		if (w <= 0)
-			return false;
-		p += w;
-		n -= size_t(w);
-	}
-	return true;
-}
+using ferry::test::sendAll;
 
 // A server behind the link plus a client through it.
 struct Rig {

@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "ferry/wire/connection.h"
+#include "support/wire_bytes.h"
 #include "ferry/wire/endpoint.h"
 
 using namespace ferry;
@@ -49,13 +50,7 @@ void writeAll(int fd, const std::vector<uint8_t> &b)
 
 std::vector<uint8_t> rawHeader(MsgType type, uint32_t len, uint16_t version = 1)
 {
-	FrameHeader h;
-	h.type = type;
-	h.payloadLen = len;
-	h.version = version;
-	std::vector<uint8_t> out(kHeaderSize);
-	encodeHeader(h, out.data());
-	return out;
+	return test::headerBytes(type, len, 0, version);
 }
 
 // Reads from a raw socket until EOF (the peer shut down); bounded by a poll timeout.

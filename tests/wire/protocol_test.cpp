@@ -5,6 +5,7 @@
 #include <random>
 
 #include "ferry/wire/protocol.h"
+#include "support/wire_bytes.h"
 
 using namespace ferry;
 
@@ -12,13 +13,7 @@ namespace {
 
 std::vector<uint8_t> header(MsgType type, uint32_t payloadLen, uint64_t requestId = 7)
 {
-	FrameHeader h;
-	h.type = type;
-	h.payloadLen = payloadLen;
-	h.requestId = requestId;
-	std::vector<uint8_t> out(kHeaderSize);
-	encodeHeader(h, out.data());
-	return out;
+	return test::headerBytes(type, payloadLen, requestId);
 }
 
 void put32(std::vector<uint8_t> &b, size_t off, uint32_t v)

@@ -21,6 +21,7 @@
 #include "ferry/wire/connection.h"
 #include "ferry/wire/endpoint.h"
 #include "ferry/wire/tls.h"
+#include "support/wire_bytes.h"
 
 using namespace ferry;
 using namespace std::chrono_literals;
@@ -138,17 +139,7 @@ public:
 	}
 
 private:
-	static bool writeAll(int fd, const uint8_t *p, size_t n)
-	{
-		while (n > 0) {
-			ssize_t w = ::send(fd, p, n, MSG_NOSIGNAL);
-			if (w <= 0)
-				return false;
-			p += w;
-			n -= size_t(w);
-		}
-		return true;
-	}
+	static bool writeAll(int fd, const uint8_t *p, size_t n) { return test::sendAll(fd, p, n); }
 	void pumpUp()
 	{
 		uint8_t buf[64 << 10];
