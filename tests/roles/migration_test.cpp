@@ -470,3 +470,76 @@ TEST(Seeder, ResendsADirtyListLostWithItsConnectionWhileTheSourceKeepsWriting)
 	}
 	EXPECT_TRUE(processAlive(seed.app->pid())) << "the source application must keep running";
 }
+
+// After the switch-over the source is the only copy of what the destination lacks. When the
+// link goes down for good, the leecher gives up after its reconnect window with a clear error,
+// and the seeder keeps the suspended source and goes on serving (for a new leecher with the
+// session id) instead of rolling back or releasing it.
+TEST(Seeder, KeepsTheSuspendedSourceWhenTheLinkDiesForGoodInPostCopy)
+{
+	requireKernelFeatures();
+	SeederRig seed;
+	SourceAppOptions so;
+	so.size = 64ull << 20;
+	so.writeMBps = 0;
+	ASSERT_TRUE(seed.start(so, kChunk).ok());
+	auto link = LinkEmulator::start(Endpoint::tcp("127.0.0.1", 0), seed.endpoint(),
+					LinkParams::symmetric(std::chrono::milliseconds(2), 0));
+	ASSERT_TRUE(link.ok()) << link.error().message();
+	LinkEmulator *l = link->get();
+	LeecherRig dest;
+	dest.appOpts.readMBps = 50; // faults keep arriving; no background pull finishes the job
+	auto opts = leecherOptions(l->endpoint(), MigrationMode::Hybrid);
+	opts.postcopyOnly = true;       // every chunk must come by fault
+	opts.backgroundPull = false;
+	opts.verify = false;
+	opts.reconnectTimeout = std::chrono::milliseconds(1500);
+	std::atomic<bool> cut{false};
+	opts.onProgress = [&](const LeecherProgress &p) {
+		if (!cut && p.state == LeecherState::PostCopy) {
+			cut = true;
+			l->setBlocked(true);
+			l->cutAll();
+		}
+	};
+	Leecher leecher(dest.hooks(MigrationMode::Hybrid), opts);
+	auto rep = leecher.run();
+	ASSERT_TRUE(cut) << "post-copy never started";
+	ASSERT_FALSE(rep.ok()) << "every chunk arrived before the cut";
+	EXPECT_NE(rep.error().message().find("gave up reconnecting"), std::string::npos) << rep.error().message();
+	EXPECT_EQ(seed.seeder->state(), SeederState::SwitchedOver) << "neither rolled back nor released";
+	EXPECT_FALSE(seed.waitFinished(std::chrono::milliseconds(500))) << "the seeder must keep serving";
+	EXPECT_TRUE(processAlive(seed.app->pid())) << "the suspended source is kept";
+}
+
+// Killing the source application after the switch-over loses nothing: the seeder serves from
+// its own mapping of the region, so post-copy completes and the copy verifies.
+TEST(Leecher, CompletesPostCopyWhenTheSourceApplicationIsKilledAfterSwitchOver)
+{
+	requireKernelFeatures();
+	SeederRig seed;
+	SourceAppOptions so;
+	so.size = 32ull << 20;
+	so.writeMBps = 40;
+	ASSERT_TRUE(seed.start(so, kChunk).ok());
+	auto link = LinkEmulator::start(Endpoint::tcp("127.0.0.1", 0), seed.endpoint(),
+					LinkParams::symmetric(std::chrono::milliseconds(2), 200));
+	ASSERT_TRUE(link.ok()) << link.error().message();
+	LeecherRig dest;
+	auto opts = leecherOptions((*link)->endpoint(), MigrationMode::Hybrid);
+	opts.postcopyOnly = true; // most of the region is still at the source when it dies
+	std::atomic<bool> killed{false};
+	const pid_t source = seed.app->pid();
+	opts.onProgress = [&](const LeecherProgress &p) {
+		if (!killed && p.state == LeecherState::PostCopy) {
+			killed = true;
+			::kill(source, SIGKILL);
+		}
+	};
+	Leecher leecher(dest.hooks(MigrationMode::Hybrid), opts);
+	auto rep = leecher.run();
+	ASSERT_TRUE(killed) << "post-copy never started";
+	ASSERT_TRUE(rep.ok()) << rep.error().message();
+	ASSERT_TRUE(rep->verified.has_value());
+	EXPECT_TRUE(*rep->verified) << "the destination must hold the source's last state byte for byte";
+}
