@@ -127,6 +127,7 @@ int runDemo(DemoArgs a)
 		a.seeder.tls.spec = a.leecher.tls.spec = "insecure";
 	}
 	std::string level = logLevel() == LogLevel::Debug ? "debug" : logLevel() == LogLevel::Info ? "info" : "warn";
+	a.seeder.reconnectTimeoutS = a.leecher.reconnectTimeoutS; // one window for both sides
 	std::vector<std::string> seedArgs = {"--log-level", level, "seed", "--listen", "tcp:127.0.0.1:0", "--tracker", a.tracker};
 	for (auto &v : {a.app.toArgs(), a.seeder.toArgs()})
 		seedArgs.insert(seedArgs.end(), v.begin(), v.end());

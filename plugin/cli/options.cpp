@@ -152,6 +152,8 @@ void SeederArgs::addTo(CLI::App *c, bool linkOptions)
 	if (linkOptions)
 		tls.addTo(c);
 	c->add_option("--chunk-kib", chunkKib, "Chunk size (a power of two >= 4)")->capture_default_str()->check(CLI::Range(4u, 65536u));
+	if (linkOptions)
+		c->add_option("--reconnect-timeout-s", reconnectTimeoutS, "Pre-copy: stop tracking and leave the source as it was when its leecher is gone this long (after the switch-over the source is kept, whatever this says)")->capture_default_str()->check(CLI::Range(0.1, 3600.0));
 	c->add_option("--rollback-timeout-s", rollbackTimeoutS, "Resume the source if the destination vanishes after finalize but before the switch-over")->capture_default_str()->check(CLI::Range(0.1, 3600.0));
 	c->add_option("--compress", compress, kCompressHelp)->capture_default_str()->check(compressionValidator());
 }
@@ -163,6 +165,7 @@ Result<SeederOptions> SeederArgs::build() const
 	SeederOptions so;
 	so.chunkSize = chunkKib * 1024;
 	so.rollbackTimeout = msFromSec(rollbackTimeoutS);
+	so.reconnectTimeout = msFromSec(reconnectTimeoutS);
 	FERRY_ASSIGN(so.compression, parseCompressionSpec(compress).context("--compress"));
 	FERRY_ASSIGN(so.tls, tls.build(TlsRole::Server));
 	return so;
@@ -171,6 +174,7 @@ Result<SeederOptions> SeederArgs::build() const
 std::vector<std::string> SeederArgs::toArgs() const
 {
 	return {"--chunk-kib", std::to_string(chunkKib), "--rollback-timeout-s", fmt::format("{}", rollbackTimeoutS),
+		"--reconnect-timeout-s", fmt::format("{}", reconnectTimeoutS),
 		"--compress", compress, "--tls", tls.spec};
 }
 

@@ -70,10 +70,11 @@ struct LeecherArgs {
 struct SeederArgs {
 	unsigned chunkKib = 64;
 	double rollbackTimeoutS = 10;
+	double reconnectTimeoutS = 15;
 	std::string compress = "zstd";
 	TlsArgs tls;
 
-	// linkOptions false: the command registers --tls itself (demo).
+	// linkOptions false: the command registers --tls and --reconnect-timeout-s itself (demo).
 	void addTo(CLI::App *c, bool linkOptions = true);
 	Result<SeederOptions> build() const;
 	std::vector<std::string> toArgs() const;
