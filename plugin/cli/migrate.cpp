@@ -58,9 +58,9 @@ int runMigrate(const MigrateArgs &a)
 	auto listener = Listener::listen(*ep);
 	if (!listener.ok())
 		return reportError("migrate", listener.error().context("listen"));
+	(*interrupts)->serving(&(*seeder)->seeder());
 	fmt::print("listening on {}\n", listener->boundEndpoint().str());
 	std::fflush(stdout);
-	(*interrupts)->serving(&(*seeder)->seeder());
 	Status st = (*seeder)->serve(*listener);
 	(*interrupts)->done();
 	JsonValue summary = (*seeder)->seeder().stats().toJson();

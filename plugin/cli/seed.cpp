@@ -53,14 +53,14 @@ int runSeed(const SeedArgs &a)
 	auto listener = Listener::listen(*ep);
 	if (!listener.ok())
 		return reportError("seed", listener.error().context("listen"));
-	// The first stdout line tells scripts (and `ferry demo`) where to connect.
-	fmt::print("listening on {}\n", listener->boundEndpoint().str());
-	std::fflush(stdout);
-
 	SourceAppHandle *s = &src.value();
 	SeederHooks hooks{[s] { return s->suspend(); }, [s] { return s->resume(); }, [s] { s->quit(); }, {}};
 	Seeder seeder(s->mapping().data(), s->size(), std::move(tracker).value(), hooks, *so);
 	(*interrupts)->serving(&seeder);
+	// The first stdout line tells scripts (and `ferry demo`) where to connect. From here on
+	// a signal stops the seeder (exit 1, "stopped"), never the process outright.
+	fmt::print("listening on {}\n", listener->boundEndpoint().str());
+	std::fflush(stdout);
 	Status st = seeder.serve(*listener);
 	(*interrupts)->done();
 	JsonValue summary = seeder.stats().toJson();
