@@ -60,31 +60,20 @@ Seeder::Seeder(const uint8_t *data, uint64_t size, std::unique_ptr<DirtyTracker>
 Seeder::~Seeder() = default;
 
 // Legal moves of the source role; anything else is a bug or a confused peer.
-Status Seeder::transition(SeederState to)
+bool Seeder::legalMove(SeederState from, SeederState to)
 {
-	SeederState from = state_.load();
-	bool legal = false;
 	switch (to) {
-	case SeederState::Tracking: legal = from == SeederState::Serving; break;
-	case SeederState::Suspended: legal = from == SeederState::Tracking; break;
-	case SeederState::SwitchedOver: legal = from == SeederState::Suspended; break;
-	case SeederState::Released:
-		legal = from == SeederState::SwitchedOver;
-		break;
+	case SeederState::Tracking: return from == SeederState::Serving;
+	case SeederState::Suspended: return from == SeederState::Tracking;
+	case SeederState::SwitchedOver: return from == SeederState::Suspended;
+	case SeederState::Released: return from == SeederState::SwitchedOver;
 	// From Tracking: the leecher vanished during pre-copy and tracking was abandoned; the
 	// source never stopped, so it is "rolled back" as it stands.
-	case SeederState::RolledBack:
-		legal = from == SeederState::Suspended || from == SeederState::Tracking;
-		break;
-	case SeederState::Failed: legal = true; break;
-	case SeederState::Serving: legal = false; break;
+	case SeederState::RolledBack: return from == SeederState::Suspended || from == SeederState::Tracking;
+	case SeederState::Failed: return true;
+	case SeederState::Serving: return false;
 	}
-	if (!legal)
-		return Error::format(EPROTO, "illegal transition {} -> {}", seederStateName(from),
-				     seederStateName(to));
-	state_ = to;
-	FERRY_LOG(Info, opts_.name, "state {} -> {}", seederStateName(from), seederStateName(to));
-	return {};
+	return false;
 }
 
 JsonValue SeederStats::toJson() const
@@ -168,7 +157,7 @@ Status Seeder::admitHello(const Worker &w, ConnState &cs, const HelloMsg &hello)
 		if (owned_) {
 			// Before TrackStart nothing of a session is worth protecting: an owner that
 			// left then is replaced, under a new id so its old id no longer gets in.
-			if (state_.load() != SeederState::Serving || sessionConnections_ > 0)
+			if (state_.get() != SeederState::Serving || sessionConnections_ > 0)
 				return Error::format(EBUSY, "this source is already being migrated by {} from {}",
 						     ownerName_, ownerPeer_);
 			FERRY_LOG(Info, opts_.name, "session of {} from {} abandoned before tracking; taken over by {} from {}",
@@ -214,7 +203,7 @@ Status Seeder::handleFrame(Worker &w, ConnState &cs, const FrameHeader &h)
 				     msgTypeName(h.type));
 	FERRY_ASSIGN(std::vector<uint8_t> payload, conn.recvPayload(h));
 	std::span<const uint8_t> pl(payload);
-	SeederState st = state_.load();
+	SeederState st = state_.get();
 
 	switch (h.type) {
 	case MsgType::Hello: {
@@ -434,7 +423,7 @@ void Seeder::startWorker(Connection conn)
 			Status s = handleConnection(w);
 			// A leecher closing its connection is routine (end of a verify pass, a
 			// reconnect); anything else is worth a warning, rate-limited: peers trigger it.
-			if (!s.ok() && state_.load() != SeederState::Released) {
+			if (!s.ok() && state_.get() != SeederState::Released) {
 				if (s.error().code() == ECONNRESET || s.error().code() == EPIPE ||
 				    s.error().code() == ECANCELED)
 					FERRY_LOG(Debug, opts_.name, "connection from {} ended: {}", w.peer,
@@ -492,7 +481,7 @@ Status Seeder::watchSession()
 		return {};
 	}
 	const int64_t gone = now - lastSeen;
-	switch (state_.load()) {
+	switch (state_.get()) {
 	case SeederState::Tracking:
 		if (gone > toNs(opts_.reconnectTimeout)) {
 			leecherGone_ = true;
@@ -540,7 +529,7 @@ Status Seeder::serve(Listener &listener)
 	Status result;
 	for (;;) {
 		reapWorkers();
-		SeederState st = state_.load();
+		SeederState st = state_.get();
 		// The migration's end ends serve(), whatever other sockets are still open.
 		if ((st == SeederState::Released && doneAcked_) || st == SeederState::RolledBack)
 			break;
@@ -572,7 +561,7 @@ Status Seeder::serve(Listener &listener)
 		tracker_.reset();
 		(void)transition(SeederState::RolledBack);
 	}
-	if (state_.load() == SeederState::Suspended) {
+	if (state_.get() == SeederState::Suspended) {
 		// Stopped after finalize but before the switch-over: the source is the only copy
 		// that ran, so it carries on.
 		Status r = hooks_.resume ? hooks_.resume() : Status();

@@ -31,6 +31,7 @@
 
 #include "ferry/base/json.h"
 #include "ferry/base/result.h"
+#include "ferry/base/state_machine.h"
 #include "ferry/dirty/tracker.h"
 #include "ferry/wire/compress.h"
 #include "ferry/wire/connection.h"
@@ -103,7 +104,7 @@ public:
 	// Makes serve() return (error "stopped") at the next opportunity. Any thread.
 	void stop();
 
-	SeederState state() const { return state_.load(); }
+	SeederState state() const { return state_.get(); }
 	SeederStats stats() const;
 	uint64_t sessionId() const { return sessionId_.load(); }
 
@@ -129,7 +130,7 @@ private:
 	Status watchSession();
 	Status handleFrame(Worker &w, ConnState &cs, const FrameHeader &h);
 	void count(const SeederStats &sent); // what a ChunkServer sent, into stats_
-	Status transition(SeederState to);
+	Status transition(SeederState to) { return state_.moveTo(to, opts_.name); }
 	// The dirty set as a DirtyList (chunks + page masks); see seeder.cpp.
 	Status takeDirty(bool final, DirtyListMsg &out);
 
@@ -141,7 +142,8 @@ private:
 	SeederOptions opts_;
 	std::atomic<uint64_t> sessionId_; // changes only when an abandoned, untracked session is taken over
 
-	std::atomic<SeederState> state_{SeederState::Serving};
+	static bool legalMove(SeederState from, SeederState to);
+	StateMachine<SeederState> state_{SeederState::Serving, seederStateName, legalMove};
 	std::atomic<bool> stop_{false};
 	std::atomic<bool> doneAcked_{false}; // the DoneAck went out (or could not): serve() may end
 
