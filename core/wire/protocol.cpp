@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 #include "ferry/wire/protocol.h"
 #include "wire/little_endian.h"
+#include "ferry/wire/daemon_protocol.h"
 
 #include <algorithm>
 #include <limits>
@@ -58,6 +59,17 @@ LengthRule lengthRule(MsgType t)
 	case MsgType::Ping:
 	case MsgType::Pong:
 		return {8, 8};
+	case MsgType::PeerHello:
+		return {4 + 4 + 2, 4 + 4 + 2 + uint32_t(kMaxDaemonNameLen)};
+	case MsgType::PeerHelloReply:
+		return {4 + 2, 4 + 2 + uint32_t(kMaxDaemonNameLen)};
+	case MsgType::RelayOpen:
+		return {2 + 2, 2 + uint32_t(kMaxDomainNameLen) + 2 + uint32_t(kMaxDomainUuidLen)};
+	case MsgType::RelayReady:
+	case MsgType::RelayEnd:
+		return {0, 0};
+	case MsgType::RelayData:
+		return {1, kMaxRelayData};
 	}
 	return {0, 0};
 }
@@ -139,13 +151,20 @@ const char *msgTypeName(MsgType type)
 	case MsgType::Pages: return "Pages";
 	case MsgType::GetRange: return "GetRange";
 	case MsgType::ChunkZstd: return "ChunkZstd";
+	case MsgType::PeerHello: return "PeerHello";
+	case MsgType::PeerHelloReply: return "PeerHelloReply";
+	case MsgType::RelayOpen: return "RelayOpen";
+	case MsgType::RelayReady: return "RelayReady";
+	case MsgType::RelayData: return "RelayData";
+	case MsgType::RelayEnd: return "RelayEnd";
 	}
 	return "unknown";
 }
 
 bool isKnownMsgType(uint16_t type)
 {
-	return type >= uint16_t(MsgType::Hello) && type <= uint16_t(MsgType::ChunkZstd);
+	return (type >= uint16_t(MsgType::Hello) && type <= uint16_t(MsgType::ChunkZstd)) ||
+	       (type >= uint16_t(MsgType::PeerHello) && type <= uint16_t(MsgType::RelayEnd));
 }
 
 void encodeHeader(const FrameHeader &h, uint8_t out[kHeaderSize])

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "ferry/wire/compress.h"
+#include "ferry/wire/daemon_protocol.h"
 #include "ferry/wire/protocol.h"
 
 #include "fuzz_check.h"
@@ -216,6 +217,21 @@ void chunkZstd(const FrameHeader &h, std::span<const uint8_t> payload, bool comp
 		FUZZ_CHECK(st.error().code() == EPROTO);
 }
 
+// The daemon link's messages: whatever decodes re-encodes to the same bytes, and every name
+// that reaches a path is a safe path component.
+template <typename Msg>
+void daemonMessage(std::span<const uint8_t> payload, Result<Msg> (*decode)(std::span<const uint8_t>))
+{
+	auto m = decode(payload);
+	if (!m.ok())
+		return checkRejected(m.error());
+	FUZZ_CHECK(sameBytes(encode(*m), payload));
+	if constexpr (requires { m->domain; })
+		FUZZ_CHECK(checkPathName("domain", m->domain, kMaxDomainNameLen).ok());
+	else
+		FUZZ_CHECK(checkPathName("daemon", m->name, kMaxDaemonNameLen).ok());
+}
+
 void pages(const FrameHeader &h, std::span<const uint8_t> prefix, const ChunkGeometry &g)
 {
 	auto m = decodePagesPrefix(h, prefix, g);
@@ -288,7 +304,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		case MsgType::DoneAck:
 		case MsgType::SwitchOver:
 		case MsgType::SwitchOverAck:
+		case MsgType::RelayReady:
+		case MsgType::RelayEnd:
 			FUZZ_CHECK(payload.empty());
+			break;
+		case MsgType::PeerHello: daemonMessage(payload, decodePeerHello); break;
+		case MsgType::PeerHelloReply: daemonMessage(payload, decodePeerHelloReply); break;
+		case MsgType::RelayOpen: daemonMessage(payload, decodeRelayOpen); break;
+		case MsgType::RelayData:
+			FUZZ_CHECK(!payload.empty() && payload.size() <= kMaxRelayData);
 			break;
 		case MsgType::Chunk:
 		case MsgType::ChunkZero:

@@ -64,6 +64,15 @@ enum class MsgType : uint16_t {
 	Pages = 20,         // S->L: { u32 chunkIndex, u64 pageMask, the pages set in the mask, in order }
 	GetRange = 21,      // L->S: { u32 firstChunk, u32 count }: one Chunk/ChunkZero reply per chunk, in order
 	ChunkZstd = 22,     // S->L, may replace Chunk in a GetRange reply when negotiated: { u32 chunkIndex, zstd frame }
+
+	// ferryd <-> ferryd (the daemons' peer link, docs/protocol.md "Daemon link"); the
+	// connecting daemon is C, the accepting one A. Payloads: ferry/wire/daemon_protocol.h.
+	PeerHello = 32,      // C->A: who is calling, which versions it speaks
+	PeerHelloReply = 33, // A->C: the accepting daemon's name and the chosen version
+	RelayOpen = 34,      // C->A: carry a migration stream to the named domain's socket on A
+	RelayReady = 35,     // A->C, empty: connected; RelayData may flow both ways
+	RelayData = 36,      // either way: the next bytes of the stream (1..kMaxRelayData)
+	RelayEnd = 37,       // either way, empty: the sender's direction of the stream ended
 };
 
 // "GetChunk", ...; "unknown" for values outside the enum.

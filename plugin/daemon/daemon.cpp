@@ -1,0 +1,499 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+#include "daemon/daemon.h"
+
+#include <poll.h>
+#include <pwd.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+
+#include "ferry/base/clock.h"
+#include "ferry/base/log.h"
+
+namespace ferry::daemon {
+
+namespace {
+
+constexpr const char *kLog = "ferryd";
+// How long the destination waits for the incoming QEMU's socket: libvirt's Prepare step
+// starts that QEMU before the source's Perform step connects, so it is normally there.
+constexpr int kIncomingSocketWaitMs = 5000;
+constexpr size_t kMaxHandshakesPerAddress = 8;
+constexpr size_t kMaxControlRequest = 4096;
+
+Status makeDir(const std::string &path, mode_t mode)
+{
+	if (::mkdir(path.c_str(), mode) != 0 && errno != EEXIST)
+		return Error::fromErrno(fmt::format("mkdir {}", path));
+	struct stat st;
+	if (::stat(path.c_str(), &st) != 0)
+		return Error::fromErrno(fmt::format("stat {}", path));
+	if (!S_ISDIR(st.st_mode))
+		return Error::format(ENOTDIR, "{} exists and is not a directory", path);
+	return {};
+}
+
+// Connects to the incoming QEMU's UNIX socket, waiting briefly for it to appear.
+Result<UniqueFd> connectIncoming(const std::string &path)
+{
+	int64_t deadline = monotonicNs() + int64_t(kIncomingSocketWaitMs) * 1000000;
+	sockaddr_un sa{};
+	sa.sun_family = AF_UNIX;
+	if (path.size() >= sizeof(sa.sun_path))
+		return Error::format(ENAMETOOLONG, "socket path {} is too long", path);
+	std::copy(path.begin(), path.end(), sa.sun_path);
+	for (;;) {
+		UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+		if (!fd.valid())
+			return Error::fromErrno("socket");
+		if (::connect(fd.get(), reinterpret_cast<sockaddr *>(&sa), sizeof(sa)) == 0)
+			return fd;
+		int err = errno;
+		if ((err != ENOENT && err != ECONNREFUSED) || monotonicNs() > deadline)
+			return Error::fromErrno(fmt::format("connect {} (is an incoming migration waiting there?)", path), err);
+		std::this_thread::sleep_for(std::chrono::milliseconds(50));
+	}
+}
+
+const char *directionName(bool outgoing) { return outgoing ? "outgoing" : "incoming"; }
+
+} // namespace
+
+Daemon::Daemon(DaemonConfig config, PeerCredentials creds, DomainLister lister)
+	: config_(std::move(config)), creds_(std::move(creds)), lister_(std::move(lister))
+{
+}
+
+Daemon::~Daemon()
+{
+	stop();
+	reapWorkers(true);
+}
+
+Result<std::unique_ptr<Daemon>> Daemon::create(DaemonConfig config, PeerCredentials creds, DomainLister lister)
+{
+	std::unique_ptr<Daemon> d(new Daemon(std::move(config), std::move(creds), std::move(lister)));
+	d->wake_ = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+	if (!d->wake_.valid())
+		return Error::fromErrno("eventfd");
+	FERRY_TRY(d->prepareSocketDir());
+	FERRY_ASSIGN(d->peerListener_, Listener::listen(d->config_.listen).context("peer listener"));
+	FERRY_ASSIGN(d->controlListener_,
+		     Listener::listen(Endpoint::unixPath(d->config_.controlSocketPath())).context("control socket"));
+	if (::chmod(d->config_.controlSocketPath().c_str(), 0600) != 0)
+		return Error::fromErrno(fmt::format("chmod {}", d->config_.controlSocketPath()));
+	return d;
+}
+
+Status Daemon::prepareSocketDir()
+{
+	FERRY_TRY(makeDir(config_.socketDir, 0755));
+	FERRY_TRY(makeDir(config_.socketDir + "/migrate", 0755));
+	for (const PeerConfig &p : config_.peers)
+		FERRY_TRY(makeDir(config_.migrateDir(p.name), 0700));
+	// Incoming QEMUs create their listening sockets here: it must be writable by QEMU's user.
+	std::string incoming = config_.migrateDir(config_.name);
+	FERRY_TRY(makeDir(incoming, 0755));
+	if (!config_.qemuUser.empty()) {
+		struct passwd *pw = ::getpwnam(config_.qemuUser.c_str());
+		if (!pw)
+			return Error::format(ENOENT, "\"qemu_user\" '{}' is not a user on this host", config_.qemuUser);
+		if (::chown(incoming.c_str(), pw->pw_uid, pw->pw_gid) != 0)
+			return Error::fromErrno(fmt::format("chown {} to {}", incoming, config_.qemuUser));
+	}
+	return {};
+}
+
+void Daemon::stop()
+{
+	stopping_ = true;
+	uint64_t one = 1;
+	if (wake_.valid())
+		(void)::write(wake_.get(), &one, sizeof(one));
+}
+
+void Daemon::domainsChanged()
+{
+	resyncWanted_ = true;
+	uint64_t one = 1;
+	(void)::write(wake_.get(), &one, sizeof(one));
+}
+
+Status Daemon::run()
+{
+	FERRY_LOG(Info, kLog, "'{}' listening for peers on {} ({}), control socket {}", config_.name,
+		  peerListener_.boundEndpoint().str(), creds_.server ? creds_.server->describe() : "insecure: no TLS",
+		  config_.controlSocketPath());
+	if (!creds_.server)
+		FERRY_LOG(Warn, kLog, "peer links are plaintext and unauthenticated (\"tls\": \"insecure\"): "
+				      "anyone who reaches {} can inject migration streams", peerListener_.boundEndpoint().str());
+	int64_t nextResync = 0;
+	while (!stopping_) {
+		if (resyncWanted_.exchange(false) || monotonicNs() >= nextResync) {
+			resyncDomains();
+			nextResync = monotonicNs() + int64_t(kResyncIntervalMs) * 1000000;
+		}
+		std::vector<pollfd> fds{{wake_.get(), POLLIN, 0},
+					{peerListener_.fd(), POLLIN, 0},
+					{controlListener_.fd(), POLLIN, 0}};
+		std::vector<std::string> keys;
+		for (auto &[key, l] : migrateSockets_) {
+			fds.push_back({l.fd(), POLLIN, 0});
+			keys.push_back(key);
+		}
+		int timeout = int(std::max<int64_t>(0, (nextResync - monotonicNs()) / 1000000)) + 1;
+		int n = ::poll(fds.data(), fds.size(), timeout);
+		if (n < 0 && errno != EINTR)
+			return Error::fromErrno("poll");
+		if (fds[0].revents) {
+			uint64_t v;
+			(void)::read(wake_.get(), &v, sizeof(v));
+		}
+		if (fds[1].revents)
+			acceptPeer();
+		if (fds[2].revents)
+			serveControl();
+		for (size_t i = 0; i < keys.size(); i++)
+			if (fds[3 + i].revents)
+				acceptMigrate(keys[i]);
+		reapWorkers(false);
+	}
+	FERRY_LOG(Info, kLog, "stopping: {} stream(s) in flight are cut", [&] {
+		std::lock_guard lock(mu_);
+		return active_.size();
+	}());
+	{
+		std::lock_guard lock(mu_);
+		for (auto &m : active_) {
+			if (m->relay)
+				m->relay->stop();
+			else if (m->handshaking)
+				m->handshaking->shutdown();
+		}
+	}
+	peerListener_.shutdown();
+	migrateSockets_.clear();
+	reapWorkers(true);
+	return {};
+}
+
+void Daemon::resyncDomains()
+{
+	auto listed = lister_();
+	if (!listed.ok()) {
+		FERRY_LOG_RATELIMITED(Warn, kLog, "cannot list running domains (migrate sockets left as they are): {}",
+				      listed.error().message());
+		return;
+	}
+	std::map<std::string, LocalDomain> now;
+	for (LocalDomain &d : *listed) {
+		if (auto st = checkPathName("domain name", d.name, kMaxDomainNameLen); !st.ok()) {
+			if (!domains_.count(d.name))
+				FERRY_LOG(Warn, kLog, "domain '{}' cannot be migrated through ferryd: {}", d.name,
+					  st.error().message());
+			continue;
+		}
+		std::string name = d.name;
+		now.emplace(std::move(name), std::move(d));
+	}
+	for (auto it = migrateSockets_.begin(); it != migrateSockets_.end();) {
+		std::string domain = it->first.substr(it->first.find('/') + 1);
+		if (now.count(domain)) {
+			++it;
+			continue;
+		}
+		FERRY_LOG(Debug, kLog, "domain {}: no longer running here, closing {}", domain,
+			  it->second.boundEndpoint().path);
+		it = migrateSockets_.erase(it);
+	}
+	for (auto &[name, d] : now) {
+		if (!domains_.count(name))
+			FERRY_LOG(Info, kLog, "domain {}: running here ({}); migrate it with --migrateuri unix://{}",
+				  name, d.preparedForFerry ? "prepared for ferry" : "not prepared for ferry: stream mode",
+				  config_.migrateSocketPath("PEER", name));
+		for (const PeerConfig &p : config_.peers) {
+			std::string key = p.name + "/" + name;
+			if (migrateSockets_.count(key))
+				continue;
+			auto l = Listener::listen(Endpoint::unixPath(config_.migrateSocketPath(p.name, name)), 8);
+			if (!l.ok()) {
+				FERRY_LOG_RATELIMITED(Warn, kLog, "domain {}: cannot listen for migrations to {}: {}", name,
+						      p.name, l.error().message());
+				continue;
+			}
+			migrateSockets_.emplace(key, std::move(*l));
+		}
+	}
+	domains_ = std::move(now);
+}
+
+void Daemon::spawn(std::function<void()> fn)
+{
+	Worker &w = workers_.emplace_back();
+	w.thread = std::thread([&w, fn = std::move(fn)] {
+		fn();
+		w.done = true;
+	});
+}
+
+void Daemon::reapWorkers(bool all)
+{
+	for (auto it = workers_.begin(); it != workers_.end();) {
+		if (all || it->done) {
+			it->thread.join();
+			it = workers_.erase(it);
+		} else {
+			++it;
+		}
+	}
+}
+
+void Daemon::acceptPeer()
+{
+	auto conn = peerListener_.accept(0);
+	if (!conn.ok()) {
+		if (conn.error().code() != ETIMEDOUT && conn.error().code() != EAGAIN)
+			FERRY_LOG_RATELIMITED(Warn, kLog, "accept a peer: {}", conn.error().message());
+		return;
+	}
+	auto addr = peerAddress(*conn);
+	std::string from = addr.ok() ? addr->str() : "unknown address";
+	std::string host = addr.ok() ? addr->host : "";
+	if (workers_.size() >= kMaxWorkers) {
+		FERRY_LOG_RATELIMITED(Warn, kLog, "refused a peer connection from {}: {} streams in flight already",
+				      from, workers_.size());
+		return;
+	}
+	{
+		std::lock_guard lock(mu_);
+		size_t handshaking = std::count_if(active_.begin(), active_.end(), [&](const auto &m) {
+			return m->state == "connecting" && m->peer.starts_with(host + ":");
+		});
+		if (handshaking >= kMaxHandshakesPerAddress) {
+			FERRY_LOG_RATELIMITED(Warn, kLog, "refused a peer connection from {}: {} handshakes from there "
+							  "in progress", from, handshaking);
+			return;
+		}
+	}
+	spawn([this, c = std::make_shared<Connection>(std::move(*conn)), from]() mutable {
+		carryIncoming(std::move(*c), from);
+	});
+}
+
+void Daemon::acceptMigrate(const std::string &key)
+{
+	auto it = migrateSockets_.find(key);
+	if (it == migrateSockets_.end())
+		return;
+	auto conn = it->second.accept(0);
+	if (!conn.ok()) {
+		if (conn.error().code() != ETIMEDOUT && conn.error().code() != EAGAIN)
+			FERRY_LOG_RATELIMITED(Warn, kLog, "accept on {}: {}", it->second.boundEndpoint().path,
+					      conn.error().message());
+		return;
+	}
+	std::string peer = key.substr(0, key.find('/'));
+	std::string domain = key.substr(key.find('/') + 1);
+	if (workers_.size() >= kMaxWorkers) {
+		FERRY_LOG(Error, kLog, "domain {}: migration to {} refused: {} streams in flight already", domain, peer,
+			  workers_.size());
+		return;
+	}
+	spawn([this, fd = std::make_shared<UniqueFd>(conn->releaseFd()), domain, peer]() mutable {
+		carryOutgoing(std::move(*fd), domain, peer);
+	});
+}
+
+std::shared_ptr<Daemon::Migration> Daemon::record(Direction dir, std::string domain, std::string peer)
+{
+	auto m = std::make_shared<Migration>();
+	m->direction = dir;
+	m->domain = std::move(domain);
+	m->peer = std::move(peer);
+	m->startedNs = monotonicNs();
+	std::lock_guard lock(mu_);
+	m->id = nextId_++;
+	active_.push_back(m);
+	return m;
+}
+
+void Daemon::finish(const std::shared_ptr<Migration> &m, const Status &st)
+{
+	std::lock_guard lock(mu_);
+	m->endedNs = monotonicNs();
+	m->state = st.ok() ? "done" : "failed";
+	if (!st.ok())
+		m->error = st.error().message();
+	std::erase(active_, m);
+	finished_.push_back(m);
+	while (finished_.size() > kKeptFinished)
+		finished_.pop_front();
+}
+
+void Daemon::carryOutgoing(UniqueFd local, std::string domain, std::string peerName)
+{
+	auto m = record(Direction::Outgoing, domain, peerName);
+	const PeerConfig *peer = config_.findPeer(peerName);
+	bool prepared = false;
+	std::string uuid;
+	if (auto it = domains_.find(domain); it != domains_.end()) { // read-only while the loop runs
+		prepared = it->second.preparedForFerry;
+		uuid = it->second.uuid;
+	}
+	FERRY_LOG(Info, kLog, "domain {}: migration to {} starts: stream mode ({})", domain, peerName,
+		  prepared ? "prepared for ferry; ferry mode is not available in this ferryd yet"
+			   : "not prepared for ferry");
+	auto body = [&]() -> Status {
+		FERRY_ASSIGN(Connection conn, callPeer(config_, *peer, creds_));
+		FERRY_TRY_CTX(requestRelay(conn, RelayOpenMsg{domain, uuid}), "peer '{}'", peerName);
+		auto relay = std::make_shared<Relay>(std::move(local), std::move(conn));
+		{
+			std::lock_guard lock(mu_);
+			m->relay = relay;
+			m->state = "relaying";
+			if (stopping_)
+				relay->stop();
+		}
+		return relay->run();
+	};
+	Status st = body();
+	finish(m, st);
+	if (st.ok())
+		FERRY_LOG(Info, kLog, "domain {}: stream to {} ended: {} bytes sent, {} received back", domain, peerName,
+			  m->relay->bytesToPeer(), m->relay->bytesFromPeer());
+	else
+		FERRY_LOG(Error, kLog, "domain {}: migration to {} failed: {}", domain, peerName, st.error().message());
+}
+
+void Daemon::carryIncoming(Connection conn, std::string from)
+{
+	auto m = record(Direction::Incoming, "", from);
+	{
+		std::lock_guard lock(mu_);
+		m->handshaking = &conn;
+		if (stopping_)
+			conn.shutdown();
+	}
+	auto body = [&]() -> Status {
+		FERRY_ASSIGN(const PeerConfig *peer, answerPeer(conn, config_, creds_).context(fmt::format("peer at {}", from)));
+		std::string who = conn.encrypted() ? conn.peerIdentity() : "unauthenticated";
+		FERRY_ASSIGN(RelayOpenMsg open, receiveRelayOpen(conn).context(fmt::format("peer '{}'", peer->name)));
+		{
+			std::lock_guard lock(mu_);
+			m->peer = peer->name;
+			m->domain = open.domain;
+			m->uuid = open.uuid;
+		}
+		FERRY_LOG(Info, kLog, "domain {}: incoming migration from {} ({})", open.domain, peer->name, who);
+		std::string path = config_.migrateSocketPath(config_.name, open.domain);
+		auto local = connectIncoming(path);
+		if (!local.ok()) {
+			(void)conn.sendError(0, local.error());
+			return local.error();
+		}
+		FERRY_TRY(conn.send(MsgType::RelayReady, 0, {}));
+		std::shared_ptr<Relay> relay;
+		{
+			std::lock_guard lock(mu_);
+			m->handshaking = nullptr;
+			relay = std::make_shared<Relay>(std::move(*local), std::move(conn));
+			m->relay = relay;
+			m->state = "relaying";
+			if (stopping_)
+				relay->stop();
+		}
+		return relay->run();
+	};
+	Status st = body();
+	finish(m, st);
+	if (st.ok())
+		FERRY_LOG(Info, kLog, "domain {}: stream from {} ended: {} bytes received, {} sent back", m->domain,
+			  m->peer, m->relay->bytesFromPeer(), m->relay->bytesToPeer());
+	else
+		FERRY_LOG(Error, kLog, "domain {}: incoming migration from {} failed: {}",
+			  m->domain.empty() ? "?" : m->domain, m->peer, st.error().message());
+}
+
+JsonValue Daemon::status(const std::string &domain) const
+{
+	JsonValue out = JsonValue::object();
+	out.set("name", config_.name).set("listen", peerListener_.boundEndpoint().str())
+		.set("tls", creds_.server ? creds_.server->describe() : std::string("insecure"));
+	JsonValue peers = JsonValue::array();
+	for (const PeerConfig &p : config_.peers) {
+		JsonValue peer = JsonValue::object();
+		peer.set("name", p.name).set("address", p.address.str());
+		peers.append(std::move(peer));
+	}
+	out.set("peers", std::move(peers));
+	JsonValue list = JsonValue::array();
+	auto add = [&](const Migration &m) {
+		if (!domain.empty() && m.domain != domain)
+			return;
+		int64_t end = m.endedNs ? m.endedNs : monotonicNs();
+		double seconds = double(end - m.startedNs) / 1e9;
+		uint64_t sent = m.relay ? m.relay->bytesToPeer() : 0;
+		uint64_t received = m.relay ? m.relay->bytesFromPeer() : 0;
+		bool outgoing = m.direction == Direction::Outgoing;
+		uint64_t stream = outgoing ? sent : received;
+		JsonValue j = JsonValue::object();
+		j.set("id", m.id).set("domain", m.domain).set("peer", m.peer)
+			.set("direction", directionName(outgoing)).set("mode", "stream").set("phase", m.state)
+			.set("elapsed_s", seconds).set("stream_bytes", stream)
+			.set("return_bytes", outgoing ? received : sent)
+			.set("stream_mbytes_per_s", seconds > 0 ? double(stream) / 1e6 / seconds : 0.0);
+		if (!m.error.empty())
+			j.set("error", m.error);
+		list.append(std::move(j));
+	};
+	std::lock_guard lock(mu_);
+	for (const auto &m : active_)
+		add(*m);
+	for (const auto &m : finished_)
+		add(*m);
+	out.set("migrations", std::move(list));
+	return out;
+}
+
+void Daemon::serveControl()
+{
+	auto conn = controlListener_.accept(0);
+	if (!conn.ok())
+		return;
+	(void)conn->setIoTimeout(1000);
+	UniqueFd fd = conn->releaseFd();
+	std::string request;
+	char buf[512];
+	while (request.find('\n') == std::string::npos && request.size() < kMaxControlRequest) {
+		ssize_t n = ::read(fd.get(), buf, sizeof(buf));
+		if (n <= 0)
+			break;
+		request.append(buf, size_t(n));
+	}
+	JsonValue reply = JsonValue::object();
+	auto parsed = JsonValue::parse(request.substr(0, request.find('\n')));
+	auto member = [&](std::string_view key) -> std::string {
+		if (!parsed.ok() || !parsed->isObject())
+			return "";
+		auto v = parsed->getString(key);
+		return v.ok() ? *v : "";
+	};
+	std::string cmd = member("cmd");
+	if (cmd == "status") {
+		reply = status(member("domain"));
+		reply.set("ok", true);
+	} else if (cmd == "ping") {
+		reply.set("ok", true).set("name", config_.name);
+	} else {
+		reply.set("ok", false).set("error", "unknown request; send {\"cmd\":\"status\"} or {\"cmd\":\"ping\"}");
+	}
+	std::string text = reply.toString() + "\n";
+	(void)::send(fd.get(), text.data(), text.size(), MSG_NOSIGNAL);
+}
+
+} // namespace ferry::daemon

@@ -1,0 +1,123 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+// ferryd's core: the sockets it owns and the migrations it carries.
+//
+//   peer listener      TCP (config "listen"): other ferryds deliver migration streams here
+//   migrate sockets    SOCKET_DIR/migrate/PEER/DOMAIN.sock for every running domain and peer:
+//                      libvirtd connects here for `virsh migrate --migrateuri unix://...`
+//   control socket     SOCKET_DIR/ferryd.sock (root only): `ferry status` asks here
+//
+// One thread (run()) polls all listening sockets, a signal-free wake-up eventfd and a periodic
+// resync of the migrate sockets with the running domains. Each migration stream gets a worker
+// thread (and its relay a second one), at most kMaxWorkers at once; a connection beyond that
+// is closed at once and logged.
+//
+// Modes: every stream is carried as it is (stream mode). A domain prepared for ferry is named
+// in the log; ferry's own RAM transfer under libvirt (ferry mode) is not in this daemon yet.
+#pragma once
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <list>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "daemon/config.h"
+#include "daemon/peer_link.h"
+#include "daemon/relay.h"
+#include "ferry/base/json.h"
+#include "ferry/base/result.h"
+#include "ferry/sys/fd.h"
+#include "ferry/wire/endpoint.h"
+
+namespace ferry::daemon {
+
+struct LocalDomain {
+	std::string name;
+	std::string uuid;
+	bool preparedForFerry = false;
+};
+// The running domains of this host (libvirt, or a fixed list in tests). Called on the
+// daemon's loop thread only.
+using DomainLister = std::function<Result<std::vector<LocalDomain>>()>;
+
+class Daemon {
+public:
+	static constexpr size_t kMaxWorkers = 64;
+	static constexpr int kResyncIntervalMs = 5000;
+	static constexpr size_t kKeptFinished = 32;
+
+	static Result<std::unique_ptr<Daemon>> create(DaemonConfig config, PeerCredentials creds, DomainLister lister);
+	~Daemon();
+
+	// Polls until stop(). Returns the error that made it give up, if any.
+	Status run();
+	// Any thread: run() returns soon; streams in flight are cut (libvirt then fails those
+	// migrations before their switch-over, and the source keeps running).
+	void stop();
+	// Any thread (e.g. libvirt's event loop): resync the migrate sockets with the domains soon.
+	void domainsChanged();
+
+	// For `ferry status`: the daemon and its migrations (running and recently finished), all
+	// or those of one domain.
+	JsonValue status(const std::string &domain) const;
+	const DaemonConfig &config() const { return config_; }
+	Endpoint peerEndpoint() const { return peerListener_.boundEndpoint(); }
+
+private:
+	enum class Direction { Outgoing, Incoming };
+	struct Migration {
+		uint64_t id = 0;
+		std::string domain, uuid, peer;
+		Direction direction = Direction::Outgoing;
+		int64_t startedNs = 0, endedNs = 0;
+		std::string state = "connecting"; // connecting, relaying, done, failed
+		std::string error;
+		std::shared_ptr<Relay> relay;
+		Connection *handshaking = nullptr; // the peer link while it is set up (stop() cuts it)
+	};
+	struct Worker {
+		std::thread thread;
+		std::atomic<bool> done{false};
+	};
+
+	Daemon(DaemonConfig config, PeerCredentials creds, DomainLister lister);
+	Status prepareSocketDir();
+	void resyncDomains();
+	void acceptPeer();
+	void acceptMigrate(const std::string &key);
+	void serveControl();
+	void spawn(std::function<void()> fn);
+	void reapWorkers(bool all);
+
+	void carryOutgoing(UniqueFd local, std::string domain, std::string peerName);
+	void carryIncoming(Connection conn, std::string from);
+	std::shared_ptr<Migration> record(Direction dir, std::string domain, std::string peer);
+	void finish(const std::shared_ptr<Migration> &m, const Status &st);
+
+	DaemonConfig config_;
+	PeerCredentials creds_;
+	DomainLister lister_;
+	UniqueFd wake_; // eventfd: stop() and domainsChanged()
+	std::atomic<bool> stopping_{false};
+	std::atomic<bool> resyncWanted_{true};
+	Listener peerListener_;
+	Listener controlListener_;
+	std::map<std::string, LocalDomain> domains_;  // name -> running domain (loop thread)
+	std::map<std::string, Listener> migrateSockets_; // "peer/domain" -> listener (loop thread)
+	std::list<Worker> workers_; // loop thread
+
+	mutable std::mutex mu_; // guards the members below
+	uint64_t nextId_ = 1;
+	std::vector<std::shared_ptr<Migration>> active_;
+	std::deque<std::shared_ptr<Migration>> finished_;
+};
+
+} // namespace ferry::daemon
