@@ -1,0 +1,96 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+// `ferry status [DOMAIN]`: what this host's ferryd is carrying, asked on its control socket.
+#include <filesystem>
+
+#include "cli/commands.h"
+#include "daemon/config.h"
+#include "daemon/control.h"
+
+namespace ferry {
+
+namespace {
+
+struct StatusArgs {
+	std::string domain;
+	std::string config{daemon::kDefaultConfigPath};
+	std::string socket; // overrides the one the configuration implies
+	bool json = false;
+};
+
+std::string controlSocket(const StatusArgs &a)
+{
+	if (!a.socket.empty())
+		return a.socket;
+	if (std::filesystem::exists(a.config)) {
+		if (auto c = daemon::loadDaemonConfig(a.config); c.ok())
+			return c->controlSocketPath();
+	}
+	return std::string(daemon::kDefaultSocketDir) + "/ferryd.sock";
+}
+
+std::string text(const JsonValue &j, std::string_view key)
+{
+	auto v = j.getString(key);
+	return v.ok() ? *v : "-";
+}
+
+double number(const JsonValue &j, std::string_view key)
+{
+	auto v = j.getDouble(key);
+	return v.ok() ? *v : 0.0;
+}
+
+int runStatus(const StatusArgs &a)
+{
+	JsonValue request = JsonValue::object();
+	request.set("cmd", "status");
+	if (!a.domain.empty())
+		request.set("domain", a.domain);
+	auto reply = daemon::askDaemon(controlSocket(a), request);
+	if (!reply.ok())
+		return reportError("status", reply.error());
+	if (a.json) {
+		fmt::print("{}\n", reply->toString());
+		return 0;
+	}
+	fmt::print("ferryd '{}' on {} ({})\n", text(*reply, "name"), text(*reply, "listen"), text(*reply, "tls"));
+	if (auto peers = reply->get("peers"); peers.ok()) {
+		for (size_t i = 0; i < peers->size(); i++) {
+			auto p = peers->at(i);
+			fmt::print("  peer {} at {}\n", text(*p, "name"), text(*p, "address"));
+		}
+	}
+	auto list = reply->get("migrations");
+	if (!list.ok() || list->size() == 0) {
+		fmt::print("no migrations{}\n", a.domain.empty() ? "" : " of " + a.domain);
+		return 0;
+	}
+	fmt::print("{:<20} {:<9} {:<10} {:<7} {:<9} {:>9} {:>11} {:>11}\n", "DOMAIN", "DIRECTION", "PEER", "MODE",
+		   "PHASE", "ELAPSED", "STREAM", "RATE");
+	for (size_t i = 0; i < list->size(); i++) {
+		auto m = list->at(i);
+		fmt::print("{:<20} {:<9} {:<10} {:<7} {:<9} {:>8.1f}s {:>8.1f} MB {:>6.1f} MB/s\n", text(*m, "domain"),
+			   text(*m, "direction"), text(*m, "peer"), text(*m, "mode"), text(*m, "phase"),
+			   number(*m, "elapsed_s"), number(*m, "stream_bytes") / 1e6,
+			   number(*m, "stream_mbytes_per_s"));
+		if (m->has("error"))
+			fmt::print("  error: {}\n", text(*m, "error"));
+	}
+	return 0;
+}
+
+} // namespace
+
+CommandRunner addStatusCommand(CLI::App &app)
+{
+	auto a = std::make_shared<StatusArgs>();
+	auto *c = app.add_subcommand("status", "What this host's ferryd is migrating (virsh migrate through ferry): "
+					       "phase, bytes and rate per domain");
+	c->add_option("domain", a->domain, "Only this domain's migrations");
+	c->add_option("--config", a->config, "ferryd's configuration (for its socket directory)")->capture_default_str();
+	c->add_option("--socket", a->socket, "ferryd's control socket (default: SOCKET_DIR/ferryd.sock)");
+	c->add_flag("--json", a->json, "Print ferryd's reply as JSON");
+	return [a] { return runStatus(*a); };
+}
+
+} // namespace ferry
