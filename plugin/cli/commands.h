@@ -17,6 +17,7 @@ CommandRunner addReceiveCommand(CLI::App &app);  // receive.cpp
 CommandRunner addMakePkiCommand(CLI::App &app);  // make_pki.cpp
 CommandRunner addStatusCommand(CLI::App &app);   // status.cpp
 CommandRunner addPrepareDomainCommand(CLI::App &app); // prepare_domain.cpp
+CommandRunner addDoctorCommand(CLI::App &app);   // doctor.cpp
 // The demo's internal source and destination applications (app.cpp); hidden from --help.
 CommandRunner addAppCommands(CLI::App &app, CommandRunner *dest);
 

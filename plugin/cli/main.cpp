@@ -28,6 +28,7 @@ int main(int argc, char **argv)
 	track(ferry::addMakePkiCommand(app));
 	track(ferry::addStatusCommand(app));
 	track(ferry::addPrepareDomainCommand(app));
+	track(ferry::addDoctorCommand(app));
 	ferry::CommandRunner destApp;
 	ferry::CommandRunner sourceApp = ferry::addAppCommands(app, &destApp);
 	cmds.emplace_back(app.get_subcommand("__app-source"), sourceApp);

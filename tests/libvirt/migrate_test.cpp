@@ -1,0 +1,249 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+// `virsh migrate` through ferryd, as an operator runs it, on the two-host test bed
+// (scripts/testbed: two libvirtd+virtlogd+ferryd "hosts" a and b in their own network and
+// mount namespaces, joined by a veth pair; guests are the project's image under TCG).
+//
+// Every migration is checked the same way: virsh succeeded, the guest's heartbeat continues on
+// the destination past its last one on the source with no verify error, the domain is no
+// longer running on the source, and the destination's ferryd carried the stream (its status
+// names the domain, phase "done", with the stream's bytes).
+#include <gtest/gtest.h>
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <thread>
+
+#include "console_watcher.h"
+#include "ferry/base/json.h"
+
+using namespace ferry;
+using namespace std::chrono_literals;
+namespace fs = std::filesystem;
+
+namespace {
+
+struct Run {
+	int status = -1;
+	std::string output;
+};
+
+Run shell(const std::string &cmd)
+{
+	Run r;
+	FILE *p = ::popen((cmd + " 2>&1").c_str(), "r");
+	if (!p)
+		return r;
+	char buf[4096];
+	size_t n;
+	while ((n = ::fread(buf, 1, sizeof(buf), p)) > 0)
+		r.output.append(buf, n);
+	int st = ::pclose(p);
+	r.status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+	return r;
+}
+
+std::string env(const char *name)
+{
+	const char *v = std::getenv(name);
+	return v ? v : "";
+}
+
+const std::string kSourceDir = env("FERRY_SOURCE_ROOT");
+const std::string kBuild = env("FERRY_BUILD_ROOT");
+const std::string kBed = env("FERRY_TESTBED").empty() ? "/tmp/ferry-testbed-suite" : env("FERRY_TESTBED");
+
+std::string testbed(const std::string &args)
+{
+	return fmt::format("FERRY_TESTBED={} {}/scripts/testbed {}", kBed, kSourceDir, args);
+}
+
+std::string addressOf(const std::string &host) { return host == "a" ? "10.78.0.1" : "10.78.0.2"; }
+
+std::string consoleLog(const std::string &host, const std::string &domain)
+{
+	return fmt::format("{}/hosts/{}/log/qemu/{}-console.log", kBed, host, domain);
+}
+
+class LibvirtMigration : public ::testing::Test {
+protected:
+	static void SetUpTestSuite()
+	{
+		if (::geteuid() != 0) {
+			skip_ = "needs root (network namespaces, libvirtd)";
+			return;
+		}
+		if (kSourceDir.empty() || !fs::exists(kBuild + "/plugin/ferryd")) {
+			skip_ = "FERRY_SOURCE_ROOT/FERRY_BUILD_ROOT not set or ferryd not built (run through meson test)";
+			return;
+		}
+		if (!fs::exists("/usr/sbin/libvirtd")) {
+			skip_ = "libvirtd is not installed (scripts/setup installs libvirt-daemon-system)";
+			return;
+		}
+		shell(testbed("down")); // a bed left over by an interrupted run
+		Run up = shell(testbed(fmt::format("up --ferryd {0}/plugin/ferryd --ferry {0}/plugin/ferry", kBuild)));
+		up_ = up.status == 0;
+		upLog_ = up.output;
+	}
+	static void TearDownTestSuite()
+	{
+		if (up_ && env("FERRY_TESTBED_KEEP").empty())
+			shell(testbed("down"));
+	}
+	void SetUp() override
+	{
+		if (!skip_.empty())
+			GTEST_SKIP() << skip_;
+		ASSERT_TRUE(up_) << "scripts/testbed up failed:\n" << upLog_;
+	}
+
+	Run virsh(const std::string &host, const std::string &args) { return shell(testbed("virsh " + host + " " + args)); }
+
+	// Defines and starts `domain` on `host` and waits for its workload's heartbeat.
+	void boot(const std::string &host, const std::string &domain)
+	{
+		Run def = shell(testbed(fmt::format("define {} {} --memory-mib 256", host, domain)));
+		ASSERT_EQ(def.status, 0) << def.output;
+		Run start = virsh(host, "start " + domain);
+		ASSERT_EQ(start.status, 0) << start.output;
+		auto w = watch(host, domain);
+		ASSERT_TRUE(w.ok()) << w.error().message();
+		auto hb = w->waitHeartbeat(60s);
+		ASSERT_TRUE(hb.ok()) << hb.error().message();
+	}
+
+	Result<ConsoleWatcher> watch(const std::string &host, const std::string &domain)
+	{
+		std::string path = consoleLog(host, domain);
+		for (int i = 0; i < 300 && !fs::exists(path); i++)
+			std::this_thread::sleep_for(100ms);
+		return ConsoleWatcher::open(path);
+	}
+
+	std::string migrateCommand(const std::string &from, const std::string &to, const std::string &domain,
+				   const std::string &flags = "")
+	{
+		return fmt::format("migrate --live --p2p {} {} qemu+tcp://{}/system --migrateuri unix:///run/ferry/migrate/{}/{}.sock",
+				   flags, domain, addressOf(to), to, domain);
+	}
+
+	// The checks every successful migration must pass (see the file comment).
+	void expectArrived(const std::string &from, const std::string &to, const std::string &domain,
+			   uint64_t lastSeqOnSource)
+	{
+		auto dest = watch(to, domain);
+		ASSERT_TRUE(dest.ok()) << dest.error().message();
+		auto hb = dest->waitHeartbeat(30s, lastSeqOnSource + 1);
+		ASSERT_TRUE(hb.ok()) << "no heartbeat on " << to << " after seq " << lastSeqOnSource << ": "
+				     << hb.error().message();
+		auto later = dest->waitHeartbeat(10s, hb->seq + 5); // still running, still correct
+		ASSERT_TRUE(later.ok()) << later.error().message();
+		EXPECT_EQ(later->errors, 0) << dest->lastLines(5);
+		EXPECT_EQ(dest->errorLineCount(), 0u) << dest->lastLines(5);
+		Run state = virsh(to, "domstate " + domain);
+		EXPECT_EQ(state.status, 0);
+		EXPECT_NE(state.output.find("running"), std::string::npos) << state.output;
+		Run src = virsh(from, "list --name");
+		EXPECT_EQ(src.output.find(domain), std::string::npos) << domain << " still runs on " << from;
+
+		Run status = shell(testbed(fmt::format("exec {} {}/plugin/ferry status --json {}", to, kBuild, domain)));
+		ASSERT_EQ(status.status, 0) << status.output;
+		auto j = JsonValue::parse(status.output);
+		ASSERT_TRUE(j.ok()) << status.output;
+		auto list = j->get("migrations");
+		ASSERT_TRUE(list.ok() && list->size() > 0) << status.output;
+		auto m = list->at(list->size() - 1);
+		EXPECT_EQ(*m->getString("direction"), "incoming");
+		EXPECT_EQ(*m->getString("peer"), from);
+		EXPECT_EQ(*m->getString("phase"), "done") << status.output;
+		EXPECT_GT(*m->getInt("stream_bytes"), 1 << 20) << status.output;
+	}
+
+	// Migrates and checks; returns virsh's output.
+	void migrate(const std::string &from, const std::string &to, const std::string &domain,
+		     const std::string &flags = "")
+	{
+		auto src = watch(from, domain);
+		ASSERT_TRUE(src.ok());
+		ASSERT_TRUE(src->poll().ok());
+		Run r = virsh(from, migrateCommand(from, to, domain, flags));
+		ASSERT_EQ(r.status, 0) << r.output;
+		ASSERT_TRUE(src->poll().ok());
+		ASSERT_TRUE(src->lastHeartbeat().has_value());
+		expectArrived(from, to, domain, src->lastHeartbeat()->seq);
+	}
+
+	static inline std::string skip_;
+	static inline bool up_ = false;
+	static inline std::string upLog_;
+};
+
+TEST_F(LibvirtMigration, StreamModeCarriesAnUnpreparedDomainThereAndBack)
+{
+	boot("a", "lv-stream");
+	migrate("a", "b", "lv-stream");
+	migrate("b", "a", "lv-stream");
+	virsh("a", "destroy lv-stream");
+}
+
+TEST_F(LibvirtMigration, PersistentUndefinesourceMovesTheDefinition)
+{
+	boot("a", "lv-persist");
+	migrate("a", "b", "lv-persist", "--persistent --undefinesource");
+	EXPECT_NE(virsh("a", "dominfo lv-persist").status, 0) << "the definition stayed on a";
+	Run info = virsh("b", "dominfo lv-persist");
+	EXPECT_EQ(info.status, 0);
+	EXPECT_NE(info.output.find("Persistent:     yes"), std::string::npos) << info.output;
+	virsh("b", "destroy lv-persist");
+}
+
+TEST_F(LibvirtMigration, TwoDomainsMigrateAtTheSameTime)
+{
+	boot("a", "lv-two-1");
+	boot("a", "lv-two-2");
+	auto w1 = watch("a", "lv-two-1");
+	auto w2 = watch("a", "lv-two-2");
+	ASSERT_TRUE(w1.ok() && w2.ok());
+	Run r1, r2;
+	std::thread t1([&] { r1 = virsh("a", migrateCommand("a", "b", "lv-two-1")); });
+	std::thread t2([&] { r2 = virsh("a", migrateCommand("a", "b", "lv-two-2")); });
+	t1.join();
+	t2.join();
+	ASSERT_EQ(r1.status, 0) << r1.output;
+	ASSERT_EQ(r2.status, 0) << r2.output;
+	ASSERT_TRUE(w1->poll().ok() && w2->poll().ok());
+	expectArrived("a", "b", "lv-two-1", w1->lastHeartbeat()->seq);
+	expectArrived("a", "b", "lv-two-2", w2->lastHeartbeat()->seq);
+	virsh("b", "destroy lv-two-1");
+	virsh("b", "destroy lv-two-2");
+}
+
+TEST_F(LibvirtMigration, AbortedMigrationLeavesTheGuestRunningOnTheSourceAndMigratableAgain)
+{
+	boot("a", "lv-abort");
+	auto src = watch("a", "lv-abort");
+	ASSERT_TRUE(src.ok());
+	// 1 MiB/s: the stream takes minutes, so the abort lands before the switch-over.
+	Run r;
+	std::thread t([&] { r = virsh("a", migrateCommand("a", "b", "lv-abort", "--bandwidth 1")); });
+	std::this_thread::sleep_for(4s);
+	Run abort = virsh("a", "domjobabort lv-abort");
+	t.join();
+	EXPECT_EQ(abort.status, 0) << abort.output;
+	EXPECT_NE(r.status, 0) << "the migration completed despite the abort: " << r.output;
+	ASSERT_TRUE(src->poll().ok());
+	uint64_t seq = src->lastHeartbeat()->seq;
+	auto hb = src->waitHeartbeat(10s, seq + 5);
+	ASSERT_TRUE(hb.ok()) << "the guest stopped on a after the abort";
+	EXPECT_EQ(hb->errors, 0);
+	EXPECT_NE(virsh("a", "domstate lv-abort").output.find("running"), std::string::npos);
+	migrate("a", "b", "lv-abort");
+	virsh("b", "destroy lv-abort");
+}
+
+} // namespace
