@@ -124,6 +124,8 @@ int run(const PrepareArgs &a)
 
 	fmt::print("domain {} prepared for ferry on {}:\n", p.domain, conn->uri());
 	printChanges(p);
+	if (!r->persistent)
+		fmt::print("{} was transient and is now persistent (defined)\n", p.domain);
 	if (r->active)
 		fmt::print("{0} is running with its old definition: shut it down and start it again for the change to take "
 			   "effect (virsh shutdown {0}; virsh start {0}; a reboot inside the guest keeps the same QEMU)\n",

@@ -442,6 +442,7 @@ Result<DomainPreparation> prepareDomain(const Connection &conn, const std::strin
 	FERRY_ASSIGN(Domain dom, conn.lookup(name));
 	DomainPreparation out;
 	FERRY_ASSIGN(out.active, dom.isActive());
+	FERRY_ASSIGN(out.persistent, dom.isPersistent());
 	unsigned flags = VIR_DOMAIN_XML_INACTIVE | (dryRun ? 0 : VIR_DOMAIN_XML_SECURE);
 	FERRY_ASSIGN(std::string xml, dom.xml(flags));
 	FERRY_ASSIGN(out.prep, prepareDomainXml(xml, opts).context(fmt::format("domain {}", name)));

@@ -76,8 +76,9 @@ Result<FerryReadiness> inspectDomain(std::string_view xml);
 // What prepareDomain did to a defined domain.
 struct DomainPreparation {
 	Preparation prep;
-	bool active = false;  // running: the change takes effect after shutdown and start
-	bool defined = false; // the new XML was defined (false: dry run or already prepared)
+	bool active = false;     // running: the change takes effect after shutdown and start
+	bool persistent = false; // before: a transient domain becomes persistent when defined
+	bool defined = false;    // the new XML was defined (false: dry run or already prepared)
 };
 
 // Prepares domain `name` of `conn`: reads its persistent definition (with secrets, so that

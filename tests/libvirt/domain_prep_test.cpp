@@ -477,6 +477,7 @@ TEST(PrepareDomain, DryRunDefinesNothing)
 	EXPECT_TRUE(r->prep.changed());
 	EXPECT_FALSE(r->defined);
 	EXPECT_FALSE(r->active);
+	EXPECT_TRUE(r->persistent);
 	auto back = d->inactiveXml();
 	ASSERT_TRUE(back.ok());
 	EXPECT_TRUE(query(*back, "/domain/memoryBacking").empty()) << *back;
