@@ -18,7 +18,7 @@
 #include <filesystem>
 #include <thread>
 
-#include "console_watcher.h"
+#include "harness/console_watcher.h"
 #include "ferry/base/json.h"
 
 using namespace ferry;
@@ -27,14 +27,14 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct Run {
+struct Shell {
 	int status = -1;
 	std::string output;
 };
 
-Run shell(const std::string &cmd)
+Shell shell(const std::string &cmd)
 {
-	Run r;
+	Shell r;
 	FILE *p = ::popen((cmd + " 2>&1").c_str(), "r");
 	if (!p)
 		return r;
@@ -86,7 +86,7 @@ protected:
 			return;
 		}
 		shell(testbed("down")); // a bed left over by an interrupted run
-		Run up = shell(testbed(fmt::format("up --ferryd {0}/plugin/ferryd --ferry {0}/plugin/ferry", kBuild)));
+		Shell up = shell(testbed(fmt::format("up --ferryd {0}/plugin/ferryd --ferry {0}/plugin/ferry", kBuild)));
 		up_ = up.status == 0;
 		upLog_ = up.output;
 	}
@@ -102,14 +102,14 @@ protected:
 		ASSERT_TRUE(up_) << "scripts/testbed up failed:\n" << upLog_;
 	}
 
-	Run virsh(const std::string &host, const std::string &args) { return shell(testbed("virsh " + host + " " + args)); }
+	Shell virsh(const std::string &host, const std::string &args) { return shell(testbed("virsh " + host + " " + args)); }
 
 	// Defines and starts `domain` on `host` and waits for its workload's heartbeat.
 	void boot(const std::string &host, const std::string &domain)
 	{
-		Run def = shell(testbed(fmt::format("define {} {} --memory-mib 256", host, domain)));
+		Shell def = shell(testbed(fmt::format("define {} {} --memory-mib 256", host, domain)));
 		ASSERT_EQ(def.status, 0) << def.output;
-		Run start = virsh(host, "start " + domain);
+		Shell start = virsh(host, "start " + domain);
 		ASSERT_EQ(start.status, 0) << start.output;
 		auto w = watch(host, domain);
 		ASSERT_TRUE(w.ok()) << w.error().message();
@@ -125,8 +125,7 @@ protected:
 		return ConsoleWatcher::open(path);
 	}
 
-	std::string migrateCommand(const std::string &from, const std::string &to, const std::string &domain,
-				   const std::string &flags = "")
+	std::string migrateCommand(const std::string &to, const std::string &domain, const std::string &flags = "")
 	{
 		return fmt::format("migrate --live --p2p {} {} qemu+tcp://{}/system --migrateuri unix:///run/ferry/migrate/{}/{}.sock",
 				   flags, domain, addressOf(to), to, domain);
@@ -145,13 +144,13 @@ protected:
 		ASSERT_TRUE(later.ok()) << later.error().message();
 		EXPECT_EQ(later->errors, 0) << dest->lastLines(5);
 		EXPECT_EQ(dest->errorLineCount(), 0u) << dest->lastLines(5);
-		Run state = virsh(to, "domstate " + domain);
+		Shell state = virsh(to, "domstate " + domain);
 		EXPECT_EQ(state.status, 0);
 		EXPECT_NE(state.output.find("running"), std::string::npos) << state.output;
-		Run src = virsh(from, "list --name");
+		Shell src = virsh(from, "list --name");
 		EXPECT_EQ(src.output.find(domain), std::string::npos) << domain << " still runs on " << from;
 
-		Run status = shell(testbed(fmt::format("exec {} {}/plugin/ferry status --json {}", to, kBuild, domain)));
+		Shell status = shell(testbed(fmt::format("exec {} {}/plugin/ferry status --json {}", to, kBuild, domain)));
 		ASSERT_EQ(status.status, 0) << status.output;
 		auto j = JsonValue::parse(status.output);
 		ASSERT_TRUE(j.ok()) << status.output;
@@ -171,7 +170,7 @@ protected:
 		auto src = watch(from, domain);
 		ASSERT_TRUE(src.ok());
 		ASSERT_TRUE(src->poll().ok());
-		Run r = virsh(from, migrateCommand(from, to, domain, flags));
+		Shell r = virsh(from, migrateCommand(to, domain, flags));
 		ASSERT_EQ(r.status, 0) << r.output;
 		ASSERT_TRUE(src->poll().ok());
 		ASSERT_TRUE(src->lastHeartbeat().has_value());
@@ -196,7 +195,7 @@ TEST_F(LibvirtMigration, PersistentUndefinesourceMovesTheDefinition)
 	boot("a", "lv-persist");
 	migrate("a", "b", "lv-persist", "--persistent --undefinesource");
 	EXPECT_NE(virsh("a", "dominfo lv-persist").status, 0) << "the definition stayed on a";
-	Run info = virsh("b", "dominfo lv-persist");
+	Shell info = virsh("b", "dominfo lv-persist");
 	EXPECT_EQ(info.status, 0);
 	EXPECT_NE(info.output.find("Persistent:     yes"), std::string::npos) << info.output;
 	virsh("b", "destroy lv-persist");
@@ -209,9 +208,9 @@ TEST_F(LibvirtMigration, TwoDomainsMigrateAtTheSameTime)
 	auto w1 = watch("a", "lv-two-1");
 	auto w2 = watch("a", "lv-two-2");
 	ASSERT_TRUE(w1.ok() && w2.ok());
-	Run r1, r2;
-	std::thread t1([&] { r1 = virsh("a", migrateCommand("a", "b", "lv-two-1")); });
-	std::thread t2([&] { r2 = virsh("a", migrateCommand("a", "b", "lv-two-2")); });
+	Shell r1, r2;
+	std::thread t1([&] { r1 = virsh("a", migrateCommand("b", "lv-two-1")); });
+	std::thread t2([&] { r2 = virsh("a", migrateCommand("b", "lv-two-2")); });
 	t1.join();
 	t2.join();
 	ASSERT_EQ(r1.status, 0) << r1.output;
@@ -229,10 +228,10 @@ TEST_F(LibvirtMigration, AbortedMigrationLeavesTheGuestRunningOnTheSourceAndMigr
 	auto src = watch("a", "lv-abort");
 	ASSERT_TRUE(src.ok());
 	// 1 MiB/s: the stream takes minutes, so the abort lands before the switch-over.
-	Run r;
-	std::thread t([&] { r = virsh("a", migrateCommand("a", "b", "lv-abort", "--bandwidth 1")); });
+	Shell r;
+	std::thread t([&] { r = virsh("a", migrateCommand("b", "lv-abort", "--bandwidth 1")); });
 	std::this_thread::sleep_for(4s);
-	Run abort = virsh("a", "domjobabort lv-abort");
+	Shell abort = virsh("a", "domjobabort lv-abort");
 	t.join();
 	EXPECT_EQ(abort.status, 0) << abort.output;
 	EXPECT_NE(r.status, 0) << "the migration completed despite the abort: " << r.output;
