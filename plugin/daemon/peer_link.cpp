@@ -109,12 +109,16 @@ Result<RelayOpenMsg> receiveRelayOpen(Connection &conn)
 void enableKeepalive(const Connection &conn)
 {
 	int on = 1, idle = 10, interval = 5, count = 3;
+	// Keepalive probes only an idle connection; with data in flight a dead peer is noticed by
+	// the retransmission limit, which TCP_USER_TIMEOUT brings from ~15 minutes to 30 s.
+	unsigned userTimeoutMs = 30000;
 	// Best effort: a UNIX socket (tests) has no keepalive.
 	if (setsockopt(conn.fd(), SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on)) != 0)
 		return;
 	(void)setsockopt(conn.fd(), IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
 	(void)setsockopt(conn.fd(), IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof(interval));
 	(void)setsockopt(conn.fd(), IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof(count));
+	(void)setsockopt(conn.fd(), IPPROTO_TCP, TCP_USER_TIMEOUT, &userTimeoutMs, sizeof(userTimeoutMs));
 }
 
 } // namespace ferry::daemon

@@ -44,8 +44,9 @@ Status requestRelay(Connection &conn, const RelayOpenMsg &open);
 // Reads the caller's RelayOpen (within the handshake deadline).
 Result<RelayOpenMsg> receiveRelayOpen(Connection &conn);
 
-// TCP keepalive on a peer connection, so a peer host that vanished (no FIN) is noticed within
-// about half a minute even while a stream is idle (libvirt's pause-before-switchover, a gate).
+// TCP keepalive and a user timeout on a peer connection, so a peer host that vanished (no FIN)
+// is noticed within about half a minute, whether the stream is idle (libvirt's
+// pause-before-switchover) or has bytes in flight.
 void enableKeepalive(const Connection &conn);
 
 } // namespace ferry::daemon

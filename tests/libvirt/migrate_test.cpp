@@ -16,6 +16,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <thread>
 
 #include "harness/console_watcher.h"
@@ -177,6 +178,34 @@ protected:
 		expectArrived(from, to, domain, src->lastHeartbeat()->seq);
 	}
 
+	// Starts a slow migration of `domain` from a to b (1 MiB/s: the stream takes minutes, so
+	// whatever `interrupt` does lands before the switch-over), interrupts it, and checks it
+	// failed, the guest kept running on a untouched, and a plain retry then succeeds.
+	void interruptedMigration(const std::string &domain, const std::function<void()> &interrupt,
+				  const std::function<void()> &repair = [] {})
+	{
+		boot("a", domain);
+		auto src = watch("a", domain);
+		ASSERT_TRUE(src.ok());
+		Shell r;
+		std::thread t([&] { r = virsh("a", migrateCommand("b", domain, "--bandwidth 1")); });
+		std::this_thread::sleep_for(4s);
+		interrupt();
+		t.join();
+		EXPECT_NE(r.status, 0) << "the migration completed despite the interruption: " << r.output;
+		ASSERT_TRUE(src->poll().ok());
+		uint64_t seq = src->lastHeartbeat()->seq;
+		auto hb = src->waitHeartbeat(10s, seq + 5);
+		ASSERT_TRUE(hb.ok()) << "the guest stopped on a after the interruption";
+		EXPECT_EQ(hb->errors, 0);
+		EXPECT_EQ(src->errorLineCount(), 0u) << src->lastLines(5);
+		EXPECT_NE(virsh("a", "domstate " + domain).output.find("running"), std::string::npos);
+		EXPECT_EQ(virsh("b", "list --name").output.find(domain), std::string::npos) << "a copy runs on b";
+		repair();
+		migrate("a", "b", domain);
+		virsh("b", "destroy " + domain);
+	}
+
 	static inline std::string skip_;
 	static inline bool up_ = false;
 	static inline std::string upLog_;
@@ -222,27 +251,41 @@ TEST_F(LibvirtMigration, TwoDomainsMigrateAtTheSameTime)
 	virsh("b", "destroy lv-two-2");
 }
 
-TEST_F(LibvirtMigration, AbortedMigrationLeavesTheGuestRunningOnTheSourceAndMigratableAgain)
+
+TEST_F(LibvirtMigration, DomjobabortLeavesTheGuestRunningOnTheSourceAndMigratableAgain)
 {
-	boot("a", "lv-abort");
-	auto src = watch("a", "lv-abort");
-	ASSERT_TRUE(src.ok());
-	// 1 MiB/s: the stream takes minutes, so the abort lands before the switch-over.
-	Shell r;
-	std::thread t([&] { r = virsh("a", migrateCommand("b", "lv-abort", "--bandwidth 1")); });
-	std::this_thread::sleep_for(4s);
-	Shell abort = virsh("a", "domjobabort lv-abort");
-	t.join();
-	EXPECT_EQ(abort.status, 0) << abort.output;
-	EXPECT_NE(r.status, 0) << "the migration completed despite the abort: " << r.output;
-	ASSERT_TRUE(src->poll().ok());
-	uint64_t seq = src->lastHeartbeat()->seq;
-	auto hb = src->waitHeartbeat(10s, seq + 5);
-	ASSERT_TRUE(hb.ok()) << "the guest stopped on a after the abort";
-	EXPECT_EQ(hb->errors, 0);
-	EXPECT_NE(virsh("a", "domstate lv-abort").output.find("running"), std::string::npos);
-	migrate("a", "b", "lv-abort");
-	virsh("b", "destroy lv-abort");
+	interruptedMigration("lv-abort", [&] {
+		Shell abort = virsh("a", "domjobabort lv-abort");
+		EXPECT_EQ(abort.status, 0) << abort.output;
+	});
+}
+
+TEST_F(LibvirtMigration, DestinationFerrydKilledLeavesTheGuestRunningOnTheSource)
+{
+	interruptedMigration(
+		"lv-kill",
+		[&] {
+			Shell stop = shell(testbed("ferryd b stop"));
+			EXPECT_EQ(stop.status, 0) << stop.output;
+		},
+		[&] {
+			Shell start = shell(testbed(fmt::format("ferryd b start --ferryd {}/plugin/ferryd", kBuild)));
+			ASSERT_EQ(start.status, 0) << start.output;
+		});
+}
+
+TEST_F(LibvirtMigration, CutPeerLinkLeavesTheGuestRunningOnTheSource)
+{
+	interruptedMigration(
+		"lv-cut",
+		[&] {
+			Shell cut = shell(testbed("link cut"));
+			EXPECT_EQ(cut.status, 0) << cut.output;
+		},
+		[&] {
+			Shell restore = shell(testbed("link restore"));
+			ASSERT_EQ(restore.status, 0) << restore.output;
+		});
 }
 
 } // namespace
