@@ -59,6 +59,27 @@ std::vector<uint8_t> encode(const RelayOpenMsg &m)
 	return out;
 }
 
+std::vector<uint8_t> encode(const FerryAcceptMsg &m)
+{
+	std::vector<uint8_t> out;
+	PayloadWriter(out).u16(m.port);
+	return out;
+}
+
+Result<FerryAcceptMsg> decodeFerryAccept(std::span<const uint8_t> in)
+{
+	auto body = [&]() -> Result<FerryAcceptMsg> {
+		PayloadReader r(in);
+		FerryAcceptMsg m;
+		FERRY_ASSIGN(m.port, r.u16());
+		FERRY_TRY(r.expectEnd());
+		if (m.port == 0)
+			return Error(EPROTO, "port 0");
+		return m;
+	};
+	return body().context("FerryAccept");
+}
+
 Result<PeerHelloMsg> decodePeerHello(std::span<const uint8_t> in)
 {
 	auto body = [&]() -> Result<PeerHelloMsg> {

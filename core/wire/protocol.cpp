@@ -64,12 +64,15 @@ LengthRule lengthRule(MsgType t)
 	case MsgType::PeerHelloReply:
 		return {4 + 2, 4 + 2 + uint32_t(kMaxDaemonNameLen)};
 	case MsgType::RelayOpen:
+	case MsgType::FerryOffer:
 		return {2 + 2, 2 + uint32_t(kMaxDomainNameLen) + 2 + uint32_t(kMaxDomainUuidLen)};
 	case MsgType::RelayReady:
 	case MsgType::RelayEnd:
 		return {0, 0};
 	case MsgType::RelayData:
 		return {1, kMaxRelayData};
+	case MsgType::FerryAccept:
+		return {2, 2};
 	}
 	return {0, 0};
 }
@@ -157,6 +160,8 @@ const char *msgTypeName(MsgType type)
 	case MsgType::RelayReady: return "RelayReady";
 	case MsgType::RelayData: return "RelayData";
 	case MsgType::RelayEnd: return "RelayEnd";
+	case MsgType::FerryOffer: return "FerryOffer";
+	case MsgType::FerryAccept: return "FerryAccept";
 	}
 	return "unknown";
 }
@@ -164,7 +169,7 @@ const char *msgTypeName(MsgType type)
 bool isKnownMsgType(uint16_t type)
 {
 	return (type >= uint16_t(MsgType::Hello) && type <= uint16_t(MsgType::ChunkZstd)) ||
-	       (type >= uint16_t(MsgType::PeerHello) && type <= uint16_t(MsgType::RelayEnd));
+	       (type >= uint16_t(MsgType::PeerHello) && type <= uint16_t(MsgType::FerryAccept));
 }
 
 void encodeHeader(const FrameHeader &h, uint8_t out[kHeaderSize])

@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "ferry/base/json.h"
+#include "ferry/finalize/policy.h"
 #include "ferry/wire/daemon_protocol.h"
 
 namespace ferry::daemon {
@@ -79,6 +80,12 @@ Result<DaemonConfig> parseDaemonConfig(std::string_view json)
 		c.socketDir.pop_back();
 	FERRY_TRY(optionalString(root, "libvirt", c.libvirtUri));
 	FERRY_TRY(optionalString(root, "qemu_user", c.qemuUser));
+	FERRY_TRY(optionalString(root, "ferry_mode", c.ferryMode));
+	if (c.ferryMode != "hybrid" && c.ferryMode != "precopy" && c.ferryMode != "off")
+		return Error::format(EINVAL, "\"ferry_mode\" is '{}': hybrid, precopy or off", c.ferryMode);
+	FERRY_TRY(optionalString(root, "finalize", c.finalizePolicy));
+	if (auto p = makeFinalizePolicy(c.finalizePolicy, PolicyOptions{}); !p.ok())
+		return p.error().context("\"finalize\"");
 	if (root.has("tls")) {
 		FERRY_ASSIGN(std::string spec, root.getString("tls").context("\"tls\""));
 		FERRY_ASSIGN(c.tls, parseTlsConfig(spec).context("\"tls\""));

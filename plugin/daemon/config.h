@@ -5,6 +5,7 @@
 //
 //   {"name": "a", "listen": "tcp:0.0.0.0:7077", "socket_dir": "/run/ferry",
 //    "libvirt": "qemu:///system", "tls": "x509:/etc/pki/ferry", "qemu_user": "libvirt-qemu",
+//    "ferry_mode": "hybrid", "finalize": "immediate",
 //    "peers": [{"name": "b", "address": "tcp:10.0.0.2:7077"}]}
 //
 // Only "name" and "peers" are required. One "tls" serves every peer: with x509 the peers'
@@ -47,6 +48,11 @@ struct DaemonConfig {
 	std::string libvirtUri = "qemu:///system";
 	TlsConfig tls; // x509 in /etc/pki/ferry unless configured
 	std::string qemuUser; // owner of the incoming socket directory; "" leaves it root's
+	// Domains prepared for ferry: "hybrid" or "precopy" (ferry mode, decided by the
+	// destination daemon), or "off" (stream mode like any domain). "finalize" is the policy
+	// that picks the moment of the switch-over (ferry leech --finalize).
+	std::string ferryMode = "hybrid";
+	std::string finalizePolicy = "immediate";
 	std::vector<PeerConfig> peers;
 
 	const PeerConfig *findPeer(std::string_view peerName) const;

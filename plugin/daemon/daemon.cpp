@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <pwd.h>
 #include <sys/eventfd.h>
+#include <sys/inotify.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -87,6 +88,13 @@ Result<std::unique_ptr<Daemon>> Daemon::create(DaemonConfig config, PeerCredenti
 		     Listener::listen(Endpoint::unixPath(d->config_.controlSocketPath())).context("control socket"));
 	if (::chmod(d->config_.controlSocketPath().c_str(), 0600) != 0)
 		return Error::fromErrno(fmt::format("chmod {}", d->config_.controlSocketPath()));
+	// Incoming QEMUs create their sockets here: a prepared domain's starts ferry mode.
+	d->incomingWatch_ = UniqueFd(::inotify_init1(IN_NONBLOCK | IN_CLOEXEC));
+	if (!d->incomingWatch_.valid())
+		return Error::fromErrno("inotify_init1");
+	std::string incoming = d->config_.migrateDir(d->config_.name);
+	if (::inotify_add_watch(d->incomingWatch_.get(), incoming.c_str(), IN_CREATE) < 0)
+		return Error::fromErrno(fmt::format("inotify_add_watch {}", incoming));
 	return d;
 }
 
@@ -138,12 +146,16 @@ Status Daemon::run()
 			resyncDomains();
 			nextResync = monotonicNs() + int64_t(kResyncIntervalMs) * 1000000;
 		}
+		applyGateRequests();
 		std::vector<pollfd> fds{{wake_.get(), POLLIN, 0},
 					{peerListener_.fd(), POLLIN, 0},
-					{controlListener_.fd(), POLLIN, 0}};
+					{controlListener_.fd(), POLLIN, 0},
+					{incomingWatch_.get(), POLLIN, 0}};
 		std::vector<std::string> keys;
-		for (auto &[key, l] : migrateSockets_) {
-			fds.push_back({l.fd(), POLLIN, 0});
+		for (auto &[key, sock] : migrateSockets_) {
+			if (sock.gate == MigrateSocket::Gate::Closed)
+				continue; // our dummy connection waits there; libvirtd's waits behind it
+			fds.push_back({sock.listener.fd(), POLLIN, 0});
 			keys.push_back(key);
 		}
 		int timeout = int(std::max<int64_t>(0, (nextResync - monotonicNs()) / 1000000)) + 1;
@@ -158,8 +170,10 @@ Status Daemon::run()
 			acceptPeer();
 		if (fds[2].revents)
 			serveControl();
+		if (fds[3].revents)
+			watchIncoming();
 		for (size_t i = 0; i < keys.size(); i++)
-			if (fds[3 + i].revents)
+			if (fds[4 + i].revents)
 				acceptMigrate(keys[i]);
 		reapWorkers(false);
 	}
@@ -208,28 +222,43 @@ void Daemon::resyncDomains()
 			continue;
 		}
 		FERRY_LOG(Debug, kLog, "domain {}: no longer running here, closing {}", domain,
-			  it->second.boundEndpoint().path);
+			  it->second.listener.boundEndpoint().path);
 		it = migrateSockets_.erase(it);
 	}
+	const bool ferryMode = config_.ferryMode != "off";
 	for (auto &[name, d] : now) {
+		const bool gated = d.preparedForFerry && ferryMode;
 		if (!domains_.count(name))
 			FERRY_LOG(Info, kLog, "domain {}: running here ({}); migrate it with --migrateuri unix://{}",
-				  name, d.preparedForFerry ? "prepared for ferry" : "not prepared for ferry: stream mode",
+				  name,
+				  gated ? "prepared for ferry: ferry mode"
+					: d.preparedForFerry ? "prepared for ferry, but \"ferry_mode\" is off: stream mode"
+							     : "not prepared for ferry: stream mode",
 				  config_.migrateSocketPath("PEER", name));
 		for (const PeerConfig &p : config_.peers) {
 			std::string key = p.name + "/" + name;
 			if (migrateSockets_.count(key))
 				continue;
-			auto l = Listener::listen(Endpoint::unixPath(config_.migrateSocketPath(p.name, name)), 8);
-			if (!l.ok()) {
+			// A gated socket has no backlog beyond its dummy: libvirtd's connect must wait.
+			auto l = Listener::listen(Endpoint::unixPath(config_.migrateSocketPath(p.name, name)), gated ? 0 : 8);
+			MigrateSocket sock;
+			Status st = l.ok() ? Status() : Status(l.error());
+			if (st.ok()) {
+				sock.listener = std::move(*l);
+				if (gated)
+					st = gateSocket(sock);
+			}
+			if (!st.ok()) {
 				FERRY_LOG_RATELIMITED(Warn, kLog, "domain {}: cannot listen for migrations to {}: {}", name,
-						      p.name, l.error().message());
+						      p.name, st.error().message());
 				continue;
 			}
-			migrateSockets_.emplace(key, std::move(*l));
+			migrateSockets_.emplace(key, std::move(sock));
 		}
 	}
 	domains_ = std::move(now);
+	std::lock_guard lock(mu_);
+	domainSnapshot_ = domains_;
 }
 
 void Daemon::spawn(std::function<void()> fn)
@@ -290,15 +319,23 @@ void Daemon::acceptMigrate(const std::string &key)
 	auto it = migrateSockets_.find(key);
 	if (it == migrateSockets_.end())
 		return;
-	auto conn = it->second.accept(0);
+	auto conn = it->second.listener.accept(0);
 	if (!conn.ok()) {
 		if (conn.error().code() != ETIMEDOUT && conn.error().code() != EAGAIN)
-			FERRY_LOG_RATELIMITED(Warn, kLog, "accept on {}: {}", it->second.boundEndpoint().path,
+			FERRY_LOG_RATELIMITED(Warn, kLog, "accept on {}: {}", it->second.listener.boundEndpoint().path,
 					      conn.error().message());
 		return;
 	}
 	std::string peer = key.substr(0, key.find('/'));
 	std::string domain = key.substr(key.find('/') + 1);
+	if (it->second.gate == MigrateSocket::Gate::FailNext) {
+		// The ferry migration failed before the switch-over: libvirt's fails with it.
+		FERRY_LOG(Warn, kLog, "domain {}: refusing libvirt's migration stream to {}: the ferry migration failed",
+			  domain, peer);
+		migrateSockets_.erase(it); // closes it; the resync gates a new one
+		resyncWanted_ = true;
+		return;
+	}
 	if (workers_.size() >= kMaxWorkers) {
 		FERRY_LOG(Error, kLog, "domain {}: migration to {} refused: {} streams in flight already", domain, peer,
 			  workers_.size());
@@ -339,15 +376,18 @@ void Daemon::carryOutgoing(UniqueFd local, std::string domain, std::string peerN
 {
 	auto m = record(Direction::Outgoing, domain, peerName);
 	const PeerConfig *peer = config_.findPeer(peerName);
-	bool prepared = false;
-	std::string uuid;
-	if (auto it = domains_.find(domain); it != domains_.end()) { // read-only while the loop runs
-		prepared = it->second.preparedForFerry;
-		uuid = it->second.uuid;
+	auto local_domain = snapshotDomain(domain);
+	const bool ferry = local_domain && local_domain->preparedForFerry && config_.ferryMode != "off";
+	std::string uuid = local_domain ? local_domain->uuid : "";
+	if (ferry) {
+		m->mode = "ferry";
+		FERRY_LOG(Info, kLog, "domain {}: ferry mode: the gate opened, carrying the device state to {}", domain,
+			  peerName);
+	} else {
+		FERRY_LOG(Info, kLog, "domain {}: migration to {} starts: stream mode ({})", domain, peerName,
+			  local_domain && local_domain->preparedForFerry ? "prepared for ferry, \"ferry_mode\" off"
+									 : "not prepared for ferry");
 	}
-	FERRY_LOG(Info, kLog, "domain {}: migration to {} starts: stream mode ({})", domain, peerName,
-		  prepared ? "prepared for ferry; ferry mode is not available in this ferryd yet"
-			   : "not prepared for ferry");
 	auto body = [&]() -> Status {
 		FERRY_ASSIGN(Connection conn, callPeer(config_, *peer, creds_));
 		FERRY_TRY_CTX(requestRelay(conn, RelayOpenMsg{domain, uuid}), "peer '{}'", peerName);
@@ -363,6 +403,8 @@ void Daemon::carryOutgoing(UniqueFd local, std::string domain, std::string peerN
 	};
 	Status st = body();
 	finish(m, st);
+	if (ferry)
+		requestGate(peerName + "/" + domain, GateRequest::Action::Rearm); // for the next migration
 	if (st.ok())
 		FERRY_LOG(Info, kLog, "domain {}: stream to {} ended: {} bytes sent, {} received back", domain, peerName,
 			  m->relay->bytesToPeer(), m->relay->bytesFromPeer());
@@ -379,37 +421,40 @@ void Daemon::carryIncoming(Connection conn, std::string from)
 		if (stopping_)
 			conn.shutdown();
 	}
+	bool ferryOffer = false;
 	auto body = [&]() -> Status {
 		FERRY_ASSIGN(const PeerConfig *peer, answerPeer(conn, config_, creds_).context(fmt::format("peer at {}", from)));
-		std::string who = conn.encrypted() ? conn.peerIdentity() : "unauthenticated";
-		FERRY_ASSIGN(RelayOpenMsg open, receiveRelayOpen(conn).context(fmt::format("peer '{}'", peer->name)));
 		{
 			std::lock_guard lock(mu_);
 			m->peer = peer->name;
-			m->domain = open.domain;
-			m->uuid = open.uuid;
 		}
-		FERRY_LOG(Info, kLog, "domain {}: incoming migration from {} ({})", open.domain, peer->name, who);
-		std::string path = config_.migrateSocketPath(config_.name, open.domain);
-		auto local = connectIncoming(path);
-		if (!local.ok()) {
-			(void)conn.sendError(0, local.error());
-			return local.error();
+		auto first = recvFrame(conn, 4096, kPeerHandshakeTimeoutMs);
+		if (!first.ok())
+			return first.error().context(fmt::format("peer '{}'", peer->name));
+		if (first->header.type == MsgType::FerryOffer) {
+			FERRY_ASSIGN(RelayOpenMsg offer, decodeRelayOpen(first->payload));
+			ferryOffer = true;
+			{
+				std::lock_guard lock(mu_);
+				m->handshaking = nullptr;
+			}
+			serveFerryOffer(std::move(conn), *peer, offer);
+			return {};
 		}
-		FERRY_TRY(conn.send(MsgType::RelayReady, 0, {}));
-		std::shared_ptr<Relay> relay;
-		{
-			std::lock_guard lock(mu_);
-			m->handshaking = nullptr;
-			relay = std::make_shared<Relay>(std::move(*local), std::move(conn));
-			m->relay = relay;
-			m->state = "relaying";
-			if (stopping_)
-				relay->stop();
+		if (first->header.type != MsgType::RelayOpen) {
+			Error e = Error::format(EPROTO, "expected RelayOpen or FerryOffer, got {}", msgTypeName(first->header.type));
+			(void)conn.sendError(0, e);
+			return e;
 		}
-		return relay->run();
+		FERRY_ASSIGN(RelayOpenMsg open, decodeRelayOpen(first->payload));
+		return relayIncoming(conn, *peer, open, m);
 	};
 	Status st = body();
+	if (ferryOffer) { // recorded by serveFerryOffer as a migration of its own
+		std::lock_guard lock(mu_);
+		std::erase(active_, m);
+		return;
+	}
 	finish(m, st);
 	if (st.ok())
 		FERRY_LOG(Info, kLog, "domain {}: stream from {} ended: {} bytes received, {} sent back", m->domain,
@@ -417,6 +462,204 @@ void Daemon::carryIncoming(Connection conn, std::string from)
 	else
 		FERRY_LOG(Error, kLog, "domain {}: incoming migration from {} failed: {}",
 			  m->domain.empty() ? "?" : m->domain, m->peer, st.error().message());
+}
+
+Status Daemon::relayIncoming(Connection &conn, const PeerConfig &peer, const RelayOpenMsg &open,
+			     const std::shared_ptr<Migration> &m)
+{
+	std::string who = conn.encrypted() ? conn.peerIdentity() : "unauthenticated";
+	std::shared_ptr<DeviceStateHold> hold;
+	{
+		std::lock_guard lock(mu_);
+		m->domain = open.domain;
+		m->uuid = open.uuid;
+		if (auto it = holds_.find(open.domain); it != holds_.end())
+			hold = it->second;
+	}
+	if (hold) {
+		// Ferry mode: the device state waits until the RAM it refers to is guarded or here.
+		FERRY_LOG(Info, kLog, "domain {}: device state from {} ({}) held until the stale chunks are dealt with",
+			  open.domain, peer.name, who);
+		std::lock_guard lock(mu_);
+		m->mode = "ferry";
+		m->state = "holding";
+	} else {
+		FERRY_LOG(Info, kLog, "domain {}: incoming migration from {} ({})", open.domain, peer.name, who);
+	}
+	if (hold) {
+		auto outcome = hold->wait(std::chrono::minutes(10));
+		if (outcome != DeviceStateHold::Outcome::Released) {
+			Error e = Error::format(ECANCELED, "the ferry migration of {} {}", open.domain,
+						outcome == DeviceStateHold::Outcome::Cancelled ? "failed" : "timed out");
+			(void)conn.sendError(0, e);
+			return e;
+		}
+	}
+	std::string path = config_.migrateSocketPath(config_.name, open.domain);
+	auto local = connectIncoming(path);
+	if (!local.ok()) {
+		(void)conn.sendError(0, local.error());
+		return local.error();
+	}
+	FERRY_TRY(conn.send(MsgType::RelayReady, 0, {}));
+	std::shared_ptr<Relay> relay;
+	{
+		std::lock_guard lock(mu_);
+		m->handshaking = nullptr;
+		relay = std::make_shared<Relay>(std::move(*local), std::move(conn));
+		m->relay = relay;
+		m->state = "relaying";
+		if (stopping_)
+			relay->stop();
+	}
+	return relay->run();
+}
+
+std::optional<LocalDomain> Daemon::snapshotDomain(const std::string &name) const
+{
+	std::lock_guard lock(mu_);
+	auto it = domainSnapshot_.find(name);
+	if (it == domainSnapshot_.end())
+		return std::nullopt;
+	return it->second;
+}
+
+void Daemon::serveFerryOffer(Connection conn, const PeerConfig &peer, const RelayOpenMsg &offer)
+{
+	auto d = snapshotDomain(offer.domain);
+	if (!d || (!offer.uuid.empty() && d->uuid != offer.uuid) || !d->preparedForFerry || config_.ferryMode == "off") {
+		(void)conn.sendError(0, Error::format(ENOENT, "{} does not run here in ferry mode", offer.domain));
+		return;
+	}
+	auto m = record(Direction::Outgoing, offer.domain, peer.name);
+	{
+		std::lock_guard lock(mu_);
+		m->mode = "ferry";
+		m->state = "pre-copy";
+	}
+	std::string key = peer.name + "/" + offer.domain;
+	GateControl gate{[this, key] { requestGate(key, GateRequest::Action::Open); },
+			 [this, key] { requestGate(key, GateRequest::Action::Fail); }};
+	Status st = runFerrySource(config_, creds_, std::move(conn), peer.name, offer.domain,
+				   FerrySocketPaths{d->qmpSocket, d->agentSocket}, std::move(gate));
+	finish(m, st);
+	if (st.ok())
+		FERRY_LOG(Info, kLog, "domain {}: ferry migration to {} complete: the destination holds every chunk",
+			  offer.domain, peer.name);
+	else
+		FERRY_LOG(Error, kLog, "domain {}: ferry migration to {} failed: {}", offer.domain, peer.name,
+			  st.error().message());
+}
+
+void Daemon::watchIncoming()
+{
+	alignas(inotify_event) char buf[4096];
+	for (;;) {
+		ssize_t n = ::read(incomingWatch_.get(), buf, sizeof(buf));
+		if (n <= 0)
+			return;
+		for (char *p = buf; p < buf + n;) {
+			auto *ev = reinterpret_cast<inotify_event *>(p);
+			p += sizeof(inotify_event) + ev->len;
+			std::string_view file = ev->len ? std::string_view(ev->name) : std::string_view();
+			if (!file.ends_with(".sock"))
+				continue;
+			std::string domain(file.substr(0, file.size() - 5));
+			if (!checkPathName("domain name", domain, kMaxDomainNameLen).ok())
+				continue;
+			spawn([this, domain] { ferryIncoming(domain); });
+		}
+	}
+}
+
+void Daemon::ferryIncoming(std::string domain)
+{
+	if (config_.ferryMode == "off")
+		return;
+	// The incoming domain runs here now (paused): is it prepared?
+	auto listed = lister_();
+	if (!listed.ok())
+		return;
+	std::optional<LocalDomain> d;
+	for (LocalDomain &x : *listed)
+		if (x.name == domain)
+			d = x;
+	if (!d || !d->preparedForFerry)
+		return; // stream mode
+	auto hold = std::make_shared<DeviceStateHold>();
+	auto m = record(Direction::Incoming, domain, "?");
+	{
+		std::lock_guard lock(mu_);
+		holds_[domain] = hold;
+		m->mode = "ferry-" + config_.ferryMode;
+		m->state = "pre-copy";
+	}
+	std::string peer;
+	auto rep = runFerryDestination(config_, creds_, domain, d->uuid, FerrySocketPaths{d->qmpSocket, d->agentSocket},
+				       *hold, &peer);
+	{
+		std::lock_guard lock(mu_);
+		holds_.erase(domain);
+		m->peer = peer.empty() ? "-" : peer;
+	}
+	finish(m, rep.ok() ? Status() : Status(rep.error()));
+	if (rep.ok())
+		FERRY_LOG(Info, kLog, "domain {}: ferry migration from {} complete: {}", domain, peer, rep->toJson().toString());
+	else
+		FERRY_LOG(Error, kLog, "domain {}: ferry migration failed: {}", domain, rep.error().message());
+}
+
+Status Daemon::gateSocket(MigrateSocket &s)
+{
+	sockaddr_un sa{};
+	sa.sun_family = AF_UNIX;
+	const std::string &path = s.listener.boundEndpoint().path;
+	std::copy(path.begin(), path.end(), sa.sun_path);
+	UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+	if (!fd.valid())
+		return Error::fromErrno("socket");
+	if (::connect(fd.get(), reinterpret_cast<sockaddr *>(&sa), sizeof(sa)) != 0)
+		return Error::fromErrno(fmt::format("gate {}: connect the dummy", path));
+	s.dummy = std::move(fd);
+	s.gate = MigrateSocket::Gate::Closed;
+	return {};
+}
+
+void Daemon::requestGate(const std::string &key, GateRequest::Action action)
+{
+	{
+		std::lock_guard lock(mu_);
+		gateRequests_.push_back({key, action});
+	}
+	uint64_t one = 1;
+	(void)::write(wake_.get(), &one, sizeof(one));
+}
+
+void Daemon::applyGateRequests()
+{
+	std::vector<GateRequest> requests;
+	{
+		std::lock_guard lock(mu_);
+		requests.swap(gateRequests_);
+	}
+	for (const GateRequest &r : requests) {
+		auto it = migrateSockets_.find(r.key);
+		if (it == migrateSockets_.end())
+			continue;
+		MigrateSocket &sock = it->second;
+		if (r.action == GateRequest::Action::Rearm) {
+			migrateSockets_.erase(it);
+			resyncWanted_ = true;
+			continue;
+		}
+		if (sock.gate != MigrateSocket::Gate::Closed)
+			continue;
+		// Our dummy is first in the queue: taking it lets libvirtd's connect() complete.
+		(void)sock.listener.accept(0);
+		sock.dummy.reset();
+		sock.gate = r.action == GateRequest::Action::Open ? MigrateSocket::Gate::None : MigrateSocket::Gate::FailNext;
+		FERRY_LOG(Info, kLog, "gate {}: {}", r.key, r.action == GateRequest::Action::Open ? "open" : "failing");
+	}
 }
 
 JsonValue Daemon::status(const std::string &domain) const
@@ -443,7 +686,7 @@ JsonValue Daemon::status(const std::string &domain) const
 		uint64_t stream = outgoing ? sent : received;
 		JsonValue j = JsonValue::object();
 		j.set("id", m.id).set("domain", m.domain).set("peer", m.peer)
-			.set("direction", directionName(outgoing)).set("mode", "stream").set("phase", m.state)
+			.set("direction", directionName(outgoing)).set("mode", m.mode).set("phase", m.state)
 			.set("elapsed_s", seconds).set("stream_bytes", stream)
 			.set("return_bytes", outgoing ? received : sent)
 			.set("stream_mbytes_per_s", seconds > 0 ? double(stream) / 1e6 / seconds : 0.0);

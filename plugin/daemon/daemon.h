@@ -11,8 +11,10 @@
 // thread (and its relay a second one), at most kMaxWorkers at once; a connection beyond that
 // is closed at once and logged.
 //
-// Modes: every stream is carried as it is (stream mode). A domain prepared for ferry is named
-// in the log; ferry's own RAM transfer under libvirt (ferry mode) is not in this daemon yet.
+// Modes: a domain that is not prepared for ferry migrates in stream mode: its stream is carried
+// as it is. A prepared one migrates in ferry mode (ferry_mode.h) unless "ferry_mode" is "off":
+// its migrate sockets are gated, and the destination daemon, seeing the incoming QEMU's socket
+// appear (inotify on SOCKET_DIR/migrate/SELF), starts the ferry migration.
 #pragma once
 
 #include <sys/types.h>
@@ -25,11 +27,13 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "daemon/config.h"
+#include "daemon/ferry_mode.h"
 #include "daemon/peer_link.h"
 #include "daemon/relay.h"
 #include "ferry/base/json.h"
@@ -43,6 +47,7 @@ struct LocalDomain {
 	std::string name;
 	std::string uuid;
 	bool preparedForFerry = false;
+	std::string qmpSocket, agentSocket; // ferry's sockets, when prepared
 };
 // The running domains of this host (libvirt, or a fixed list in tests). Called on the
 // daemon's loop thread only.
@@ -78,10 +83,24 @@ private:
 		std::string domain, uuid, peer;
 		Direction direction = Direction::Outgoing;
 		int64_t startedNs = 0, endedNs = 0;
-		std::string state = "connecting"; // connecting, relaying, done, failed
+		std::string mode = "stream"; // stream, or ferry-hybrid / ferry-precopy
+		std::string state = "connecting"; // connecting, relaying (stream); pre-copy (ferry); done, failed
 		std::string error;
 		std::shared_ptr<Relay> relay;
 		Connection *handshaking = nullptr; // the peer link while it is set up (stop() cuts it)
+	};
+	// A migrate socket. A prepared domain's is gated: its one backlog slot is held by our own
+	// dummy connection, so libvirtd's connect() waits (ferry_mode.h).
+	struct MigrateSocket {
+		enum class Gate { None, Closed, FailNext };
+		Listener listener;
+		UniqueFd dummy;
+		Gate gate = Gate::None;
+	};
+	struct GateRequest {
+		enum class Action { Open, Fail, Rearm };
+		std::string key; // "peer/domain"
+		Action action;   // let the stream through; fail the next connection; close it again
 	};
 	struct Worker {
 		std::thread thread;
@@ -99,6 +118,15 @@ private:
 
 	void carryOutgoing(UniqueFd local, std::string domain, std::string peerName);
 	void carryIncoming(Connection conn, std::string from);
+	Status relayIncoming(Connection &conn, const PeerConfig &peer, const RelayOpenMsg &open,
+			     const std::shared_ptr<Migration> &m);
+	void serveFerryOffer(Connection conn, const PeerConfig &peer, const RelayOpenMsg &offer);
+	void watchIncoming();
+	void ferryIncoming(std::string domain);
+	Status gateSocket(MigrateSocket &s);
+	void applyGateRequests();
+	void requestGate(const std::string &key, GateRequest::Action action);
+	std::optional<LocalDomain> snapshotDomain(const std::string &name) const;
 	std::shared_ptr<Migration> record(Direction dir, std::string domain, std::string peer);
 	void finish(const std::shared_ptr<Migration> &m, const Status &st);
 
@@ -111,13 +139,17 @@ private:
 	Listener peerListener_;
 	Listener controlListener_;
 	std::map<std::string, LocalDomain> domains_;  // name -> running domain (loop thread)
-	std::map<std::string, Listener> migrateSockets_; // "peer/domain" -> listener (loop thread)
+	std::map<std::string, MigrateSocket> migrateSockets_; // "peer/domain" (loop thread)
+	UniqueFd incomingWatch_; // inotify on SOCKET_DIR/migrate/SELF
 	std::list<Worker> workers_; // loop thread
 
 	mutable std::mutex mu_; // guards the members below
 	uint64_t nextId_ = 1;
 	std::vector<std::shared_ptr<Migration>> active_;
 	std::deque<std::shared_ptr<Migration>> finished_;
+	std::vector<GateRequest> gateRequests_;
+	std::map<std::string, LocalDomain> domainSnapshot_; // domains_ for other threads
+	std::map<std::string, std::shared_ptr<DeviceStateHold>> holds_; // incoming ferry migrations
 };
 
 } // namespace ferry::daemon

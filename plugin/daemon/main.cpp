@@ -47,11 +47,16 @@ public:
 		FERRY_ASSIGN(auto running, conn_->activeDomains());
 		std::vector<daemon::LocalDomain> out;
 		for (virt::DomainInfo &info : running) {
-			daemon::LocalDomain d{info.name, info.uuid, false};
+			daemon::LocalDomain d;
+			d.name = info.name;
+			d.uuid = info.uuid;
 			if (auto dom = conn_->lookupUuid(info.uuid); dom.ok()) {
 				if (auto xml = dom->xml(); xml.ok()) {
-					if (auto r = virt::inspectDomain(*xml); r.ok())
+					if (auto r = virt::inspectDomain(*xml); r.ok()) {
 						d.preparedForFerry = r->ready();
+						d.qmpSocket = r->qmpSocket;
+						d.agentSocket = r->agentSocket;
+					}
 				}
 			}
 			out.push_back(std::move(d));

@@ -41,12 +41,11 @@ Result<AgentRegion> findRam(AgentClient &agent, const VmHandle &vm)
 
 } // namespace
 
-Result<std::unique_ptr<VmSeeder>> VmSeeder::create(VmHandle vm, pid_t qemuPid, std::string deviceUri,
-						   SeederOptions opts, bool quitOnRelease)
+Result<std::unique_ptr<VmSeeder>> VmSeeder::createWithHooks(VmHandle vm, pid_t qemuPid, SeederHooks hooks,
+							     SeederOptions opts)
 {
 	std::unique_ptr<VmSeeder> s(new VmSeeder);
 	s->vm_ = vm;
-	s->deviceUri_ = std::move(deviceUri);
 	FERRY_ASSIGN(AgentClient agent, AgentClient::connect(vm.agentSocket, std::chrono::seconds(10))
 						.context("source agent"));
 	s->agent_.emplace(std::move(agent));
@@ -56,25 +55,29 @@ Result<std::unique_ptr<VmSeeder>> VmSeeder::create(VmHandle vm, pid_t qemuPid, s
 	TrackedRegion region{qemuPid, ram.base, ram.size, opts.chunkSize};
 	FERRY_ASSIGN(auto tracker, makeUffdWpTracker(region, std::move(uffd)));
 	FERRY_TRY_CTX(configureFerryCapabilities(*vm.qmp), "source QEMU");
+	FERRY_LOG(Info, opts.name, "guest RAM {} MiB at {:#x} in QEMU pid {}", ram.size >> 20, ram.base, qemuPid);
+	s->seeder_ = std::make_unique<Seeder>(s->map_.data(), ram.size, std::move(tracker), std::move(hooks),
+					      std::move(opts));
+	return s;
+}
 
+Result<std::unique_ptr<VmSeeder>> VmSeeder::create(VmHandle vm, pid_t qemuPid, std::string deviceUri,
+						   SeederOptions opts, bool quitOnRelease)
+{
 	QmpClient *qmp = vm.qmp;
-	VmSeeder *self = s.get();
 	SeederHooks hooks;
 	hooks.suspend = [qmp] { return qmp->stop().context("stop source VM"); };
 	hooks.resume = [qmp] { return qmp->cont().context("resume source VM"); };
-	hooks.switchOver = [qmp, self]() -> Status {
+	hooks.switchOver = [qmp, deviceUri]() -> Status {
 		// Device state only: guest RAM is shared and skipped (x-ignore-shared). QEMU sends
 		// it from the stopped VM and leaves the source paused ("postmigrate").
-		return qmp->migrate(self->deviceUri_).context("start device-state migration");
+		return qmp->migrate(deviceUri).context("start device-state migration");
 	};
 	hooks.release = [qmp, quitOnRelease] {
 		if (quitOnRelease)
 			(void)qmp->quit(); // QEMU may close the socket before replying
 	};
-	FERRY_LOG(Info, opts.name, "guest RAM {} MiB at {:#x} in QEMU pid {}", ram.size >> 20, ram.base, qemuPid);
-	s->seeder_ = std::make_unique<Seeder>(s->map_.data(), ram.size, std::move(tracker), std::move(hooks),
-					      std::move(opts));
-	return s;
+	return createWithHooks(vm, qemuPid, std::move(hooks), std::move(opts));
 }
 
 Result<LeecherReport> receiveVm(VmHandle vm, LeecherOptions lo, const VmReceiveOptions &opts)
@@ -99,7 +102,7 @@ Result<LeecherReport> receiveVm(VmHandle vm, LeecherOptions lo, const VmReceiveO
 		FERRY_ASSIGN(Userfaultfd u, agent.guard(ram.base, ram.size).context("guard guest RAM"));
 		return FaultTarget{std::move(u), ram.base};
 	};
-	hooks.resume = [&]() -> Status {
+	hooks.resume = opts.resume ? opts.resume : [&]() -> Status {
 		// The source has started sending device state; QEMU loads it (RAM reads during the
 		// load fault into ferry in hybrid mode) and, started with -S, stays paused.
 		auto deadline = std::chrono::steady_clock::now() + opts.deviceStateTimeout;

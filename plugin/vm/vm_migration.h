@@ -14,6 +14,7 @@
 // every chunk. Before the switch-over any failure resumes the source.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -50,6 +51,10 @@ public:
 	// chunk; otherwise whoever started it does.
 	static Result<std::unique_ptr<VmSeeder>> create(VmHandle vm, pid_t qemuPid, std::string deviceUri,
 							  SeederOptions opts, bool quitOnRelease = false);
+	// With the caller's hooks (e.g. ferryd under libvirt, where libvirt starts QEMU's
+	// migration and stops the source); x-ignore-shared is set on the source QEMU all the same.
+	static Result<std::unique_ptr<VmSeeder>> createWithHooks(VmHandle vm, pid_t qemuPid, SeederHooks hooks,
+								   SeederOptions opts);
 	Status serve(Listener &listener) { return seeder_->serve(listener); }
 	void stop() { seeder_->stop(); }
 	Seeder &seeder() { return *seeder_; }
@@ -58,7 +63,6 @@ public:
 private:
 	VmSeeder() = default;
 	VmHandle vm_;
-	std::string deviceUri_;
 	std::optional<AgentClient> agent_;
 	Mapping map_;
 	std::unique_ptr<Seeder> seeder_;
@@ -68,6 +72,9 @@ struct VmReceiveOptions {
 	bool verify = false; // keep the guest paused until RAM was compared with the source
 	bool configure = true; // set the migration capabilities (before migrate-incoming)
 	std::chrono::milliseconds deviceStateTimeout{60000};
+	// Replaces the default resume (wait for QEMU's device-state load, then `cont`): e.g.
+	// ferryd under libvirt releases the held device-state stream; libvirt resumes the guest.
+	std::function<Status()> resume;
 };
 
 // Destination side: runs a Leecher into the destination QEMU's RAM. Returns its report; with

@@ -111,7 +111,7 @@ protected:
 		ASSERT_NE(::mkdtemp(tmpl), nullptr);
 		dir_ = tmpl;
 		ASSERT_TRUE(writeThrowawayPki(dir_ + "/pki").ok());
-		domainsA_ = {{"vm1", "11111111-2222-3333-4444-555555555555", false}};
+		domainsA_ = {{"vm1", "11111111-2222-3333-4444-555555555555", false, "", ""}};
 	}
 	void TearDown() override
 	{
@@ -316,7 +316,7 @@ TEST_F(Daemons, TwoDomainsMigrateAtTheSameTime)
 {
 	{
 		std::lock_guard lock(mu_);
-		domainsA_.push_back({"vm2", "", false});
+		domainsA_.push_back({"vm2", "", false, "", ""});
 	}
 	startPair();
 	std::vector<uint8_t> got1, got2;
@@ -342,7 +342,7 @@ TEST_F(Daemons, MigrateSocketsFollowTheRunningDomains)
 	ASSERT_TRUE(waitForPath(sourcePath("vm1"), true));
 	{
 		std::lock_guard lock(mu_);
-		domainsA_ = {{"vm2", "", true}};
+		domainsA_ = {{"vm2", "", true, "", ""}};
 	}
 	a_->daemon->domainsChanged();
 	EXPECT_TRUE(waitForPath(sourcePath("vm2"), true));

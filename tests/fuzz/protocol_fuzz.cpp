@@ -310,7 +310,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			break;
 		case MsgType::PeerHello: daemonMessage(payload, decodePeerHello); break;
 		case MsgType::PeerHelloReply: daemonMessage(payload, decodePeerHelloReply); break;
-		case MsgType::RelayOpen: daemonMessage(payload, decodeRelayOpen); break;
+		case MsgType::RelayOpen:
+		case MsgType::FerryOffer: daemonMessage(payload, decodeRelayOpen); break;
+		case MsgType::FerryAccept: {
+			auto m = decodeFerryAccept(payload);
+			if (!m.ok())
+				checkRejected(m.error());
+			else
+				FUZZ_CHECK(m->port != 0 && sameBytes(encode(*m), payload));
+			break;
+		}
 		case MsgType::RelayData:
 			FUZZ_CHECK(!payload.empty() && payload.size() <= kMaxRelayData);
 			break;

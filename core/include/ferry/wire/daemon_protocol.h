@@ -10,6 +10,11 @@
 // Error. From then on both sides send RelayData and, when their direction of the stream ends,
 // RelayEnd; the link closes when both directions ended.
 //
+// Ferry mode (a domain prepared for ferry, docs/libvirt.md): the destination daemon, seeing an
+// incoming migration of such a domain, sends FerryOffer{domain, uuid} to its peers; the one
+// running that domain answers FerryAccept{port}, where its seeder serves the guest's RAM (the
+// ferry protocol, TLS with the same credentials), or Error (ENOENT: not here).
+//
 // Pure and hostile-input safe like protocol.h: decoders check every length and name.
 #pragma once
 
@@ -50,7 +55,14 @@ struct RelayOpenMsg {
 	std::string uuid;   // its UUID as text, "" if not known; for logs and cross-checks
 };
 
+// FerryOffer's payload is a RelayOpenMsg (domain and UUID; the UUID is required there).
+struct FerryAcceptMsg {
+	uint16_t port = 0; // the seeder's TCP port on the accepting daemon's host
+};
+
 std::vector<uint8_t> encode(const PeerHelloMsg &m);
+std::vector<uint8_t> encode(const FerryAcceptMsg &m);
+Result<FerryAcceptMsg> decodeFerryAccept(std::span<const uint8_t> in);
 std::vector<uint8_t> encode(const PeerHelloReplyMsg &m);
 std::vector<uint8_t> encode(const RelayOpenMsg &m);
 Result<PeerHelloMsg> decodePeerHello(std::span<const uint8_t> in);

@@ -73,6 +73,8 @@ enum class MsgType : uint16_t {
 	RelayReady = 35,     // A->C, empty: connected; RelayData may flow both ways
 	RelayData = 36,      // either way: the next bytes of the stream (1..kMaxRelayData)
 	RelayEnd = 37,       // either way, empty: the sender's direction of the stream ended
+	FerryOffer = 38,     // C->A: an incoming migration of this domain waits here, prepared for ferry
+	FerryAccept = 39,    // A->C: the domain runs here; its RAM is served on this port
 };
 
 // "GetChunk", ...; "unknown" for values outside the enum.

@@ -1,0 +1,179 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+#include "daemon/ferry_mode.h"
+
+#include <atomic>
+
+#include "ferry/base/log.h"
+#include "ferry/qmp/qmp_client.h"
+#include "ferry/wire/daemon_protocol.h"
+#include "ferry/wire/endpoint.h"
+#include "vm/agent_client.h"
+#include "vm/vm_migration.h"
+
+namespace ferry::daemon {
+
+namespace {
+
+constexpr const char *kLog = "ferryd";
+constexpr auto kQmpTimeout = std::chrono::seconds(10);
+// From the gate's opening to QEMU's STOP: libvirt connects, issues getfd and migrate, QEMU
+// stops the guest within milliseconds of it (FINDINGS §5).
+constexpr auto kStopTimeout = std::chrono::seconds(30);
+// Guests write 4 KiB pages at random: small chunks re-send less (as `ferry migrate`).
+constexpr uint32_t kChunkSize = 16 * 1024;
+
+// libvirt restores only the capabilities it knows: ferry's must be cleared by ferry.
+void clearIgnoreShared(QmpClient &qmp, const std::string &domain, const char *side)
+{
+	if (auto st = qmp.migrateSetCapabilities({{"x-ignore-shared", false}}); !st.ok())
+		FERRY_LOG(Warn, kLog, "domain {}: cannot clear x-ignore-shared on the {} QEMU: {}", domain, side,
+			  st.error().message());
+}
+
+} // namespace
+
+DeviceStateHold::Outcome DeviceStateHold::wait(std::chrono::milliseconds timeout)
+{
+	std::unique_lock lock(mu_);
+	cv_.wait_for(lock, timeout, [&] { return outcome_ != Outcome::Waiting; });
+	return outcome_;
+}
+
+void DeviceStateHold::settle(Outcome o)
+{
+	std::lock_guard lock(mu_);
+	if (outcome_ == Outcome::Waiting)
+		outcome_ = o;
+	cv_.notify_all();
+}
+
+Status runFerrySource(const DaemonConfig &config, const PeerCredentials &creds, Connection conn,
+		      const std::string &peer, const std::string &domain, const FerrySocketPaths &paths,
+		      GateControl gate)
+{
+	std::atomic<bool> gateOpened{false};
+	std::optional<QmpClient> qmp;
+	auto setUp = [&]() -> Result<std::pair<std::unique_ptr<VmSeeder>, Listener>> {
+		FERRY_ASSIGN(QmpClient client, QmpClient::connect(paths.qmp, kQmpTimeout).context("source QMP"));
+		qmp.emplace(std::move(client));
+		pid_t pid;
+		{
+			FERRY_ASSIGN(AgentClient agent, AgentClient::connect(paths.agent, std::chrono::seconds(5))
+							       .context("source agent"));
+			FERRY_ASSIGN(pid, agent.ping().context("source agent"));
+		}
+		QmpClient *q = &*qmp;
+		SeederHooks hooks;
+		hooks.suspend = [q, &gate, &gateOpened, &domain]() -> Status {
+			// libvirt takes it from here: its migrate stops the guest.
+			gateOpened = true;
+			gate.open();
+			FERRY_ASSIGN(QmpEvent ev, q->waitEvent("STOP", kStopTimeout)
+							  .context("wait for libvirt's migration to stop the guest"));
+			(void)ev;
+			FERRY_LOG(Info, kLog, "domain {}: stopped by libvirt's migration", domain);
+			return {};
+		};
+		// Before the switch-over libvirt resumes the guest itself when its migration fails;
+		// resuming it here too is harmless (cont on a running guest does nothing).
+		hooks.resume = [q] { return q->cont().context("resume source VM"); };
+		hooks.release = [] {}; // libvirt ends the source QEMU
+		SeederOptions so;
+		so.name = fmt::format("ferryd {} seeder", domain);
+		so.chunkSize = kChunkSize;
+		so.tls = creds.server;
+		FERRY_ASSIGN(auto seeder, VmSeeder::createWithHooks({q, paths.agent}, pid, std::move(hooks), std::move(so)));
+		std::string host = config.listen.kind == Endpoint::Kind::Tcp ? config.listen.host : "";
+		FERRY_ASSIGN(Listener l, Listener::listen(Endpoint::tcp(host, 0)).context("seeder listener"));
+		return std::make_pair(std::move(seeder), std::move(l));
+	};
+	auto ready = setUp();
+	if (!ready.ok()) {
+		(void)conn.sendError(0, ready.error());
+		if (qmp)
+			clearIgnoreShared(*qmp, domain, "source");
+		gate.fail();
+		return ready.error().context(fmt::format("domain {}: ferry mode", domain));
+	}
+	auto &[seeder, listener] = *ready;
+	FERRY_TRY(conn.send(MsgType::FerryAccept, 0, encode(FerryAcceptMsg{listener.boundEndpoint().port})));
+	conn.shutdown();
+	FERRY_LOG(Info, kLog, "domain {}: ferry mode: serving its RAM to {} on {}", domain, peer,
+		  listener.boundEndpoint().str());
+	Status st = seeder->serve(listener);
+	if (!st.ok() && !gateOpened) {
+		clearIgnoreShared(*qmp, domain, "source");
+		gate.fail();
+	}
+	return st;
+}
+
+Result<LeecherReport> runFerryDestination(const DaemonConfig &config, const PeerCredentials &creds,
+					  const std::string &domain, const std::string &uuid,
+					  const FerrySocketPaths &paths, DeviceStateHold &hold, std::string *peerOut)
+{
+	// Which peer runs the domain: the one that accepts the offer.
+	const PeerConfig *source = nullptr;
+	uint16_t port = 0;
+	for (const PeerConfig &p : config.peers) {
+		auto conn = callPeer(config, p, creds);
+		if (!conn.ok()) {
+			FERRY_LOG(Warn, kLog, "domain {}: cannot offer ferry mode to {}: {}", domain, p.name,
+				  conn.error().message());
+			continue;
+		}
+		if (!conn->send(MsgType::FerryOffer, 0, encode(RelayOpenMsg{domain, uuid})).ok())
+			continue;
+		auto f = recvFrame(*conn, 4096, kPeerHandshakeTimeoutMs);
+		if (!f.ok())
+			continue;
+		if (f->header.type == MsgType::FerryAccept) {
+			auto a = decodeFerryAccept(f->payload);
+			if (a.ok()) {
+				source = &p;
+				port = a->port;
+				break;
+			}
+		} else if (f->header.type == MsgType::Error) {
+			Error e = peerError(f->payload);
+			if (e.code() != ENOENT)
+				FERRY_LOG(Warn, kLog, "domain {}: {} refused ferry mode: {}", domain, p.name, e.message());
+		}
+	}
+	if (!source) {
+		// No peer serves it in ferry mode: the stream (if any comes) passes as in stream mode.
+		hold.release();
+		return Error::format(ENOENT, "no peer runs {} in ferry mode; its stream passes as in stream mode", domain);
+	}
+	*peerOut = source->name;
+	FERRY_LOG(Info, kLog, "domain {}: ferry mode ({}) from {}: pulling its RAM from port {}", domain,
+		  config.ferryMode, source->name, port);
+
+	auto body = [&]() -> Result<LeecherReport> {
+		FERRY_ASSIGN(QmpClient qmp, QmpClient::connect(paths.qmp, kQmpTimeout).context("destination QMP"));
+		LeecherOptions lo;
+		lo.name = fmt::format("ferryd {} leecher", domain);
+		lo.seeder = Endpoint::tcp(source->address.host, port);
+		if (!parseMigrationMode(config.ferryMode, &lo.mode))
+			return Error::format(EINVAL, "ferry_mode '{}'", config.ferryMode);
+		lo.depth = 256;
+		lo.finalizePolicy = config.finalizePolicy;
+		lo.tls = creds.client;
+		VmReceiveOptions ro;
+		ro.configure = true;
+		ro.resume = [&hold, &domain]() -> Status {
+			FERRY_LOG(Info, kLog, "domain {}: device state may load now", domain);
+			hold.release();
+			return {};
+		};
+		auto rep = receiveVm({&qmp, paths.agent}, std::move(lo), ro);
+		clearIgnoreShared(qmp, domain, "destination");
+		return rep;
+	};
+	auto rep = body();
+	if (!rep.ok())
+		hold.cancel();
+	return rep;
+}
+
+} // namespace ferry::daemon
