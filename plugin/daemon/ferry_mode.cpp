@@ -15,7 +15,7 @@ namespace ferry::daemon {
 namespace {
 
 constexpr const char *kLog = "ferryd";
-constexpr auto kQmpTimeout = std::chrono::seconds(10);
+constexpr auto kQmpTimeout = std::chrono::seconds(3); // the domain runs: its socket is there
 // From the gate's opening to QEMU's STOP: libvirt connects, issues getfd and migrate, QEMU
 // stops the guest within milliseconds of it (FINDINGS §5).
 constexpr auto kStopTimeout = std::chrono::seconds(30);

@@ -9,6 +9,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -468,6 +469,81 @@ TEST_F(Daemons, ControlSocketAnswersStatusAndRejectsUnknownRequests)
 	EXPECT_FALSE(*bad.getBool("ok"));
 	JsonValue junk = ask(*a_, "not json");
 	EXPECT_FALSE(*junk.getBool("ok"));
+}
+
+} // namespace
+
+namespace {
+
+// A blocking connect, as libvirtd's: it waits while a gate holds the socket's only slot.
+Result<UniqueFd> blockingConnectUnix(const std::string &path)
+{
+	UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+	sockaddr_un sa{};
+	sa.sun_family = AF_UNIX;
+	std::copy(path.begin(), path.end(), sa.sun_path);
+	if (::connect(fd.get(), reinterpret_cast<sockaddr *>(&sa), sizeof(sa)) != 0)
+		return Error::fromErrno("connect");
+	return fd;
+}
+
+TEST_F(Daemons, APreparedDomainsMigrationWaitsAtTheGateAndAFailedFerryOfferFailsIt)
+{
+	{
+		std::lock_guard lock(mu_);
+		domainsA_ = {{"vm1", "11111111-2222-3333-4444-555555555555", true, dir_ + "/nowhere.qmp",
+			      dir_ + "/nowhere-agent.sock"}};
+	}
+	startPair();
+	ASSERT_TRUE(waitForPath(sourcePath("vm1"), true));
+	std::atomic<int> stage{0};
+	std::vector<uint8_t> got;
+	std::thread libvirtd([&] {
+		auto fd = blockingConnectUnix(sourcePath("vm1"));
+		stage = 1;
+		ASSERT_TRUE(fd.ok()) << fd.error().message();
+		got = readToEof(fd->get());
+		stage = 2;
+	});
+	std::this_thread::sleep_for(500ms);
+	EXPECT_EQ(stage.load(), 0) << "libvirtd's connect went through a closed gate";
+
+	// b offers ferry mode; a cannot serve the domain (its QMP socket is not there) and fails
+	// the gate: the waiting connection completes and is closed at once.
+	DaemonConfig asB = configFor("b", "a", a_->daemon->peerEndpoint().port);
+	auto creds = PeerCredentials::load(asB.tls);
+	ASSERT_TRUE(creds.ok());
+	auto conn = callPeer(asB, asB.peers[0], *creds);
+	ASSERT_TRUE(conn.ok()) << conn.error().message();
+	ASSERT_TRUE(conn->send(MsgType::FerryOffer, 0, encode(RelayOpenMsg{"vm1", "11111111-2222-3333-4444-555555555555"})).ok());
+	auto reply = recvFrame(*conn, 4096, 10000);
+	ASSERT_TRUE(reply.ok());
+	EXPECT_EQ(reply->header.type, MsgType::Error);
+	libvirtd.join();
+	EXPECT_EQ(stage.load(), 2);
+	EXPECT_TRUE(got.empty());
+	JsonValue m = finishedMigration(*a_, "vm1");
+	EXPECT_EQ(*m.getString("mode"), "ferry");
+	EXPECT_EQ(*m.getString("phase"), "failed");
+	// The gate closes again for the next migration.
+	EXPECT_TRUE(waitForPath(sourcePath("vm1"), true));
+}
+
+TEST_F(Daemons, AFerryOfferForADomainNotRunningHereIsRefusedWithEnoent)
+{
+	startPair();
+	DaemonConfig asB = configFor("b", "a", a_->daemon->peerEndpoint().port);
+	auto creds = PeerCredentials::load(asB.tls);
+	ASSERT_TRUE(creds.ok());
+	for (const char *domain : {"vm1", "elsewhere"}) { // vm1 runs but is not prepared
+		auto conn = callPeer(asB, asB.peers[0], *creds);
+		ASSERT_TRUE(conn.ok());
+		ASSERT_TRUE(conn->send(MsgType::FerryOffer, 0, encode(RelayOpenMsg{domain, ""})).ok());
+		auto reply = recvFrame(*conn, 4096, 10000);
+		ASSERT_TRUE(reply.ok());
+		ASSERT_EQ(reply->header.type, MsgType::Error);
+		EXPECT_EQ(peerError(reply->payload).code(), ENOENT) << domain;
+	}
 }
 
 } // namespace

@@ -17,6 +17,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <functional>
+#include <optional>
 #include <thread>
 
 #include "harness/console_watcher.h"
@@ -106,9 +107,10 @@ protected:
 	Shell virsh(const std::string &host, const std::string &args) { return shell(testbed("virsh " + host + " " + args)); }
 
 	// Defines and starts `domain` on `host` and waits for its workload's heartbeat.
-	void boot(const std::string &host, const std::string &domain)
+	void boot(const std::string &host, const std::string &domain, bool prepared = false)
 	{
-		Shell def = shell(testbed(fmt::format("define {} {} --memory-mib 256", host, domain)));
+		Shell def = shell(testbed(fmt::format("define {} {} --memory-mib 256{}", host, domain,
+						      prepared ? " --prepared" : "")));
 		ASSERT_EQ(def.status, 0) << def.output;
 		Shell start = virsh(host, "start " + domain);
 		ASSERT_EQ(start.status, 0) << start.output;
@@ -134,7 +136,7 @@ protected:
 
 	// The checks every successful migration must pass (see the file comment).
 	void expectArrived(const std::string &from, const std::string &to, const std::string &domain,
-			   uint64_t lastSeqOnSource)
+			   uint64_t lastSeqOnSource, const std::string &mode = "stream")
 	{
 		auto dest = watch(to, domain);
 		ASSERT_TRUE(dest.ok()) << dest.error().message();
@@ -157,16 +159,51 @@ protected:
 		ASSERT_TRUE(j.ok()) << status.output;
 		auto list = j->get("migrations");
 		ASSERT_TRUE(list.ok() && list->size() > 0) << status.output;
-		auto m = list->at(list->size() - 1);
-		EXPECT_EQ(*m->getString("direction"), "incoming");
-		EXPECT_EQ(*m->getString("peer"), from);
-		EXPECT_EQ(*m->getString("phase"), "done") << status.output;
-		EXPECT_GT(*m->getInt("stream_bytes"), 1 << 20) << status.output;
+		// The destination's records of this domain, newest last: the stream's, and in ferry
+		// mode the ferry migration's.
+		std::optional<JsonValue> stream, ferry;
+		for (size_t i = 0; i < list->size(); i++) {
+			auto m = list->at(i);
+			if (*m->getString("direction") != "incoming")
+				continue;
+			if (*m->getString("mode") == mode && mode != "stream")
+				ferry = std::move(*m);
+			else if (*m->getString("mode") == (mode == "stream" ? "stream" : "ferry"))
+				stream = std::move(*m);
+		}
+		ASSERT_TRUE(stream.has_value()) << "no incoming stream of " << domain << " on " << to << ": " << status.output;
+		EXPECT_EQ(*stream->getString("peer"), from);
+		EXPECT_EQ(*stream->getString("phase"), "done") << status.output;
+		if (mode == "stream") {
+			EXPECT_GT(*stream->getInt("stream_bytes"), 1 << 20) << status.output;
+			return;
+		}
+		// Ferry mode: QEMU's stream carried device state only (x-ignore-shared), the RAM
+		// came through ferry, and the capability was cleared again on the destination.
+		EXPECT_LT(*stream->getInt("stream_bytes"), 4 << 20) << status.output;
+		ASSERT_TRUE(ferry.has_value()) << "no " << mode << " migration on " << to << ": " << status.output;
+		EXPECT_EQ(*ferry->getString("phase"), "done") << status.output;
+		EXPECT_EQ(*ferry->getString("peer"), from);
+		Shell caps = virsh(to, "qemu-monitor-command " + domain + R"( '{"execute":"query-migrate-capabilities"}')");
+		ASSERT_EQ(caps.status, 0) << caps.output;
+		auto cj = JsonValue::parse(caps.output);
+		ASSERT_TRUE(cj.ok()) << caps.output;
+		auto ret = cj->get("return");
+		ASSERT_TRUE(ret.ok());
+		bool found = false;
+		for (size_t i = 0; i < ret->size(); i++) {
+			auto c = ret->at(i);
+			if (*c->getString("capability") == "x-ignore-shared") {
+				found = true;
+				EXPECT_FALSE(*c->getBool("state")) << "x-ignore-shared left on in " << to << "'s QEMU";
+			}
+		}
+		EXPECT_TRUE(found) << caps.output;
 	}
 
 	// Migrates and checks; returns virsh's output.
 	void migrate(const std::string &from, const std::string &to, const std::string &domain,
-		     const std::string &flags = "")
+		     const std::string &flags = "", const std::string &mode = "stream")
 	{
 		auto src = watch(from, domain);
 		ASSERT_TRUE(src.ok());
@@ -175,7 +212,7 @@ protected:
 		ASSERT_EQ(r.status, 0) << r.output;
 		ASSERT_TRUE(src->poll().ok());
 		ASSERT_TRUE(src->lastHeartbeat().has_value());
-		expectArrived(from, to, domain, src->lastHeartbeat()->seq);
+		expectArrived(from, to, domain, src->lastHeartbeat()->seq, mode);
 	}
 
 	// Starts a slow migration of `domain` from a to b (1 MiB/s: the stream takes minutes, so
@@ -289,3 +326,13 @@ TEST_F(LibvirtMigration, CutPeerLinkLeavesTheGuestRunningOnTheSource)
 }
 
 } // namespace
+
+// Ferry mode: a prepared domain's RAM moves by ferry's pull (hybrid: the rest by post-copy
+// after the switch-over), QEMU's stream carries its device state only.
+TEST_F(LibvirtMigration, FerryModeHybridMovesAPreparedDomainThereAndBack)
+{
+	boot("a", "lv-ferry", true);
+	migrate("a", "b", "lv-ferry", "", "ferry-hybrid");
+	migrate("b", "a", "lv-ferry", "", "ferry-hybrid");
+	virsh("a", "destroy lv-ferry");
+}
