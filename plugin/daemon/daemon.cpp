@@ -576,15 +576,21 @@ void Daemon::ferryIncoming(std::string domain)
 {
 	if (config_.ferryMode == "off")
 		return;
-	// The incoming domain runs here now (paused): is it prepared?
-	auto listed = lister_();
-	if (!listed.ok())
-		return;
+	// The incoming domain runs here now (paused): is it prepared? The loop's next resync
+	// (asked for now) lists it.
+	domainsChanged();
 	std::optional<LocalDomain> d;
-	for (LocalDomain &x : *listed)
-		if (x.name == domain)
-			d = x;
-	if (!d || !d->preparedForFerry)
+	for (int i = 0; i < 100 && !stopping_; i++) {
+		if ((d = snapshotDomain(domain)))
+			break;
+		std::this_thread::sleep_for(std::chrono::milliseconds(50));
+	}
+	if (!d) {
+		FERRY_LOG(Warn, kLog, "domain {}: an incoming migration socket appeared, but libvirt lists no such "
+				      "running domain here: stream mode", domain);
+		return;
+	}
+	if (!d->preparedForFerry)
 		return; // stream mode
 	auto hold = std::make_shared<DeviceStateHold>();
 	auto m = record(Direction::Incoming, domain, "?");
