@@ -233,7 +233,8 @@ void Daemon::resyncDomains()
 				  name,
 				  gated ? "prepared for ferry: ferry mode"
 					: d.preparedForFerry ? "prepared for ferry, but \"ferry_mode\" is off: stream mode"
-							     : "not prepared for ferry: stream mode",
+					: d.notPrepared.empty() ? "not prepared for ferry: stream mode"
+								: "not prepared for ferry: " + d.notPrepared + ": stream mode",
 				  config_.migrateSocketPath("PEER", name));
 		for (const PeerConfig &p : config_.peers) {
 			std::string key = p.name + "/" + name;

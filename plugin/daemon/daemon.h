@@ -48,6 +48,7 @@ struct LocalDomain {
 	std::string uuid;
 	bool preparedForFerry = false;
 	std::string qmpSocket, agentSocket; // ferry's sockets, when prepared
+	std::string notPrepared;            // what ferry mode lacks ("" when prepared or unknown)
 };
 // The running domains of this host (libvirt, or a fixed list in tests). Called on the
 // daemon's loop thread only.

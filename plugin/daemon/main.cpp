@@ -11,6 +11,7 @@
 #include <thread>
 
 #include <CLI/CLI.hpp>
+#include <fmt/ranges.h>
 
 #include "daemon/config.h"
 #include "daemon/daemon.h"
@@ -56,6 +57,7 @@ public:
 						d.preparedForFerry = r->ready();
 						d.qmpSocket = r->qmpSocket;
 						d.agentSocket = r->agentSocket;
+						d.notPrepared = fmt::format("{}", fmt::join(r->missing(), ", "));
 					}
 				}
 			}

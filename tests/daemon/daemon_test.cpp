@@ -44,6 +44,18 @@ std::vector<uint8_t> pattern(uint32_t seed, size_t len)
 	return v;
 }
 
+LocalDomain localDomain(std::string name, std::string uuid = "", bool prepared = false, std::string qmp = "",
+		       std::string agent = "")
+{
+	LocalDomain d;
+	d.name = std::move(name);
+	d.uuid = std::move(uuid);
+	d.preparedForFerry = prepared;
+	d.qmpSocket = std::move(qmp);
+	d.agentSocket = std::move(agent);
+	return d;
+}
+
 Status writeAll(int fd, std::span<const uint8_t> data)
 {
 	size_t done = 0;
@@ -112,7 +124,7 @@ protected:
 		ASSERT_NE(::mkdtemp(tmpl), nullptr);
 		dir_ = tmpl;
 		ASSERT_TRUE(writeThrowawayPki(dir_ + "/pki").ok());
-		domainsA_ = {{"vm1", "11111111-2222-3333-4444-555555555555", false, "", ""}};
+		domainsA_ = {localDomain("vm1", "11111111-2222-3333-4444-555555555555")};
 	}
 	void TearDown() override
 	{
@@ -317,7 +329,7 @@ TEST_F(Daemons, TwoDomainsMigrateAtTheSameTime)
 {
 	{
 		std::lock_guard lock(mu_);
-		domainsA_.push_back({"vm2", "", false, "", ""});
+		domainsA_.push_back(localDomain("vm2"));
 	}
 	startPair();
 	std::vector<uint8_t> got1, got2;
@@ -343,7 +355,7 @@ TEST_F(Daemons, MigrateSocketsFollowTheRunningDomains)
 	ASSERT_TRUE(waitForPath(sourcePath("vm1"), true));
 	{
 		std::lock_guard lock(mu_);
-		domainsA_ = {{"vm2", "", true, "", ""}};
+		domainsA_ = {localDomain("vm2", "", true)};
 	}
 	a_->daemon->domainsChanged();
 	EXPECT_TRUE(waitForPath(sourcePath("vm2"), true));
@@ -491,8 +503,8 @@ TEST_F(Daemons, APreparedDomainsMigrationWaitsAtTheGateAndAFailedFerryOfferFails
 {
 	{
 		std::lock_guard lock(mu_);
-		domainsA_ = {{"vm1", "11111111-2222-3333-4444-555555555555", true, dir_ + "/nowhere.qmp",
-			      dir_ + "/nowhere-agent.sock"}};
+		domainsA_ = {localDomain("vm1", "11111111-2222-3333-4444-555555555555", true, dir_ + "/nowhere.qmp",
+					 dir_ + "/nowhere-agent.sock")};
 	}
 	startPair();
 	ASSERT_TRUE(waitForPath(sourcePath("vm1"), true));

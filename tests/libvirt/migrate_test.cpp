@@ -16,6 +16,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <optional>
 #include <thread>
@@ -335,4 +336,59 @@ TEST_F(LibvirtMigration, FerryModeHybridMovesAPreparedDomainThereAndBack)
 	migrate("a", "b", "lv-ferry", "", "ferry-hybrid");
 	migrate("b", "a", "lv-ferry", "", "ferry-hybrid");
 	virsh("a", "destroy lv-ferry");
+}
+
+// The destination daemon decides the mode ("ferry_mode" in its configuration): precopy fetches
+// every stale chunk before the device state loads, so nothing is left for post-copy.
+TEST_F(LibvirtMigration, FerryModePrecopyMovesAPreparedDomain)
+{
+	std::string conf = fmt::format("{}/hosts/b/etc-ferry/ferryd.conf", kBed);
+	std::string original;
+	{
+		std::ifstream in(conf);
+		original.assign(std::istreambuf_iterator<char>(in), {});
+	}
+	ASSERT_NE(original.find("\"peers\""), std::string::npos) << original;
+	auto rewrite = [&](const std::string &text) {
+		std::ofstream(conf) << text;
+		ASSERT_EQ(shell(testbed("ferryd b stop")).status, 0);
+		Shell start = shell(testbed(fmt::format("ferryd b start --ferryd {}/plugin/ferryd", kBuild)));
+		ASSERT_EQ(start.status, 0) << start.output;
+	};
+	std::string precopy = original;
+	precopy.replace(precopy.find("\"peers\""), 0, "\"ferry_mode\": \"precopy\", ");
+	rewrite(precopy);
+	boot("a", "lv-precopy", true);
+	migrate("a", "b", "lv-precopy", "", "ferry-precopy");
+	virsh("b", "destroy lv-precopy");
+	rewrite(original);
+}
+
+// A domain with only part of ferry's preparation (here: the agent and the private QMP, but
+// ordinary private RAM instead of a shared memfd) migrates in stream mode, ferryd's log saying
+// what is missing, and arrives.
+TEST_F(LibvirtMigration, PartlyPreparedDomainFallsBackToStreamMode)
+{
+	Shell def = shell(testbed("define a lv-partial --memory-mib 256 --prepared"));
+	ASSERT_EQ(def.status, 0) << def.output;
+	Shell xml = virsh("a", "dumpxml lv-partial");
+	ASSERT_EQ(xml.status, 0);
+	std::string edited = xml.output;
+	size_t at = edited.find("<memoryBacking>");
+	ASSERT_NE(at, std::string::npos) << edited;
+	std::string end = "</memoryBacking>";
+	edited.erase(at, edited.find(end, at) + end.size() - at);
+	std::string path = fmt::format("{}/lv-partial.xml", kBed);
+	std::ofstream(path) << edited;
+	ASSERT_EQ(virsh("a", "define " + path).status, 0);
+	ASSERT_EQ(virsh("a", "start lv-partial").status, 0);
+	auto w = watch("a", "lv-partial");
+	ASSERT_TRUE(w.ok());
+	ASSERT_TRUE(w->waitHeartbeat(60s).ok());
+	migrate("a", "b", "lv-partial");
+	std::ifstream log(fmt::format("{}/hosts/a/ferryd.log", kBed));
+	std::string text(std::istreambuf_iterator<char>(log), {});
+	EXPECT_NE(text.find("domain lv-partial: running here (not prepared for ferry: no memfd memory backing"),
+		  std::string::npos) << text;
+	virsh("b", "destroy lv-partial");
 }
