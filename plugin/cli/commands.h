@@ -18,6 +18,7 @@ CommandRunner addMakePkiCommand(CLI::App &app);  // make_pki.cpp
 CommandRunner addStatusCommand(CLI::App &app);   // status.cpp
 CommandRunner addPrepareDomainCommand(CLI::App &app); // prepare_domain.cpp
 CommandRunner addDoctorCommand(CLI::App &app);   // doctor.cpp
+CommandRunner addAbortCommand(CLI::App &app);    // abort.cpp
 // The demo's internal source and destination applications (app.cpp); hidden from --help.
 CommandRunner addAppCommands(CLI::App &app, CommandRunner *dest);
 

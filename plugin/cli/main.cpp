@@ -29,6 +29,7 @@ int main(int argc, char **argv)
 	track(ferry::addStatusCommand(app));
 	track(ferry::addPrepareDomainCommand(app));
 	track(ferry::addDoctorCommand(app));
+	track(ferry::addAbortCommand(app));
 	ferry::CommandRunner destApp;
 	ferry::CommandRunner sourceApp = ferry::addAppCommands(app, &destApp);
 	cmds.emplace_back(app.get_subcommand("__app-source"), sourceApp);

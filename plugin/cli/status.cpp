@@ -1,7 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 // `ferry status [DOMAIN]`: what this host's ferryd is carrying, asked on its control socket.
-#include <filesystem>
-
 #include "cli/commands.h"
 #include "daemon/config.h"
 #include "daemon/control.h"
@@ -16,17 +14,6 @@ struct StatusArgs {
 	std::string socket; // overrides the one the configuration implies
 	bool json = false;
 };
-
-std::string controlSocket(const StatusArgs &a)
-{
-	if (!a.socket.empty())
-		return a.socket;
-	if (std::filesystem::exists(a.config)) {
-		if (auto c = daemon::loadDaemonConfig(a.config); c.ok())
-			return c->controlSocketPath();
-	}
-	return std::string(daemon::kDefaultSocketDir) + "/ferryd.sock";
-}
 
 std::string text(const JsonValue &j, std::string_view key)
 {
@@ -46,7 +33,7 @@ int runStatus(const StatusArgs &a)
 	request.set("cmd", "status");
 	if (!a.domain.empty())
 		request.set("domain", a.domain);
-	auto reply = daemon::askDaemon(controlSocket(a), request);
+	auto reply = daemon::askDaemon(daemon::controlSocketFor(a.config, a.socket), request);
 	if (!reply.ok())
 		return reportError("status", reply.error());
 	if (a.json) {

@@ -4,9 +4,19 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "daemon/config.h"
 #include "ferry/wire/endpoint.h"
 
 namespace ferry::daemon {
+
+std::string controlSocketFor(const std::string &configPath, const std::string &socket)
+{
+	if (!socket.empty())
+		return socket;
+	if (auto c = loadDaemonConfig(configPath); c.ok())
+		return c->controlSocketPath();
+	return std::string(kDefaultSocketDir) + "/ferryd.sock";
+}
 
 Result<JsonValue> askDaemon(const std::string &controlSocket, const JsonValue &request, int timeoutMs)
 {

@@ -73,7 +73,11 @@ Daemon::Daemon(DaemonConfig config, PeerCredentials creds, DomainLister lister)
 Daemon::~Daemon()
 {
 	stop();
-	reapWorkers(true);
+	reapWorkers(false);
+	// Workers still running (see run()) are left to the process's exit: the caller must not
+	// destroy a daemon with runningWorkers() > 0 and go on (ferryd exits at once).
+	for (Worker &w : workers_)
+		w.thread.detach();
 }
 
 Result<std::unique_ptr<Daemon>> Daemon::create(DaemonConfig config, PeerCredentials creds, DomainLister lister)
@@ -192,9 +196,26 @@ Status Daemon::run()
 	}
 	peerListener_.shutdown();
 	migrateSockets_.clear();
-	reapWorkers(true);
+	{
+		std::lock_guard lock(mu_);
+		for (auto &[domain, seeder] : seeders_)
+			seeder->stop();
+	}
+	// A leecher pulling into an incoming QEMU cannot be interrupted: give the rest a few
+	// seconds, then leave them to the process's exit (their peers see the connections close).
+	for (int i = 0; i < 50; i++) {
+		reapWorkers(false);
+		if (workers_.empty())
+			break;
+		std::this_thread::sleep_for(std::chrono::milliseconds(100));
+	}
+	if (!workers_.empty())
+		FERRY_LOG(Warn, kLog, "stopping with {} migration(s) still running: they end with the process",
+			  workers_.size());
 	return {};
 }
+
+size_t Daemon::runningWorkers() const { return workers_.size(); }
 
 void Daemon::resyncDomains()
 {
@@ -540,7 +561,14 @@ void Daemon::serveFerryOffer(Connection conn, const PeerConfig &peer, const Rela
 	}
 	std::string key = peer.name + "/" + offer.domain;
 	GateControl gate{[this, key] { requestGate(key, GateRequest::Action::Open); },
-			 [this, key] { requestGate(key, GateRequest::Action::Fail); }};
+			 [this, key] { requestGate(key, GateRequest::Action::Fail); },
+			 [this, domain = offer.domain](Seeder *s) {
+				 std::lock_guard lock(mu_);
+				 if (s)
+					 seeders_[domain] = s;
+				 else
+					 seeders_.erase(domain);
+			 }};
 	Status st = runFerrySource(config_, creds_, std::move(conn), peer.name, offer.domain,
 				   FerrySocketPaths{d->qmpSocket, d->agentSocket}, std::move(gate));
 	finish(m, st);
@@ -630,6 +658,28 @@ Status Daemon::gateSocket(MigrateSocket &s)
 	s.dummy = std::move(fd);
 	s.gate = MigrateSocket::Gate::Closed;
 	return {};
+}
+
+JsonValue Daemon::abort(const std::string &domain)
+{
+	JsonValue reply = JsonValue::object();
+	bool stopped = false;
+	{
+		std::lock_guard lock(mu_);
+		if (auto it = seeders_.find(domain); it != seeders_.end()) {
+			it->second->stop();
+			stopped = true;
+		}
+	}
+	size_t gates = 0;
+	for (const PeerConfig &p : config_.peers) {
+		requestGate(p.name + "/" + domain, GateRequest::Action::Fail);
+		gates++;
+	}
+	FERRY_LOG(Warn, kLog, "domain {}: aborted by the operator ({})", domain,
+		  stopped ? "its ferry migration stopped" : "no ferry migration was serving");
+	reply.set("ok", true).set("domain", domain).set("seeder_stopped", stopped).set("gates_failed", uint64_t(gates));
+	return reply;
 }
 
 void Daemon::requestGate(const std::string &key, GateRequest::Action action)
@@ -737,10 +787,12 @@ void Daemon::serveControl()
 	if (cmd == "status") {
 		reply = status(member("domain"));
 		reply.set("ok", true);
+	} else if (cmd == "abort" && !member("domain").empty()) {
+		reply = abort(member("domain"));
 	} else if (cmd == "ping") {
 		reply.set("ok", true).set("name", config_.name);
 	} else {
-		reply.set("ok", false).set("error", "unknown request; send {\"cmd\":\"status\"} or {\"cmd\":\"ping\"}");
+		reply.set("ok", false).set("error", "unknown request; send {\"cmd\":\"status\"}, {\"cmd\":\"abort\",\"domain\":D} or {\"cmd\":\"ping\"}");
 	}
 	std::string text = reply.toString() + "\n";
 	(void)::send(fd.get(), text.data(), text.size(), MSG_NOSIGNAL);

@@ -11,6 +11,8 @@
 // thread (and its relay a second one), at most kMaxWorkers at once; a connection beyond that
 // is closed at once and logged.
 //
+// Control requests: ping, status, abort (control.h).
+//
 // Modes: a domain that is not prepared for ferry migrates in stream mode: its stream is carried
 // as it is. A prepared one migrates in ferry mode (ferry_mode.h) unless "ferry_mode" is "off":
 // its migrate sockets are gated, and the destination daemon, seeing the incoming QEMU's socket
@@ -75,6 +77,8 @@ public:
 	// or those of one domain.
 	JsonValue status(const std::string &domain) const;
 	const DaemonConfig &config() const { return config_; }
+	// After run(): migrations that did not end when the daemon stopped (ferryd then exits).
+	size_t runningWorkers() const;
 	Endpoint peerEndpoint() const { return peerListener_.boundEndpoint(); }
 
 private:
@@ -127,6 +131,9 @@ private:
 	Status gateSocket(MigrateSocket &s);
 	void applyGateRequests();
 	void requestGate(const std::string &key, GateRequest::Action action);
+	// `ferry abort DOMAIN`: stops its ferry migration's seeder and fails its gates, so that a
+	// libvirt migration waiting there fails and the guest keeps running here.
+	JsonValue abort(const std::string &domain);
 	std::optional<LocalDomain> snapshotDomain(const std::string &name) const;
 	std::shared_ptr<Migration> record(Direction dir, std::string domain, std::string peer);
 	void finish(const std::shared_ptr<Migration> &m, const Status &st);
@@ -151,6 +158,7 @@ private:
 	std::vector<GateRequest> gateRequests_;
 	std::map<std::string, LocalDomain> domainSnapshot_; // domains_ for other threads
 	std::map<std::string, std::shared_ptr<DeviceStateHold>> holds_; // incoming ferry migrations
+	std::map<std::string, Seeder *> seeders_; // outgoing ferry migrations serving, by domain
 };
 
 } // namespace ferry::daemon

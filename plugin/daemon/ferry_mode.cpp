@@ -100,7 +100,9 @@ Status runFerrySource(const DaemonConfig &config, const PeerCredentials &creds, 
 	conn.shutdown();
 	FERRY_LOG(Info, kLog, "domain {}: ferry mode: serving its RAM to {} on {}", domain, peer,
 		  listener.boundEndpoint().str());
+	gate.serving(&seeder->seeder());
 	Status st = seeder->serve(listener);
+	gate.serving(nullptr);
 	if (!st.ok() && !gateOpened) {
 		clearIgnoreShared(*qmp, domain, "source");
 		gate.fail();

@@ -34,6 +34,7 @@
 #include "daemon/peer_link.h"
 #include "ferry/base/result.h"
 #include "ferry/roles/leecher.h"
+#include "ferry/roles/seeder.h"
 #include "ferry/wire/connection.h"
 
 namespace ferry::daemon {
@@ -55,10 +56,13 @@ private:
 	Outcome outcome_ = Outcome::Waiting;
 };
 
-// What the source side needs of the daemon: its gate for (peer, domain).
+// What the source side needs of the daemon: its gate for (peer, domain), and where to
+// publish the seeder while it serves (nullptr when it no longer does), so that
+// `ferry abort` can stop it.
 struct GateControl {
 	std::function<void()> open; // libvirtd's connect goes through; the stream is relayed
 	std::function<void()> fail; // libvirtd's connect goes through and is closed at once
+	std::function<void(Seeder *)> serving;
 };
 
 struct FerrySocketPaths {

@@ -141,9 +141,16 @@ int main(int argc, char **argv)
 		signals.join();
 	}
 	domains->notify(nullptr);
+	int rc = 0;
 	if (!st.ok()) {
 		fmt::print(stderr, "ferryd: {}\n", st.error().message());
-		return 1;
+		rc = 1;
 	}
-	return 0;
+	if ((*d)->runningWorkers() > 0) {
+		// Threads of migrations that could not be interrupted still use the daemon: leave
+		// without running destructors.
+		std::fflush(nullptr);
+		std::_Exit(rc);
+	}
+	return rc;
 }

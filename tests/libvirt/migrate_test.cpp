@@ -244,6 +244,42 @@ protected:
 		virsh("b", "destroy " + domain);
 	}
 
+	// Restarts b's ferryd with `extra` JSON members added to its configuration ("" restores it).
+	void configureB(const std::string &extra)
+	{
+		std::string conf = fmt::format("{}/hosts/b/etc-ferry/ferryd.conf", kBed);
+		if (originalB_.empty()) {
+			std::ifstream in(conf);
+			originalB_.assign(std::istreambuf_iterator<char>(in), {});
+		}
+		std::string text = originalB_;
+		size_t at = text.find("\"peers\"");
+		ASSERT_NE(at, std::string::npos) << text;
+		if (!extra.empty())
+			text.insert(at, extra + ", ");
+		std::ofstream(conf) << text;
+		shell(testbed("ferryd b stop")); // fails when a test stopped it already
+		Shell start = shell(testbed(fmt::format("ferryd b start --ferryd {}/plugin/ferryd", kBuild)));
+		ASSERT_EQ(start.status, 0) << start.output;
+	}
+
+	// b's record of the domain's ferry migration ("" while there is none).
+	std::string ferryPhaseOnB(const std::string &domain)
+	{
+		Shell status = shell(testbed(fmt::format("exec b {}/plugin/ferry status --json {}", kBuild, domain)));
+		auto j = JsonValue::parse(status.output);
+		if (!j.ok())
+			return "";
+		auto list = j->get("migrations");
+		for (size_t i = 0; list.ok() && i < list->size(); i++) {
+			auto m = list->at(i);
+			if (m->getString("mode")->starts_with("ferry-"))
+				return *m->getString("phase");
+		}
+		return "";
+	}
+
+	static inline std::string originalB_;
 	static inline std::string skip_;
 	static inline bool up_ = false;
 	static inline std::string upLog_;
@@ -342,26 +378,44 @@ TEST_F(LibvirtMigration, FerryModeHybridMovesAPreparedDomainThereAndBack)
 // every stale chunk before the device state loads, so nothing is left for post-copy.
 TEST_F(LibvirtMigration, FerryModePrecopyMovesAPreparedDomain)
 {
-	std::string conf = fmt::format("{}/hosts/b/etc-ferry/ferryd.conf", kBed);
-	std::string original;
-	{
-		std::ifstream in(conf);
-		original.assign(std::istreambuf_iterator<char>(in), {});
-	}
-	ASSERT_NE(original.find("\"peers\""), std::string::npos) << original;
-	auto rewrite = [&](const std::string &text) {
-		std::ofstream(conf) << text;
-		ASSERT_EQ(shell(testbed("ferryd b stop")).status, 0);
-		Shell start = shell(testbed(fmt::format("ferryd b start --ferryd {}/plugin/ferryd", kBuild)));
-		ASSERT_EQ(start.status, 0) << start.output;
-	};
-	std::string precopy = original;
-	precopy.replace(precopy.find("\"peers\""), 0, "\"ferry_mode\": \"precopy\", ");
-	rewrite(precopy);
+	configureB("\"ferry_mode\": \"precopy\"");
 	boot("a", "lv-precopy", true);
 	migrate("a", "b", "lv-precopy", "", "ferry-precopy");
 	virsh("b", "destroy lv-precopy");
-	rewrite(original);
+	configureB("");
+}
+
+// Before the switch-over, a ferry migration whose destination goes away (its ferryd killed
+// mid pre-copy) ends with libvirt's migration failed and the guest running on the source,
+// untouched; the domain then migrates in ferry mode again.
+TEST_F(LibvirtMigration, FerryModeDestinationFerrydKilledDuringPrecopyLeavesTheGuestOnTheSource)
+{
+	// A policy that never finalizes while the guest writes: pre-copy lasts until the kill.
+	configureB("\"finalize\": \"threshold:chunks=0,budget=0,max-rounds=1000000,deadline=600\"");
+	boot("a", "lv-fkill", true);
+	auto src = watch("a", "lv-fkill");
+	ASSERT_TRUE(src.ok());
+	Shell r;
+	std::thread t([&] { r = virsh("a", migrateCommand("b", "lv-fkill")); });
+	std::string phase;
+	for (int i = 0; i < 100 && phase != "pre-copy"; i++) {
+		std::this_thread::sleep_for(200ms);
+		phase = ferryPhaseOnB("lv-fkill");
+	}
+	EXPECT_EQ(phase, "pre-copy");
+	Shell stop = shell(testbed("ferryd b stop"));
+	EXPECT_EQ(stop.status, 0) << stop.output;
+	t.join(); // the source's seeder gives up after its reconnect window, failing the gate
+	EXPECT_NE(r.status, 0) << "the migration completed without the destination's ferryd: " << r.output;
+	ASSERT_TRUE(src->poll().ok());
+	auto hb = src->waitHeartbeat(10s, src->lastHeartbeat()->seq + 5);
+	ASSERT_TRUE(hb.ok()) << "the guest stopped on a";
+	EXPECT_EQ(hb->errors, 0);
+	EXPECT_EQ(src->errorLineCount(), 0u) << src->lastLines(5);
+	EXPECT_NE(virsh("a", "domstate lv-fkill").output.find("running"), std::string::npos);
+	configureB("");
+	migrate("a", "b", "lv-fkill", "", "ferry-hybrid");
+	virsh("b", "destroy lv-fkill");
 }
 
 // A domain with only part of ferry's preparation (here: the agent and the private QMP, but

@@ -1,0 +1,46 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+// `ferry abort DOMAIN` (source host): ends a ferry-mode migration of DOMAIN before its
+// switch-over. libvirt's migration fails and the guest keeps running here. Also the way out
+// when `virsh migrate` of a prepared domain waits at ferryd's gate because the destination's
+// ferryd never started the ferry migration (docs/libvirt.md).
+#include "cli/commands.h"
+#include "daemon/config.h"
+#include "daemon/control.h"
+
+namespace ferry {
+
+namespace {
+
+struct AbortArgs {
+	std::string domain;
+	std::string config{daemon::kDefaultConfigPath};
+	std::string socket;
+};
+
+int runAbort(const AbortArgs &a)
+{
+	JsonValue request = JsonValue::object();
+	request.set("cmd", "abort").set("domain", a.domain);
+	auto reply = daemon::askDaemon(daemon::controlSocketFor(a.config, a.socket), request);
+	if (!reply.ok())
+		return reportError("abort", reply.error());
+	auto stopped = reply->getBool("seeder_stopped");
+	fmt::print("ferry abort: {}: {}; a libvirt migration waiting at its gate fails now\n", a.domain,
+		   stopped.ok() && *stopped ? "its ferry migration stopped" : "no ferry migration was serving it");
+	return 0;
+}
+
+} // namespace
+
+CommandRunner addAbortCommand(CLI::App &app)
+{
+	auto a = std::make_shared<AbortArgs>();
+	auto *c = app.add_subcommand("abort", "Source host: end a ferry-mode migration of DOMAIN before its switch-over "
+					      "(libvirt's migration fails, the guest keeps running here)");
+	c->add_option("domain", a->domain, "The domain")->required();
+	c->add_option("--config", a->config, "ferryd's configuration (for its socket directory)")->capture_default_str();
+	c->add_option("--socket", a->socket, "ferryd's control socket (default: SOCKET_DIR/ferryd.sock)");
+	return [a] { return runAbort(*a); };
+}
+
+} // namespace ferry
