@@ -81,6 +81,24 @@ Status doApi(int fd, uint64_t features)
 	return okStatus();
 }
 
+// The errno of a resolving ioctl that made no progress, as CRIU's uffd_check_op_error sorts
+// it: EAGAIN means the target's mm is changing (an event is pending), ESRCH/ENOSPC/ENOMEM that
+// the process owning it is gone; anything else is an error, named by `what()`.
+template <typename What>
+Result<UffdOutcome> classifyResolveErrno(int err, What &&what)
+{
+	switch (err) {
+	case EAGAIN:
+		return UffdOutcome::Retry;
+	case ESRCH:
+	case ENOSPC:
+	case ENOMEM:
+		return UffdOutcome::Gone;
+	default:
+		return Error::fromErrno(what(), err);
+	}
+}
+
 } // namespace
 
 const char *toString(UffdOutcome outcome)
@@ -216,24 +234,16 @@ Result<UffdOutcome> Userfaultfd::fill(Fill kind, void *dst, const void *src, siz
 			cur += static_cast<uint64_t>(progress);
 			continue;
 		}
-		switch (err) {
-		case EEXIST:
+		if (err == EEXIST) {
 			// Already mapped (by an earlier fill, or for shmem by another mapping of
 			// the same file): leave it and fill the rest.
 			existed = true;
 			cur += pageSize();
 			continue;
-		case EAGAIN:
-			return UffdOutcome::Retry;
-		case ESRCH:
-		case ENOSPC:
-		case ENOMEM:
-			return UffdOutcome::Gone;
-		default:
-			return Error::fromErrno(fmt::format("{} {:#x} +{:#x}", kNames[int(kind)], cur,
-							    end - cur),
-						err);
 		}
+		return classifyResolveErrno(err, [&] {
+			return fmt::format("{} {:#x} +{:#x}", kNames[int(kind)], cur, end - cur);
+		});
 	}
 	return existed ? UffdOutcome::Exists : UffdOutcome::Done;
 }
@@ -261,19 +271,10 @@ Result<UffdOutcome> Userfaultfd::writeProtect(void *addr, size_t len, bool prote
 		  (dontWake ? UFFDIO_WRITEPROTECT_MODE_DONTWAKE : 0);
 	if (::ioctl(fd_.get(), UFFDIO_WRITEPROTECT, &wp) == 0)
 		return UffdOutcome::Done;
-	const int err = errno;
-	switch (err) {
-	case EAGAIN:
-		return UffdOutcome::Retry;
-	case ESRCH:
-	case ENOSPC:
-	case ENOMEM:
-		return UffdOutcome::Gone;
-	default:
-		return Error::fromErrno(fmt::format("UFFDIO_WRITEPROTECT {} +{:#x} {}", addr, len,
-						    protect ? "on" : "off"),
-					err);
-	}
+	return classifyResolveErrno(errno, [&] {
+		return fmt::format("UFFDIO_WRITEPROTECT {} +{:#x} {}", addr, len,
+				   protect ? "on" : "off");
+	});
 }
 
 Status Userfaultfd::wake(void *addr, size_t len)
