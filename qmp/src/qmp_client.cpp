@@ -343,17 +343,15 @@ Result<JsonValue> QmpClient::execute(std::string_view command, const JsonValue *
 	return qmpReturn(command, reply.value());
 }
 
-Status QmpClient::stop()
+Status QmpClient::run(std::string_view command, const JsonValue *arguments)
 {
-	FERRY_ASSIGN([[maybe_unused]] JsonValue r, execute("stop"));
+	FERRY_ASSIGN([[maybe_unused]] JsonValue r, execute(command, arguments));
 	return okStatus();
 }
 
-Status QmpClient::cont()
-{
-	FERRY_ASSIGN([[maybe_unused]] JsonValue r, execute("cont"));
-	return okStatus();
-}
+Status QmpClient::stop() { return run("stop"); }
+
+Status QmpClient::cont() { return run("cont"); }
 
 Result<std::string> QmpClient::queryStatus()
 {
@@ -371,43 +369,31 @@ Status QmpClient::migrateSetCapabilities(const std::vector<std::pair<std::string
 	}
 	JsonValue args = JsonValue::object();
 	args.set("capabilities", std::move(list));
-	FERRY_ASSIGN([[maybe_unused]] JsonValue r, execute("migrate-set-capabilities", &args));
-	return okStatus();
+	return run("migrate-set-capabilities", &args);
 }
 
 Status QmpClient::migrateSetParameters(const JsonValue &params)
 {
-	FERRY_ASSIGN([[maybe_unused]] JsonValue r, execute("migrate-set-parameters", &params));
-	return okStatus();
+	return run("migrate-set-parameters", &params);
 }
 
 Status QmpClient::migrate(std::string_view uri)
 {
 	JsonValue args = JsonValue::object();
 	args.set("uri", uri);
-	FERRY_ASSIGN([[maybe_unused]] JsonValue r, execute("migrate", &args));
-	return okStatus();
+	return run("migrate", &args);
 }
 
 Status QmpClient::migrateIncoming(std::string_view uri)
 {
 	JsonValue args = JsonValue::object();
 	args.set("uri", uri);
-	FERRY_ASSIGN([[maybe_unused]] JsonValue r, execute("migrate-incoming", &args));
-	return okStatus();
+	return run("migrate-incoming", &args);
 }
 
-Status QmpClient::migrateStartPostcopy()
-{
-	FERRY_ASSIGN([[maybe_unused]] JsonValue r, execute("migrate-start-postcopy"));
-	return okStatus();
-}
+Status QmpClient::migrateStartPostcopy() { return run("migrate-start-postcopy"); }
 
-Status QmpClient::migrateCancel()
-{
-	FERRY_ASSIGN([[maybe_unused]] JsonValue r, execute("migrate_cancel"));
-	return okStatus();
-}
+Status QmpClient::migrateCancel() { return run("migrate_cancel"); }
 
 Result<MigrationInfo> QmpClient::queryMigrate()
 {
