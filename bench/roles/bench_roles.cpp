@@ -65,8 +65,7 @@ void fillText(uint8_t *p, size_t len, uint64_t seed)
 
 // A seeder over a region of this process, served from a background thread.
 struct LocalSeeder {
-	UniqueFd memfd;
-	Mapping map;
+	MemfdMapping region;
 	std::unique_ptr<Seeder> seeder;
 	std::optional<Listener> listener;
 	std::thread thread;
@@ -74,19 +73,18 @@ struct LocalSeeder {
 	Status start(uint64_t size, uint32_t chunk, bool text = false, CompressionSpec compression = {},
 		     std::shared_ptr<const TlsCredentials> tls = {})
 	{
-		FERRY_ASSIGN(memfd, createMemfd("bench-source", size));
-		FERRY_ASSIGN(map, Mapping::map(memfd.get(), size, PROT_READ | PROT_WRITE, MAP_SHARED));
+		FERRY_ASSIGN(region, MemfdMapping::create("bench-source", size));
 		if (text)
-			fillText(map.data(), size, 42);
+			fillText(region.data(), size, 42);
 		else
-			fillRandom(map.data(), size, 42);
-		TrackedRegion r{0, reinterpret_cast<uintptr_t>(map.data()), size, chunk};
+			fillRandom(region.data(), size, 42);
+		TrackedRegion r{0, reinterpret_cast<uintptr_t>(region.data()), size, chunk};
 		FERRY_ASSIGN(auto tracker, makeHashTracker(r));
 		SeederOptions so;
 		so.chunkSize = chunk;
 		so.compression = compression;
 		so.tls = std::move(tls);
-		seeder = std::make_unique<Seeder>(map.data(), size, std::move(tracker),
+		seeder = std::make_unique<Seeder>(region.data(), size, std::move(tracker),
 						  SeederHooks{[] { return Status(); }, [] { return Status(); }, [] {}, {}}, so);
 		FERRY_ASSIGN(Listener l, Listener::listen(Endpoint::tcp("127.0.0.1", 0)));
 		listener.emplace(std::move(l));
@@ -128,19 +126,18 @@ void BM_FaultService(benchmark::State &state)
 			state.SkipWithError(st.error().message().c_str());
 			return;
 		}
-		UniqueFd memfd;
-		Mapping leecherMap, appMap;
+		MemfdMapping dest; // the leecher's mapping
+		Mapping appMap;    // the "application's" mapping of the same memfd
 		std::mutex m;
 		std::condition_variable cv;
 		bool go = false;
 		LeecherHooks hooks;
 		hooks.prepare = [&](uint64_t sz, uint32_t) -> Result<uint8_t *> {
-			FERRY_ASSIGN(memfd, createMemfd("bench-destination", sz));
-			FERRY_ASSIGN(leecherMap, Mapping::map(memfd.get(), sz, PROT_READ | PROT_WRITE, MAP_SHARED));
-			return leecherMap.data();
+			FERRY_ASSIGN(dest, MemfdMapping::create("bench-destination", sz));
+			return dest.data();
 		};
 		hooks.armFaults = [&]() -> Result<FaultTarget> {
-			FERRY_ASSIGN(appMap, Mapping::map(memfd.get(), size, PROT_READ | PROT_WRITE, MAP_SHARED));
+			FERRY_ASSIGN(appMap, Mapping::map(dest.fd.get(), size, PROT_READ | PROT_WRITE, MAP_SHARED));
 			FERRY_ASSIGN(Userfaultfd u, Userfaultfd::create(UFFD_FEATURE_MINOR_SHMEM | UFFD_FEATURE_MISSING_SHMEM));
 			FERRY_TRY(u.registerRange(appMap.data(), size, UffdMode::Missing | UffdMode::Minor));
 			return FaultTarget{std::move(u), reinterpret_cast<uintptr_t>(appMap.data())};
@@ -194,7 +191,7 @@ void BM_FaultService(benchmark::State &state)
 			state.SkipWithError(rep.error().message().c_str());
 			return;
 		}
-		if (std::memcmp(appMap.data(), src.map.data(), size) != 0) {
+		if (std::memcmp(appMap.data(), src.region.data(), size) != 0) {
 			state.SkipWithError("destination differs from source");
 			return;
 		}
@@ -220,15 +217,7 @@ Result<LeecherReport> pullOnce(LocalSeeder &src, int rttMs, double mbit, unsigne
 {
 	FERRY_ASSIGN(auto link, LinkEmulator::start(Endpoint::tcp("127.0.0.1", 0), src.listener->boundEndpoint(),
 						    LinkParams::symmetric(std::chrono::milliseconds(rttMs), mbit)));
-	UniqueFd memfd;
-	Mapping map;
-	LeecherHooks hooks;
-	hooks.prepare = [&](uint64_t sz, uint32_t) -> Result<uint8_t *> {
-		FERRY_ASSIGN(memfd, createMemfd("bench-destination", sz));
-		FERRY_ASSIGN(map, Mapping::map(memfd.get(), sz, PROT_READ | PROT_WRITE, MAP_SHARED));
-		return map.data();
-	};
-	hooks.resume = [] { return Status(); };
+	MemfdMapping dest;
 	LeecherOptions lo;
 	lo.name = "bench";
 	lo.seeder = link->endpoint();
@@ -238,11 +227,11 @@ Result<LeecherReport> pullOnce(LocalSeeder &src, int rttMs, double mbit, unsigne
 	lo.sampleInterval = std::chrono::milliseconds(10);
 	const bool wantTls = tls != nullptr;
 	lo.tls = std::move(tls);
-	Leecher leecher(std::move(hooks), lo);
+	Leecher leecher(LeecherHooks::intoMemory(dest, "bench-destination"), lo);
 	FERRY_ASSIGN(LeecherReport rep, leecher.run());
 	if (wantTls && (rep.tls.empty() || rep.tls == "insecure"))
 		return Error(EPROTO, "pull with TLS credentials reports a plaintext session");
-	if (std::memcmp(map.data(), src.map.data(), src.map.size()) != 0)
+	if (std::memcmp(dest.data(), src.region.data(), src.region.map.size()) != 0)
 		return Error(EIO, "destination differs from source");
 	return rep;
 }

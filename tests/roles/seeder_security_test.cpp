@@ -286,21 +286,13 @@ TEST(Seeder, KeepsTheDirtyListForItsOwnLeecher)
 		}
 	});
 
-	UniqueFd memfd;
-	Mapping dest;
-	LeecherHooks hooks;
-	hooks.prepare = [&](uint64_t size, uint32_t) -> Result<uint8_t *> {
-		FERRY_ASSIGN(memfd, createMemfd("seeder-security-dest", size));
-		FERRY_ASSIGN(dest, Mapping::map(memfd.get(), size, PROT_READ | PROT_WRITE, MAP_SHARED));
-		return dest.data();
-	};
-	hooks.resume = [] { return Status(); };
+	MemfdMapping dest;
 	LeecherOptions lo;
 	lo.seeder = rig.endpoint();
 	lo.mode = MigrationMode::PreCopy;
 	lo.verify = true;
 	lo.policy.deadlineSec = 5;
-	Leecher leecher(hooks, lo);
+	Leecher leecher(LeecherHooks::intoMemory(dest, "seeder-security-dest"), lo);
 	auto run = std::async(std::launch::async, [&] { return leecher.run(); });
 
 	ASSERT_TRUE(waitFor([&] { return rig.seeder->state() != SeederState::Serving; }, 10s));
