@@ -196,6 +196,14 @@ Result<UffdOutcome> Userfaultfd::fill(Fill kind, void *dst, const void *src, siz
 	while (cur < end) {
 		int r;
 		int64_t progress; // bytes done, or -errno (the kernel writes it back)
+		// ZEROPAGE and CONTINUE take the same argument shape: a range and a mode in, the
+		// progress out in a field of its own.
+		auto onRange = [&](auto arg, unsigned long request, uint64_t dontWakeMode, auto progressField) {
+			arg.range = { cur, end - cur };
+			arg.mode = dontWake ? dontWakeMode : 0;
+			r = ::ioctl(fd_.get(), request, &arg);
+			progress = arg.*progressField;
+		};
 		switch (kind) {
 		case Fill::Copy: {
 			uffdio_copy c{};
@@ -207,23 +215,15 @@ Result<UffdOutcome> Userfaultfd::fill(Fill kind, void *dst, const void *src, siz
 			progress = c.copy;
 			break;
 		}
-		case Fill::Zero: {
-			uffdio_zeropage z{};
-			z.range = { cur, end - cur };
-			z.mode = dontWake ? UFFDIO_ZEROPAGE_MODE_DONTWAKE : 0;
-			r = ::ioctl(fd_.get(), UFFDIO_ZEROPAGE, &z);
-			progress = z.zeropage;
+		case Fill::Zero:
+			onRange(uffdio_zeropage{}, UFFDIO_ZEROPAGE, UFFDIO_ZEROPAGE_MODE_DONTWAKE,
+				&uffdio_zeropage::zeropage);
 			break;
-		}
 		case Fill::Continue:
-		default: {
-			uffdio_continue c{};
-			c.range = { cur, end - cur };
-			c.mode = dontWake ? UFFDIO_CONTINUE_MODE_DONTWAKE : 0;
-			r = ::ioctl(fd_.get(), UFFDIO_CONTINUE, &c);
-			progress = c.mapped;
+		default:
+			onRange(uffdio_continue{}, UFFDIO_CONTINUE, UFFDIO_CONTINUE_MODE_DONTWAKE,
+				&uffdio_continue::mapped);
 			break;
-		}
 		}
 		if (r == 0)
 			return existed ? UffdOutcome::Exists : UffdOutcome::Done;
