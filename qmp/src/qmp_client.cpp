@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "ferry/base/log.h"
+#include "ferry/sys/poll.h"
 
 namespace ferry {
 
@@ -211,14 +212,10 @@ Status QmpClient::sendLine(const std::string &line, Clock::time_point deadline)
 	std::string out = line + "\n";
 	size_t off = 0;
 	while (off < out.size()) {
-		pollfd pfd{fd_.get(), POLLOUT, 0};
-		int n = ::poll(&pfd, 1, msUntil(deadline));
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return breakStream(Error::fromErrno("poll"));
-		}
-		if (n == 0)
+		auto ready = pollOne(fd_.get(), POLLOUT, msUntil(deadline));
+		if (!ready)
+			return breakStream(ready.error());
+		if (*ready == 0)
 			// A partial command on the wire would desynchronize the stream.
 			return breakStream(Error(ETIMEDOUT, "send: timed out writing a command"));
 		// MSG_NOSIGNAL: a QEMU that exited must give EPIPE, not kill us with SIGPIPE.
@@ -257,14 +254,10 @@ Result<JsonValue> QmpClient::readMessage(Clock::time_point deadline)
 			return breakStream(Error::format(EMSGSIZE, "QMP message exceeds {} bytes",
 							 kMaxMessageBytes));
 
-		pollfd pfd{fd_.get(), POLLIN, 0};
-		int n = ::poll(&pfd, 1, msUntil(deadline));
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return breakStream(Error::fromErrno("poll"));
-		}
-		if (n == 0)
+		auto ready = pollOne(fd_.get(), POLLIN, msUntil(deadline));
+		if (!ready)
+			return breakStream(ready.error());
+		if (*ready == 0)
 			return Error(ETIMEDOUT, "timed out waiting for QMP message");
 		char buf[65536];
 		ssize_t r = ::recv(fd_.get(), buf, sizeof(buf), MSG_DONTWAIT);
