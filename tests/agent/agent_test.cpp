@@ -34,6 +34,7 @@
 #include "host_pattern.h"
 #include "support/kernel_features.h"
 #include "support/lines.h"
+#include "support/result_checks.h"
 
 using namespace ferry;
 using namespace std::chrono_literals;
@@ -255,12 +256,6 @@ protected:
 	Host host_;
 	std::optional<AgentClient> client_;
 };
-
-#define ASSERT_OK(expr)                                                    \
-	do {                                                               \
-		auto assert_ok_r_ = (expr);                                \
-		ASSERT_TRUE(assert_ok_r_.ok()) << assert_ok_r_.error().message(); \
-	} while (0)
 
 TEST_F(AgentShim, PingReportsTheHostPid)
 {
