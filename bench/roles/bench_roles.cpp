@@ -16,6 +16,7 @@
 #include <condition_variable>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <mutex>
 #include <random>
 #include <sys/mman.h>
@@ -236,6 +237,40 @@ Result<LeecherReport> pullOnce(LocalSeeder &src, int rttMs, double mbit, unsigne
 	return rep;
 }
 
+// The pull benchmarks' loop: each iteration starts a fresh seeder with `start`, pulls its
+// `size` bytes once with `pull`, and is timed by the pull's first pass (first request to every
+// chunk received: no session set-up, finalize or release round trips, which a longer region
+// would amortise). Reports MB_per_s, region bytes per second, and with `wireRatio` the bytes on
+// the wire over region bytes. False: an iteration failed, and the benchmark was skipped with its
+// error.
+bool runPulls(benchmark::State &state, uint64_t size, bool wireRatio,
+	      const std::function<Status(LocalSeeder &)> &start,
+	      const std::function<Result<LeecherReport>(LocalSeeder &)> &pull)
+{
+	double totalSec = 0, bytes = 0, wire = 0;
+	for (auto _ : state) {
+		LocalSeeder src;
+		if (auto st = start(src); !st.ok()) {
+			state.SkipWithError(st.error().message().c_str());
+			return false;
+		}
+		auto rep = pull(src);
+		if (!rep.ok()) {
+			state.SkipWithError(rep.error().message().c_str());
+			return false;
+		}
+		double sec = rep->firstPassMs / 1e3;
+		state.SetIterationTime(sec);
+		totalSec += sec;
+		bytes += double(size);
+		wire += double(rep->bytesTransferred);
+	}
+	state.counters["MB_per_s"] = bytes / totalSec / 1e6;
+	if (wireRatio)
+		state.counters["wire_ratio"] = wire / bytes;
+	return true;
+}
+
 void BM_Pull(benchmark::State &state)
 {
 	const int rttMs = int(state.range(0));
@@ -244,26 +279,9 @@ void BM_Pull(benchmark::State &state)
 	const unsigned conns = unsigned(state.range(3));
 	const uint32_t chunk = 64 * 1024;
 	const uint64_t size = mbit > 0 && mbit <= 1000 ? (128ull << 20) : (256ull << 20);
-	double totalSec = 0, bytes = 0;
-	for (auto _ : state) {
-		LocalSeeder src;
-		if (auto st = src.start(size, chunk); !st.ok()) {
-			state.SkipWithError(st.error().message().c_str());
-			return;
-		}
-		auto rep = pullOnce(src, rttMs, mbit, conns, depth);
-		if (!rep.ok()) {
-			state.SkipWithError(rep.error().message().c_str());
-			return;
-		}
-		// The pull itself: first request to every chunk received (no session set-up,
-		// finalize or release round trips, which a longer region would amortise).
-		double sec = rep->firstPassMs / 1e3;
-		state.SetIterationTime(sec);
-		totalSec += sec;
-		bytes += double(size);
-	}
-	state.counters["MB_per_s"] = bytes / totalSec / 1e6;
+	runPulls(
+		state, size, false, [&](LocalSeeder &src) { return src.start(size, chunk); },
+		[&](LocalSeeder &src) { return pullOnce(src, rttMs, mbit, conns, depth); });
 }
 
 // The pre-copy pull of random or text memory with and without zstd, over a 1 Gbit/s link
@@ -276,26 +294,10 @@ void BM_PullCompressed(benchmark::State &state)
 	const bool text = state.range(1) != 0;
 	const bool zstd = state.range(2) != 0;
 	const uint64_t size = 128ull << 20;
-	double totalSec = 0, bytes = 0, wire = 0;
-	for (auto _ : state) {
-		LocalSeeder src;
-		if (auto st = src.start(size, 64 * 1024, text, CompressionSpec{zstd ? 1 : 0}); !st.ok()) {
-			state.SkipWithError(st.error().message().c_str());
-			return;
-		}
-		auto rep = pullOnce(src, 0, mbit, 2, 64);
-		if (!rep.ok()) {
-			state.SkipWithError(rep.error().message().c_str());
-			return;
-		}
-		double sec = rep->firstPassMs / 1e3;
-		state.SetIterationTime(sec);
-		totalSec += sec;
-		bytes += double(size);
-		wire += double(rep->bytesTransferred);
-	}
-	state.counters["MB_per_s"] = bytes / totalSec / 1e6;
-	state.counters["wire_ratio"] = wire / bytes;
+	runPulls(
+		state, size, true,
+		[&](LocalSeeder &src) { return src.start(size, 64 * 1024, text, CompressionSpec{zstd ? 1 : 0}); },
+		[&](LocalSeeder &src) { return pullOnce(src, 0, mbit, 2, 64); });
 }
 
 // A throwaway PKI written once per process into a temporary directory, removed at exit, and
@@ -368,27 +370,14 @@ void BM_PullTls(benchmark::State &state)
 		state.SkipWithError(pki.status().error().message().c_str());
 		return;
 	}
-	double totalSec = 0, bytes = 0;
-	for (auto _ : state) {
-		LocalSeeder src;
-		if (auto st = src.start(size, chunk, zstd, CompressionSpec{zstd ? 1 : 0},
-					tls ? pki.server() : nullptr);
-		    !st.ok()) {
-			state.SkipWithError(st.error().message().c_str());
-			return;
-		}
-		auto rep = pullOnce(src, 0, mbit, conns, 64, tls ? pki.client() : nullptr);
-		if (!rep.ok()) {
-			state.SkipWithError(rep.error().message().c_str());
-			return;
-		}
-		double sec = rep->firstPassMs / 1e3;
-		state.SetIterationTime(sec);
-		totalSec += sec;
-		bytes += double(size);
-	}
-	state.SetLabel(tls ? "x509" : "plaintext");
-	state.counters["MB_per_s"] = bytes / totalSec / 1e6;
+	bool ran = runPulls(
+		state, size, false,
+		[&](LocalSeeder &src) {
+			return src.start(size, chunk, zstd, CompressionSpec{zstd ? 1 : 0}, tls ? pki.server() : nullptr);
+		},
+		[&](LocalSeeder &src) { return pullOnce(src, 0, mbit, conns, 64, tls ? pki.client() : nullptr); });
+	if (ran)
+		state.SetLabel(tls ? "x509" : "plaintext");
 }
 
 // One core's zstd level-1 speed on a 64 KiB chunk (what bounds the pull on a fast link).
