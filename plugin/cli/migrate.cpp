@@ -53,13 +53,8 @@ int runMigrate(const MigrateArgs &a)
 	if (!listener.ok())
 		return reportError("migrate", listener.error().context("listen"));
 	Status st = setup->serve((*seeder)->seeder(), *listener, [&] { return (*seeder)->serve(*listener); });
-	JsonValue summary = (*seeder)->seeder().stats().toJson();
-	summary.set("role", "source").set("state", seederStateName((*seeder)->seeder().state()))
-		.set("ram_bytes", (*seeder)->ramSize());
-	printSummary(summary);
-	if (!st.ok())
-		return reportError("migrate", st.error());
-	return 0;
+	return SeederSetup::finish("migrate", (*seeder)->seeder(), st, "source",
+				   [&](JsonValue &s) { s.set("ram_bytes", (*seeder)->ramSize()); });
 }
 
 } // namespace

@@ -52,12 +52,7 @@ int runSeed(const SeedArgs &a)
 	Seeder seeder(s->mapping().data(), s->size(), std::move(tracker).value(), hooks, setup->options);
 	// A signal from here on stops the seeder (exit 1, "stopped"), never the process outright.
 	Status st = setup->serve(seeder, *listener, [&] { return seeder.serve(*listener); });
-	JsonValue summary = seeder.stats().toJson();
-	summary.set("role", "seeder").set("state", seederStateName(seeder.state())).set("tracker", a.tracker);
-	printSummary(summary);
-	if (!st.ok())
-		return reportError("seed", st.error());
-	return 0;
+	return SeederSetup::finish("seed", seeder, st, "seeder", [&](JsonValue &s) { s.set("tracker", a.tracker); });
 }
 
 } // namespace

@@ -26,4 +26,16 @@ Status SeederSetup::serve(Seeder &seeder, const Listener &listener, const std::f
 	return st;
 }
 
+int SeederSetup::finish(const char *cmd, const Seeder &seeder, const Status &served, const char *role,
+			const std::function<void(JsonValue &summary)> &describe)
+{
+	JsonValue summary = seeder.stats().toJson();
+	summary.set("role", role).set("state", seederStateName(seeder.state()));
+	describe(summary);
+	printSummary(summary);
+	if (!served.ok())
+		return reportError(cmd, served.error());
+	return 0;
+}
+
 } // namespace ferry

@@ -26,6 +26,11 @@ struct SeederSetup {
 	// process, and the first stdout line, "listening on ENDPOINT", tells scripts and
 	// `ferry demo` where to connect.
 	Status serve(Seeder &seeder, const Listener &listener, const std::function<Status()> &run);
+
+	// Ends `cmd`: prints the summary line (the seeder's stats, `role`, its final state, then
+	// what `describe` adds) and returns the exit code, 0, or 1 with `served`'s error reported.
+	static int finish(const char *cmd, const Seeder &seeder, const Status &served, const char *role,
+			  const std::function<void(JsonValue &summary)> &describe);
 };
 
 } // namespace ferry
