@@ -285,6 +285,24 @@ protected:
 		return {std::move(c), std::move(s), h};
 	}
 
+	// An x509 session whose client-to-server bytes pass through a Relay the test can count
+	// and hold back. Members go in reverse: the relay before the connections.
+	struct RelayedSession {
+		Connection client, server;
+		std::unique_ptr<Relay> relay;
+		Handshakes h;
+	};
+	RelayedSession relayedSession()
+	{
+		auto [c1, c2] = socketPair();
+		auto [s1, s2] = socketPair();
+		RelayedSession s{Connection(std::move(c1)), Connection(std::move(s2)),
+				 std::make_unique<Relay>(std::move(c2), std::move(s1)), {}};
+		auto cc = x509(a_, TlsRole::Client), sc = x509(a_, TlsRole::Server);
+		s.h = handshake(s.client, cc, s.server, sc);
+		return s;
+	}
+
 	std::string root_, a_, b_;
 };
 
@@ -474,12 +492,7 @@ TEST_F(Tls, FullDuplexWithConcurrentSendersAndReceivers)
 
 TEST_F(Tls, GatheredSendIsOneRecordNotOnePerIovec)
 {
-	auto [c1, c2] = socketPair();
-	auto [s1, s2] = socketPair();
-	Connection client(std::move(c1)), server(std::move(s2));
-	Relay relay(std::move(c2), std::move(s1));
-	auto cc = x509(a_, TlsRole::Client), sc = x509(a_, TlsRole::Server);
-	auto h = handshake(client, cc, server, sc);
+	auto [client, server, relay, h] = relayedSession();
 	ASSERT_TRUE(h.client.ok() && h.server.ok()) << messageOf(h.client) << " / " << messageOf(h.server);
 
 	// 64 iovecs of 16 bytes: one record per iovec would add 64 record overheads (22 bytes each
@@ -488,23 +501,23 @@ TEST_F(Tls, GatheredSendIsOneRecordNotOnePerIovec)
 	std::vector<iovec> iov;
 	for (size_t i = 0; i < 64; i++)
 		iov.push_back({data.data() + 16 * i, 16});
-	uint64_t before = relay.passedUp();
+	uint64_t before = relay->passedUp();
 	ASSERT_TRUE(client.sendParts(MsgType::DirtyList, 5, iov).ok());
 	auto f = recvFrame(server, kLimit, 10000);
 	ASSERT_TRUE(f.ok()) << f.error().message();
 	EXPECT_TRUE(f->payload == data);
-	uint64_t wire = relay.passedUp() - before;
+	uint64_t wire = relay->passedUp() - before;
 	EXPECT_LE(wire, kHeaderSize + data.size() + 2 * 22) << "plaintext " << kHeaderSize + data.size();
 
 	// A 1 MiB chunk: full-size records, so about 0.14% overhead.
 	std::vector<uint8_t> chunk = pattern(4, kChunk);
-	before = relay.passedUp();
+	before = relay->passedUp();
 	std::thread sender([&] { ASSERT_TRUE(client.sendChunk(6, 0, chunk).ok()); });
 	auto hdr = server.recvHeader(kLimit, 10000);
 	ASSERT_TRUE(hdr.ok()) << hdr.error().message();
 	ASSERT_TRUE(server.discard(hdr->payloadLen).ok());
 	sender.join();
-	wire = relay.passedUp() - before;
+	wire = relay->passedUp() - before;
 	double plain = double(kHeaderSize + 4 + kChunk);
 	EXPECT_LT(double(wire), plain * 1.002) << wire << " wire bytes for " << plain;
 }
@@ -662,12 +675,7 @@ TEST_F(Tls, HandshakeTimesOutAgainstASilentPeer)
 
 TEST_F(Tls, RecvHeaderTimesOutAndTheStreamSurvives)
 {
-	auto [c1, c2] = socketPair();
-	auto [s1, s2] = socketPair();
-	Connection client(std::move(c1)), server(std::move(s2));
-	Relay relay(std::move(c2), std::move(s1));
-	auto cc = x509(a_, TlsRole::Client), sc = x509(a_, TlsRole::Server);
-	auto h = handshake(client, cc, server, sc);
+	auto [client, server, relay, h] = relayedSession();
 	ASSERT_TRUE(h.client.ok() && h.server.ok()) << messageOf(h.client) << " / " << messageOf(h.server);
 
 	// Nothing sent.
@@ -677,15 +685,15 @@ TEST_F(Tls, RecvHeaderTimesOutAndTheStreamSurvives)
 	EXPECT_GE(Clock::now() - t0, 45ms);
 
 	// Ten bytes of the record, a timeout, then the rest: GnuTLS keeps the partial record.
-	uint64_t base = relay.passedUp();
-	relay.allowUp(10);
+	uint64_t base = relay->passedUp();
+	relay->allowUp(10);
 	ASSERT_TRUE(client.send(MsgType::Ping, 42, encode(PingMsg{4242})).ok());
-	ASSERT_TRUE(relay.waitPassedUp(base + 10));
+	ASSERT_TRUE(relay->waitPassedUp(base + 10));
 	t0 = Clock::now();
 	hdr = server.recvHeader(kLimit, 50);
 	ASSERT_TRUE(failsWith(hdr, ETIMEDOUT));
 	EXPECT_GE(Clock::now() - t0, 45ms);
-	relay.allowUp(SIZE_MAX);
+	relay->allowUp(SIZE_MAX);
 	auto f = recvFrame(server, kLimit, 10000);
 	ASSERT_TRUE(f.ok()) << f.error().message();
 	EXPECT_EQ(f->header.requestId, 42u);
