@@ -359,8 +359,7 @@ TEST(QemuDirtyRateReal, IdleGuestReadsNearZero)
 {
 	REQUIRE_GUEST_IMAGE(image);
 	Guest g;
-	Status st = g.boot(image, "ferry.mode=idle");
-	ASSERT_TRUE(st.ok()) << st.error().message();
+	ASSERT_OK(g.boot(image, "ferry.mode=idle"));
 	auto sampler = QemuDirtyRateSampler::create(g.qmp(), realOptions());
 	ASSERT_TRUE(sampler.ok()) << sampler.error().message();
 	std::vector<int64_t> rates = sampleRates(*sampler, 3);
@@ -375,8 +374,7 @@ TEST(QemuDirtyRateReal, GuestDirtyingAt40MBpsReadsItsRate)
 	Guest g;
 	// Sequential writes through 64 MiB: a 1 s window at 40 MB/s never revisits a page, so
 	// the distinct pages QEMU counts equal what the guest wrote (~38 MiB/s).
-	Status st = g.boot(image, "ferry.mode=dirty ferry.rate=40 ferry.wss=64 ferry.pattern=seq");
-	ASSERT_TRUE(st.ok()) << st.error().message();
+	ASSERT_OK(g.boot(image, "ferry.mode=dirty ferry.rate=40 ferry.wss=64 ferry.pattern=seq"));
 	auto sampler = QemuDirtyRateSampler::create(g.qmp(), realOptions());
 	ASSERT_TRUE(sampler.ok()) << sampler.error().message();
 	auto before = g.progress();
@@ -402,8 +400,7 @@ TEST(QemuDirtyRateReal, SecondMeasurementWhileOneRunsIsBusyAndTheFirstCompletes)
 {
 	REQUIRE_GUEST_IMAGE(image);
 	Guest g;
-	Status st = g.boot(image, "ferry.mode=idle");
-	ASSERT_TRUE(st.ok()) << st.error().message();
+	ASSERT_OK(g.boot(image, "ferry.mode=idle"));
 	QemuDirtyRateOptions o = realOptions();
 	o.calcTimeSec = 2;
 	auto first = QemuDirtyRateSampler::create(g.qmp(), o);
@@ -431,8 +428,7 @@ TEST(QemuDirtyRateReal, KvmOnlyModesAreRefusedUnderTcgAndQemuSurvives)
 {
 	REQUIRE_GUEST_IMAGE(image);
 	Guest g;
-	Status st = g.boot(image, "ferry.mode=idle");
-	ASSERT_TRUE(st.ok()) << st.error().message();
+	ASSERT_OK(g.boot(image, "ferry.mode=idle"));
 	for (DirtyRateMode m : {DirtyRateMode::DirtyBitmap, DirtyRateMode::DirtyRing}) {
 		QemuDirtyRateOptions o = realOptions();
 		o.samplePagesPerGiB.reset();
@@ -455,8 +451,7 @@ TEST(QemuDirtyRateReal, DirtyBitmapModeMeasuresAGuestUnderKvm)
 		GTEST_SKIP() << "dirty-bitmap needs KVM (QEMU 7.2 crashes when asked under TCG) and guests do "
 				"not boot under KVM on this host";
 	Guest g;
-	Status st = g.boot(image, "ferry.mode=dirty ferry.rate=40 ferry.wss=64 ferry.pattern=seq", Accel::Kvm);
-	ASSERT_TRUE(st.ok()) << st.error().message();
+	ASSERT_OK(g.boot(image, "ferry.mode=dirty ferry.rate=40 ferry.wss=64 ferry.pattern=seq", Accel::Kvm));
 	QemuDirtyRateOptions o = realOptions();
 	o.samplePagesPerGiB.reset();
 	o.mode = DirtyRateMode::DirtyBitmap;
@@ -475,8 +470,7 @@ TEST(QemuDirtyRateReal, CycleGuestIsCalledPeriodicWithItsPeriod)
 {
 	REQUIRE_GUEST_IMAGE(image);
 	Guest g;
-	Status st = g.boot(image, "ferry.mode=cycle ferry.rate=40 ferry.period=8 ferry.duty=0.5 ferry.wss=64");
-	ASSERT_TRUE(st.ok()) << st.error().message();
+	ASSERT_OK(g.boot(image, "ferry.mode=cycle ferry.rate=40 ferry.period=8 ferry.duty=0.5 ferry.wss=64"));
 	QemuDirtyRateOptions o = realOptions();
 	o.samplePagesPerGiB = 16384; // QEMU's most: the least sampling noise, still cheap
 	o.pollInterval = 20ms;
