@@ -16,6 +16,7 @@
 #include <condition_variable>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <mutex>
 #include <random>
 #include <sys/mman.h>
@@ -65,8 +66,7 @@ void fillText(uint8_t *p, size_t len, uint64_t seed)
 
 // A seeder over a region of this process, served from a background thread.
 struct LocalSeeder {
-	UniqueFd memfd;
-	Mapping map;
+	MemfdMapping region;
 	std::unique_ptr<Seeder> seeder;
 	std::optional<Listener> listener;
 	std::thread thread;
@@ -74,19 +74,18 @@ struct LocalSeeder {
 	Status start(uint64_t size, uint32_t chunk, bool text = false, CompressionSpec compression = {},
 		     std::shared_ptr<const TlsCredentials> tls = {})
 	{
-		FERRY_ASSIGN(memfd, createMemfd("bench-source", size));
-		FERRY_ASSIGN(map, Mapping::map(memfd.get(), size, PROT_READ | PROT_WRITE, MAP_SHARED));
+		FERRY_ASSIGN(region, MemfdMapping::create("bench-source", size));
 		if (text)
-			fillText(map.data(), size, 42);
+			fillText(region.data(), size, 42);
 		else
-			fillRandom(map.data(), size, 42);
-		TrackedRegion r{0, reinterpret_cast<uintptr_t>(map.data()), size, chunk};
+			fillRandom(region.data(), size, 42);
+		TrackedRegion r{0, reinterpret_cast<uintptr_t>(region.data()), size, chunk};
 		FERRY_ASSIGN(auto tracker, makeHashTracker(r));
 		SeederOptions so;
 		so.chunkSize = chunk;
 		so.compression = compression;
 		so.tls = std::move(tls);
-		seeder = std::make_unique<Seeder>(map.data(), size, std::move(tracker),
+		seeder = std::make_unique<Seeder>(region.data(), size, std::move(tracker),
 						  SeederHooks{[] { return Status(); }, [] { return Status(); }, [] {}, {}}, so);
 		FERRY_ASSIGN(Listener l, Listener::listen(Endpoint::tcp("127.0.0.1", 0)));
 		listener.emplace(std::move(l));
@@ -128,19 +127,18 @@ void BM_FaultService(benchmark::State &state)
 			state.SkipWithError(st.error().message().c_str());
 			return;
 		}
-		UniqueFd memfd;
-		Mapping leecherMap, appMap;
+		MemfdMapping dest; // the leecher's mapping
+		Mapping appMap;    // the "application's" mapping of the same memfd
 		std::mutex m;
 		std::condition_variable cv;
 		bool go = false;
 		LeecherHooks hooks;
 		hooks.prepare = [&](uint64_t sz, uint32_t) -> Result<uint8_t *> {
-			FERRY_ASSIGN(memfd, createMemfd("bench-destination", sz));
-			FERRY_ASSIGN(leecherMap, Mapping::map(memfd.get(), sz, PROT_READ | PROT_WRITE, MAP_SHARED));
-			return leecherMap.data();
+			FERRY_ASSIGN(dest, MemfdMapping::create("bench-destination", sz));
+			return dest.data();
 		};
 		hooks.armFaults = [&]() -> Result<FaultTarget> {
-			FERRY_ASSIGN(appMap, Mapping::map(memfd.get(), size, PROT_READ | PROT_WRITE, MAP_SHARED));
+			FERRY_ASSIGN(appMap, Mapping::map(dest.fd.get(), size, PROT_READ | PROT_WRITE, MAP_SHARED));
 			FERRY_ASSIGN(Userfaultfd u, Userfaultfd::create(UFFD_FEATURE_MINOR_SHMEM | UFFD_FEATURE_MISSING_SHMEM));
 			FERRY_TRY(u.registerRange(appMap.data(), size, UffdMode::Missing | UffdMode::Minor));
 			return FaultTarget{std::move(u), reinterpret_cast<uintptr_t>(appMap.data())};
@@ -194,7 +192,7 @@ void BM_FaultService(benchmark::State &state)
 			state.SkipWithError(rep.error().message().c_str());
 			return;
 		}
-		if (std::memcmp(appMap.data(), src.map.data(), size) != 0) {
+		if (std::memcmp(appMap.data(), src.region.data(), size) != 0) {
 			state.SkipWithError("destination differs from source");
 			return;
 		}
@@ -220,15 +218,7 @@ Result<LeecherReport> pullOnce(LocalSeeder &src, int rttMs, double mbit, unsigne
 {
 	FERRY_ASSIGN(auto link, LinkEmulator::start(Endpoint::tcp("127.0.0.1", 0), src.listener->boundEndpoint(),
 						    LinkParams::symmetric(std::chrono::milliseconds(rttMs), mbit)));
-	UniqueFd memfd;
-	Mapping map;
-	LeecherHooks hooks;
-	hooks.prepare = [&](uint64_t sz, uint32_t) -> Result<uint8_t *> {
-		FERRY_ASSIGN(memfd, createMemfd("bench-destination", sz));
-		FERRY_ASSIGN(map, Mapping::map(memfd.get(), sz, PROT_READ | PROT_WRITE, MAP_SHARED));
-		return map.data();
-	};
-	hooks.resume = [] { return Status(); };
+	MemfdMapping dest;
 	LeecherOptions lo;
 	lo.name = "bench";
 	lo.seeder = link->endpoint();
@@ -238,13 +228,47 @@ Result<LeecherReport> pullOnce(LocalSeeder &src, int rttMs, double mbit, unsigne
 	lo.sampleInterval = std::chrono::milliseconds(10);
 	const bool wantTls = tls != nullptr;
 	lo.tls = std::move(tls);
-	Leecher leecher(std::move(hooks), lo);
+	Leecher leecher(LeecherHooks::intoMemory(dest, "bench-destination"), lo);
 	FERRY_ASSIGN(LeecherReport rep, leecher.run());
 	if (wantTls && (rep.tls.empty() || rep.tls == "insecure"))
 		return Error(EPROTO, "pull with TLS credentials reports a plaintext session");
-	if (std::memcmp(map.data(), src.map.data(), src.map.size()) != 0)
+	if (std::memcmp(dest.data(), src.region.data(), src.region.map.size()) != 0)
 		return Error(EIO, "destination differs from source");
 	return rep;
+}
+
+// The pull benchmarks' loop: each iteration starts a fresh seeder with `start`, pulls its
+// `size` bytes once with `pull`, and is timed by the pull's first pass (first request to every
+// chunk received: no session set-up, finalize or release round trips, which a longer region
+// would amortise). Reports MB_per_s, region bytes per second, and with `wireRatio` the bytes on
+// the wire over region bytes. False: an iteration failed, and the benchmark was skipped with its
+// error.
+bool runPulls(benchmark::State &state, uint64_t size, bool wireRatio,
+	      const std::function<Status(LocalSeeder &)> &start,
+	      const std::function<Result<LeecherReport>(LocalSeeder &)> &pull)
+{
+	double totalSec = 0, bytes = 0, wire = 0;
+	for (auto _ : state) {
+		LocalSeeder src;
+		if (auto st = start(src); !st.ok()) {
+			state.SkipWithError(st.error().message().c_str());
+			return false;
+		}
+		auto rep = pull(src);
+		if (!rep.ok()) {
+			state.SkipWithError(rep.error().message().c_str());
+			return false;
+		}
+		double sec = rep->firstPassMs / 1e3;
+		state.SetIterationTime(sec);
+		totalSec += sec;
+		bytes += double(size);
+		wire += double(rep->bytesTransferred);
+	}
+	state.counters["MB_per_s"] = bytes / totalSec / 1e6;
+	if (wireRatio)
+		state.counters["wire_ratio"] = wire / bytes;
+	return true;
 }
 
 void BM_Pull(benchmark::State &state)
@@ -255,26 +279,9 @@ void BM_Pull(benchmark::State &state)
 	const unsigned conns = unsigned(state.range(3));
 	const uint32_t chunk = 64 * 1024;
 	const uint64_t size = mbit > 0 && mbit <= 1000 ? (128ull << 20) : (256ull << 20);
-	double totalSec = 0, bytes = 0;
-	for (auto _ : state) {
-		LocalSeeder src;
-		if (auto st = src.start(size, chunk); !st.ok()) {
-			state.SkipWithError(st.error().message().c_str());
-			return;
-		}
-		auto rep = pullOnce(src, rttMs, mbit, conns, depth);
-		if (!rep.ok()) {
-			state.SkipWithError(rep.error().message().c_str());
-			return;
-		}
-		// The pull itself: first request to every chunk received (no session set-up,
-		// finalize or release round trips, which a longer region would amortise).
-		double sec = rep->firstPassMs / 1e3;
-		state.SetIterationTime(sec);
-		totalSec += sec;
-		bytes += double(size);
-	}
-	state.counters["MB_per_s"] = bytes / totalSec / 1e6;
+	runPulls(
+		state, size, false, [&](LocalSeeder &src) { return src.start(size, chunk); },
+		[&](LocalSeeder &src) { return pullOnce(src, rttMs, mbit, conns, depth); });
 }
 
 // The pre-copy pull of random or text memory with and without zstd, over a 1 Gbit/s link
@@ -287,26 +294,10 @@ void BM_PullCompressed(benchmark::State &state)
 	const bool text = state.range(1) != 0;
 	const bool zstd = state.range(2) != 0;
 	const uint64_t size = 128ull << 20;
-	double totalSec = 0, bytes = 0, wire = 0;
-	for (auto _ : state) {
-		LocalSeeder src;
-		if (auto st = src.start(size, 64 * 1024, text, CompressionSpec{zstd ? 1 : 0}); !st.ok()) {
-			state.SkipWithError(st.error().message().c_str());
-			return;
-		}
-		auto rep = pullOnce(src, 0, mbit, 2, 64);
-		if (!rep.ok()) {
-			state.SkipWithError(rep.error().message().c_str());
-			return;
-		}
-		double sec = rep->firstPassMs / 1e3;
-		state.SetIterationTime(sec);
-		totalSec += sec;
-		bytes += double(size);
-		wire += double(rep->bytesTransferred);
-	}
-	state.counters["MB_per_s"] = bytes / totalSec / 1e6;
-	state.counters["wire_ratio"] = wire / bytes;
+	runPulls(
+		state, size, true,
+		[&](LocalSeeder &src) { return src.start(size, 64 * 1024, text, CompressionSpec{zstd ? 1 : 0}); },
+		[&](LocalSeeder &src) { return pullOnce(src, 0, mbit, 2, 64); });
 }
 
 // A throwaway PKI written once per process into a temporary directory, removed at exit, and
@@ -379,27 +370,14 @@ void BM_PullTls(benchmark::State &state)
 		state.SkipWithError(pki.status().error().message().c_str());
 		return;
 	}
-	double totalSec = 0, bytes = 0;
-	for (auto _ : state) {
-		LocalSeeder src;
-		if (auto st = src.start(size, chunk, zstd, CompressionSpec{zstd ? 1 : 0},
-					tls ? pki.server() : nullptr);
-		    !st.ok()) {
-			state.SkipWithError(st.error().message().c_str());
-			return;
-		}
-		auto rep = pullOnce(src, 0, mbit, conns, 64, tls ? pki.client() : nullptr);
-		if (!rep.ok()) {
-			state.SkipWithError(rep.error().message().c_str());
-			return;
-		}
-		double sec = rep->firstPassMs / 1e3;
-		state.SetIterationTime(sec);
-		totalSec += sec;
-		bytes += double(size);
-	}
-	state.SetLabel(tls ? "x509" : "plaintext");
-	state.counters["MB_per_s"] = bytes / totalSec / 1e6;
+	bool ran = runPulls(
+		state, size, false,
+		[&](LocalSeeder &src) {
+			return src.start(size, chunk, zstd, CompressionSpec{zstd ? 1 : 0}, tls ? pki.server() : nullptr);
+		},
+		[&](LocalSeeder &src) { return pullOnce(src, 0, mbit, conns, 64, tls ? pki.client() : nullptr); });
+	if (ran)
+		state.SetLabel(tls ? "x509" : "plaintext");
 }
 
 // One core's zstd level-1 speed on a 64 KiB chunk (what bounds the pull on a fast link).

@@ -13,7 +13,7 @@
 #include <cstddef>
 #include <memory>
 #include <mutex>
-#include <utility>
+#include <type_traits>
 
 #include <fftw3.h>
 
@@ -54,35 +54,23 @@ public:
 		return FftwPlan(fftw_plan_dft_c2r_1d(n, in, out, FFTW_ESTIMATE));
 	}
 
-	FftwPlan(FftwPlan &&o) noexcept : plan_(std::exchange(o.plan_, nullptr)) {}
-	FftwPlan &operator=(FftwPlan &&o) noexcept
-	{
-		if (this != &o) {
-			reset();
-			plan_ = std::exchange(o.plan_, nullptr);
-		}
-		return *this;
-	}
-	FftwPlan(const FftwPlan &) = delete;
-	FftwPlan &operator=(const FftwPlan &) = delete;
-	~FftwPlan() { reset(); }
-
 	bool valid() const { return plan_ != nullptr; }
 	// Runs the plan on the arrays it was made for. Thread-safe per FFTW's contract.
-	void execute() const { fftw_execute(plan_); }
+	void execute() const { fftw_execute(plan_.get()); }
 
 private:
-	explicit FftwPlan(fftw_plan p) : plan_(p) {}
-	void reset()
-	{
-		if (!plan_)
-			return;
-		std::lock_guard<std::mutex> lock(fftwPlannerLock());
-		fftw_destroy_plan(plan_);
-		plan_ = nullptr;
-	}
+	// Destroying a plan is a planner call too: under the lock.
+	struct Destroy {
+		void operator()(fftw_plan p) const
+		{
+			std::lock_guard<std::mutex> lock(fftwPlannerLock());
+			fftw_destroy_plan(p);
+		}
+	};
 
-	fftw_plan plan_ = nullptr;
+	explicit FftwPlan(fftw_plan p) : plan_(p) {}
+
+	std::unique_ptr<std::remove_pointer_t<fftw_plan>, Destroy> plan_; // move-only
 };
 
 // Buffers and the plan pair for one transform size m. Members are destroyed in reverse order,

@@ -5,7 +5,9 @@
 #include <charconv>
 #include <cmath>
 #include <optional>
+#include <type_traits>
 #include <utility>
+#include <variant>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -450,39 +452,49 @@ Result<T> parseNumber(std::string_view key, std::string_view text)
 	return v;
 }
 
+// The numeric options of a policy spec ("cycle:warmup=6,deadline=30"), each parsed as the type
+// of the PolicyOptions field it sets.
+using NumberField = std::variant<double PolicyOptions::*, uint64_t PolicyOptions::*, uint32_t PolicyOptions::*>;
+struct NumberOption {
+	std::string_view key;
+	NumberField field;
+};
+constexpr NumberOption kNumberOptions[] = {
+	{ "deadline", &PolicyOptions::deadlineSec },
+	{ "interval", &PolicyOptions::sampleIntervalSec },
+	{ "budget", &PolicyOptions::downtimeBudgetSec },
+	{ "chunks", &PolicyOptions::thresholdChunks },
+	{ "rounds", &PolicyOptions::thresholdRounds },
+	{ "max-rounds", &PolicyOptions::maxRounds },
+	{ "patience", &PolicyOptions::patienceRounds },
+	{ "margin", &PolicyOptions::marginFraction },
+	{ "warmup", &PolicyOptions::cycleWarmupSec },
+};
+
 Status applyOption(PolicyOptions *o, std::string_view key, std::string_view value)
 {
-	if (key == "deadline") {
-		FERRY_ASSIGN(o->deadlineSec, parseNumber<double>(key, value));
-	} else if (key == "interval") {
-		FERRY_ASSIGN(o->sampleIntervalSec, parseNumber<double>(key, value));
-	} else if (key == "budget") {
-		FERRY_ASSIGN(o->downtimeBudgetSec, parseNumber<double>(key, value));
-	} else if (key == "chunks") {
-		FERRY_ASSIGN(o->thresholdChunks, parseNumber<uint64_t>(key, value));
-	} else if (key == "rounds") {
-		FERRY_ASSIGN(o->thresholdRounds, parseNumber<uint32_t>(key, value));
-	} else if (key == "max-rounds") {
-		FERRY_ASSIGN(o->maxRounds, parseNumber<uint32_t>(key, value));
-	} else if (key == "patience") {
-		FERRY_ASSIGN(o->patienceRounds, parseNumber<uint32_t>(key, value));
-	} else if (key == "margin") {
-		FERRY_ASSIGN(o->marginFraction, parseNumber<double>(key, value));
-	} else if (key == "warmup") {
-		FERRY_ASSIGN(o->cycleWarmupSec, parseNumber<double>(key, value));
-	} else if (key == "hold") {
-		if (value == "off")
-			o->cycleHold = PolicyOptions::Hold::Off;
-		else if (value == "hot")
-			o->cycleHold = PolicyOptions::Hold::Hot;
-		else if (value == "all")
-			o->cycleHold = PolicyOptions::Hold::All;
-		else
-			return Error::format(EINVAL, "hold: '{}' is not off, hot or all", value);
-	} else {
+	for (const NumberOption &n : kNumberOptions) {
+		if (n.key != key)
+			continue;
+		return std::visit(
+			[&](auto field) -> Status {
+				using T = std::remove_reference_t<decltype(o->*field)>;
+				FERRY_ASSIGN(o->*field, parseNumber<T>(key, value));
+				return {};
+			},
+			n.field);
+	}
+	if (key != "hold")
 		return Error::format(EINVAL, "unknown option '{}' (known: deadline, interval, budget, "
 				     "chunks, rounds, max-rounds, patience, margin, warmup, hold)", key);
-	}
+	if (value == "off")
+		o->cycleHold = PolicyOptions::Hold::Off;
+	else if (value == "hot")
+		o->cycleHold = PolicyOptions::Hold::Hot;
+	else if (value == "all")
+		o->cycleHold = PolicyOptions::Hold::All;
+	else
+		return Error::format(EINVAL, "hold: '{}' is not off, hot or all", value);
 	return {};
 }
 

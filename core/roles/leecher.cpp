@@ -52,6 +52,17 @@ const char *leecherStateName(LeecherState s)
 	return "?";
 }
 
+LeecherHooks LeecherHooks::intoMemory(MemfdMapping &region, const char *memfdName)
+{
+	LeecherHooks h;
+	h.prepare = [&region, memfdName](uint64_t size, uint32_t) -> Result<uint8_t *> {
+		FERRY_ASSIGN(region, MemfdMapping::create(memfdName, size));
+		return region.data();
+	};
+	h.resume = [] { return okStatus(); };
+	return h;
+}
+
 JsonValue LeecherReport::toJson() const
 {
 	JsonValue j = JsonValue::object();

@@ -68,6 +68,14 @@ Result<UniqueFd> createMemfd(const char *name, size_t size)
 	return fd;
 }
 
+Result<MemfdMapping> MemfdMapping::create(const char *name, size_t size)
+{
+	MemfdMapping m;
+	FERRY_ASSIGN(m.fd, createMemfd(name, size));
+	FERRY_ASSIGN(m.map, Mapping::map(m.fd.get(), size, PROT_READ | PROT_WRITE, MAP_SHARED));
+	return m;
+}
+
 size_t pageSize()
 {
 	static const size_t size = static_cast<size_t>(::sysconf(_SC_PAGESIZE));

@@ -81,6 +81,24 @@ Status doApi(int fd, uint64_t features)
 	return okStatus();
 }
 
+// The errno of a resolving ioctl that made no progress, as CRIU's uffd_check_op_error sorts
+// it: EAGAIN means the target's mm is changing (an event is pending), ESRCH/ENOSPC/ENOMEM that
+// the process owning it is gone; anything else is an error, named by `what()`.
+template <typename What>
+Result<UffdOutcome> classifyResolveErrno(int err, What &&what)
+{
+	switch (err) {
+	case EAGAIN:
+		return UffdOutcome::Retry;
+	case ESRCH:
+	case ENOSPC:
+	case ENOMEM:
+		return UffdOutcome::Gone;
+	default:
+		return Error::fromErrno(what(), err);
+	}
+}
+
 } // namespace
 
 const char *toString(UffdOutcome outcome)
@@ -178,6 +196,14 @@ Result<UffdOutcome> Userfaultfd::fill(Fill kind, void *dst, const void *src, siz
 	while (cur < end) {
 		int r;
 		int64_t progress; // bytes done, or -errno (the kernel writes it back)
+		// ZEROPAGE and CONTINUE take the same argument shape: a range and a mode in, the
+		// progress out in a field of its own.
+		auto onRange = [&](auto arg, unsigned long request, uint64_t dontWakeMode, auto progressField) {
+			arg.range = { cur, end - cur };
+			arg.mode = dontWake ? dontWakeMode : 0;
+			r = ::ioctl(fd_.get(), request, &arg);
+			progress = arg.*progressField;
+		};
 		switch (kind) {
 		case Fill::Copy: {
 			uffdio_copy c{};
@@ -189,23 +215,15 @@ Result<UffdOutcome> Userfaultfd::fill(Fill kind, void *dst, const void *src, siz
 			progress = c.copy;
 			break;
 		}
-		case Fill::Zero: {
-			uffdio_zeropage z{};
-			z.range = { cur, end - cur };
-			z.mode = dontWake ? UFFDIO_ZEROPAGE_MODE_DONTWAKE : 0;
-			r = ::ioctl(fd_.get(), UFFDIO_ZEROPAGE, &z);
-			progress = z.zeropage;
+		case Fill::Zero:
+			onRange(uffdio_zeropage{}, UFFDIO_ZEROPAGE, UFFDIO_ZEROPAGE_MODE_DONTWAKE,
+				&uffdio_zeropage::zeropage);
 			break;
-		}
 		case Fill::Continue:
-		default: {
-			uffdio_continue c{};
-			c.range = { cur, end - cur };
-			c.mode = dontWake ? UFFDIO_CONTINUE_MODE_DONTWAKE : 0;
-			r = ::ioctl(fd_.get(), UFFDIO_CONTINUE, &c);
-			progress = c.mapped;
+		default:
+			onRange(uffdio_continue{}, UFFDIO_CONTINUE, UFFDIO_CONTINUE_MODE_DONTWAKE,
+				&uffdio_continue::mapped);
 			break;
-		}
 		}
 		if (r == 0)
 			return existed ? UffdOutcome::Exists : UffdOutcome::Done;
@@ -216,24 +234,16 @@ Result<UffdOutcome> Userfaultfd::fill(Fill kind, void *dst, const void *src, siz
 			cur += static_cast<uint64_t>(progress);
 			continue;
 		}
-		switch (err) {
-		case EEXIST:
+		if (err == EEXIST) {
 			// Already mapped (by an earlier fill, or for shmem by another mapping of
 			// the same file): leave it and fill the rest.
 			existed = true;
 			cur += pageSize();
 			continue;
-		case EAGAIN:
-			return UffdOutcome::Retry;
-		case ESRCH:
-		case ENOSPC:
-		case ENOMEM:
-			return UffdOutcome::Gone;
-		default:
-			return Error::fromErrno(fmt::format("{} {:#x} +{:#x}", kNames[int(kind)], cur,
-							    end - cur),
-						err);
 		}
+		return classifyResolveErrno(err, [&] {
+			return fmt::format("{} {:#x} +{:#x}", kNames[int(kind)], cur, end - cur);
+		});
 	}
 	return existed ? UffdOutcome::Exists : UffdOutcome::Done;
 }
@@ -261,19 +271,10 @@ Result<UffdOutcome> Userfaultfd::writeProtect(void *addr, size_t len, bool prote
 		  (dontWake ? UFFDIO_WRITEPROTECT_MODE_DONTWAKE : 0);
 	if (::ioctl(fd_.get(), UFFDIO_WRITEPROTECT, &wp) == 0)
 		return UffdOutcome::Done;
-	const int err = errno;
-	switch (err) {
-	case EAGAIN:
-		return UffdOutcome::Retry;
-	case ESRCH:
-	case ENOSPC:
-	case ENOMEM:
-		return UffdOutcome::Gone;
-	default:
-		return Error::fromErrno(fmt::format("UFFDIO_WRITEPROTECT {} +{:#x} {}", addr, len,
-						    protect ? "on" : "off"),
-					err);
-	}
+	return classifyResolveErrno(errno, [&] {
+		return fmt::format("UFFDIO_WRITEPROTECT {} +{:#x} {}", addr, len,
+				   protect ? "on" : "off");
+	});
 }
 
 Status Userfaultfd::wake(void *addr, size_t len)

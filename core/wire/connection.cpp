@@ -10,6 +10,7 @@
 #include <cstring>
 #include <mutex>
 
+#include "ferry/sys/poll.h"
 #include "ferry/wire/tls.h"
 #include "wire/deadline.h"
 #include "wire/tls_session.h"
@@ -55,14 +56,9 @@ struct Connection::State {
 		}
 		for (;;) {
 			if (deadlineMs >= 0) {
-				pollfd p{fd.get(), POLLIN, 0};
-				int r = ::poll(&p, 1, wire::pollTimeoutUntil(deadlineMs));
-				if (r < 0) {
-					if (errno == EINTR)
-						continue;
-					return Error::fromErrno("poll");
-				}
-				if (r == 0)
+				FERRY_ASSIGN(short ready, pollOne(fd.get(), POLLIN,
+								  wire::pollTimeoutUntil(deadlineMs)));
+				if (ready == 0)
 					return Error(ETIMEDOUT, "timed out waiting for data");
 			}
 			ssize_t n = ::recv(fd.get(), dst, len, 0);

@@ -17,6 +17,8 @@
 #include <cstring>
 #include <memory>
 
+#include "ferry/sys/poll.h"
+
 namespace ferry {
 
 namespace {
@@ -131,21 +133,9 @@ Result<UniqueFd> connectOne(int family, const sockaddr *sa, socklen_t len, int t
 	if (::connect(fd.get(), sa, len) < 0) {
 		if (errno != EINPROGRESS && errno != EAGAIN)
 			return Error::fromErrno("connect");
-		int64_t deadline = timeoutMs < 0 ? -1 : monotonicMs() + timeoutMs;
-		for (;;) {
-			int left = -1;
-			if (deadline >= 0)
-				left = int(std::max<int64_t>(0, deadline - monotonicMs()));
-			pollfd p{fd.get(), POLLOUT, 0};
-			int r = ::poll(&p, 1, left);
-			if (r < 0 && errno == EINTR)
-				continue;
-			if (r < 0)
-				return Error::fromErrno("poll");
-			if (r == 0)
-				return Error::format(ETIMEDOUT, "connect: timed out after {} ms", timeoutMs);
-			break;
-		}
+		FERRY_ASSIGN(short ready, pollOne(fd.get(), POLLOUT, timeoutMs));
+		if (ready == 0)
+			return Error::format(ETIMEDOUT, "connect: timed out after {} ms", timeoutMs);
 		int err = 0;
 		socklen_t elen = sizeof(err);
 		if (::getsockopt(fd.get(), SOL_SOCKET, SO_ERROR, &err, &elen) < 0)
@@ -390,18 +380,12 @@ Result<Connection> Listener::accept(int timeoutMs)
 		if (deadline >= 0)
 			left = int(std::min<int64_t>(std::max<int64_t>(0, deadline - monotonicMs()),
 						     INT_MAX));
-		pollfd p{fd_.get(), POLLIN, 0};
-		int r = ::poll(&p, 1, left);
-		if (r < 0) {
-			if (errno == EINTR)
-				continue;
-			return Error::fromErrno("poll");
-		}
-		if (r == 0)
+		FERRY_ASSIGN(short ready, pollOne(fd_.get(), POLLIN, left));
+		if (ready == 0)
 			return Error::format(ETIMEDOUT, "accept on {}: timed out after {} ms", bound_.str(),
 					     timeoutMs);
 		// shutdown() on a listening socket makes poll report POLLHUP and accept EINVAL.
-		if (p.revents & (POLLHUP | POLLERR | POLLNVAL))
+		if (ready & (POLLHUP | POLLERR | POLLNVAL))
 			return Error::format(ECANCELED, "accept on {}: listener shut down", bound_.str());
 		UniqueFd fd(::accept4(fd_.get(), nullptr, nullptr, SOCK_CLOEXEC));
 		if (!fd) {

@@ -7,7 +7,7 @@
 #include <cstdlib>
 
 #include "cli/commands.h"
-#include "cli/interrupt.h"
+#include "cli/serving.h"
 #include "vm/vm_migration.h"
 
 namespace ferry {
@@ -30,15 +30,9 @@ struct MigrateArgs {
 
 int runMigrate(const MigrateArgs &a)
 {
-	auto ep = parseEndpoint(a.listen);
-	if (!ep.ok())
-		return reportError("migrate", ep.error().context("--listen"));
-	auto so = a.seeder.build();
-	if (!so.ok())
-		return reportError("migrate", so.error());
-	auto interrupts = SeederInterrupts::start(); // first: before any thread exists
-	if (!interrupts.ok())
-		return reportError("migrate", interrupts.error());
+	auto setup = SeederSetup::start(a.listen, a.seeder);
+	if (!setup.ok())
+		return reportError("migrate", setup.error());
 	auto qmp = QmpClient::connect(a.qmp, std::chrono::seconds(10));
 	if (!qmp.ok())
 		return reportError("migrate", qmp.error().context("source QMP"));
@@ -52,24 +46,15 @@ int runMigrate(const MigrateArgs &a)
 			return reportError("migrate", p.error().context("source agent"));
 		pid = *p;
 	}
-	auto seeder = VmSeeder::create({&*qmp, a.agent, a.ramMatch}, pid, a.deviceUri, *so, !a.keepSource);
+	auto seeder = VmSeeder::create({&*qmp, a.agent, a.ramMatch}, pid, a.deviceUri, setup->options, !a.keepSource);
 	if (!seeder.ok())
 		return reportError("migrate", seeder.error());
-	auto listener = Listener::listen(*ep);
+	auto listener = Listener::listen(setup->listen);
 	if (!listener.ok())
 		return reportError("migrate", listener.error().context("listen"));
-	(*interrupts)->serving(&(*seeder)->seeder());
-	fmt::print("listening on {}\n", listener->boundEndpoint().str());
-	std::fflush(stdout);
-	Status st = (*seeder)->serve(*listener);
-	(*interrupts)->done();
-	JsonValue summary = (*seeder)->seeder().stats().toJson();
-	summary.set("role", "source").set("state", seederStateName((*seeder)->seeder().state()))
-		.set("ram_bytes", (*seeder)->ramSize());
-	printSummary(summary);
-	if (!st.ok())
-		return reportError("migrate", st.error());
-	return 0;
+	Status st = setup->serve((*seeder)->seeder(), *listener, [&] { return (*seeder)->serve(*listener); });
+	return SeederSetup::finish("migrate", (*seeder)->seeder(), st, "source",
+				   [&](JsonValue &s) { s.set("ram_bytes", (*seeder)->ramSize()); });
 }
 
 } // namespace

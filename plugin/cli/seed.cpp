@@ -6,7 +6,7 @@
 #include <cstdlib>
 
 #include "cli/commands.h"
-#include "cli/interrupt.h"
+#include "cli/serving.h"
 #include "demo/demo_app.h"
 #include "ferry/dirty/tracker.h"
 
@@ -35,40 +35,24 @@ Result<std::unique_ptr<DirtyTracker>> makeTracker(const std::string &kind, Sourc
 
 int runSeed(const SeedArgs &a)
 {
-	auto ep = parseEndpoint(a.listen);
-	if (!ep.ok())
-		return reportError("seed", ep.error().context("--listen"));
-	auto so = a.seeder.build();
-	if (!so.ok())
-		return reportError("seed", so.error());
-	auto interrupts = SeederInterrupts::start(); // first: before any thread exists
-	if (!interrupts.ok())
-		return reportError("seed", interrupts.error());
+	auto setup = SeederSetup::start(a.listen, a.seeder);
+	if (!setup.ok())
+		return reportError("seed", setup.error());
 	auto src = SourceAppHandle::spawn(a.app.build());
 	if (!src.ok())
 		return reportError("seed", src.error().context("start source application"));
-	auto tracker = makeTracker(a.tracker, *src, so->chunkSize);
+	auto tracker = makeTracker(a.tracker, *src, setup->options.chunkSize);
 	if (!tracker.ok())
 		return reportError("seed", tracker.error().context(fmt::format("tracker {}", a.tracker)));
-	auto listener = Listener::listen(*ep);
+	auto listener = Listener::listen(setup->listen);
 	if (!listener.ok())
 		return reportError("seed", listener.error().context("listen"));
 	SourceAppHandle *s = &src.value();
 	SeederHooks hooks{[s] { return s->suspend(); }, [s] { return s->resume(); }, [s] { s->quit(); }, {}};
-	Seeder seeder(s->mapping().data(), s->size(), std::move(tracker).value(), hooks, *so);
-	(*interrupts)->serving(&seeder);
-	// The first stdout line tells scripts (and `ferry demo`) where to connect. From here on
-	// a signal stops the seeder (exit 1, "stopped"), never the process outright.
-	fmt::print("listening on {}\n", listener->boundEndpoint().str());
-	std::fflush(stdout);
-	Status st = seeder.serve(*listener);
-	(*interrupts)->done();
-	JsonValue summary = seeder.stats().toJson();
-	summary.set("role", "seeder").set("state", seederStateName(seeder.state())).set("tracker", a.tracker);
-	printSummary(summary);
-	if (!st.ok())
-		return reportError("seed", st.error());
-	return 0;
+	Seeder seeder(s->mapping().data(), s->size(), std::move(tracker).value(), hooks, setup->options);
+	// A signal from here on stops the seeder (exit 1, "stopped"), never the process outright.
+	Status st = setup->serve(seeder, *listener, [&] { return seeder.serve(*listener); });
+	return SeederSetup::finish("seed", seeder, st, "seeder", [&](JsonValue &s) { s.set("tracker", a.tracker); });
 }
 
 } // namespace

@@ -400,4 +400,32 @@ Result<uint64_t> DestAppHandle::quit()
 	return get64(payload.data());
 }
 
+LeecherHooks DemoDestination::hooks()
+{
+	LeecherHooks h;
+	h.prepare = [this](uint64_t size, uint32_t) -> Result<uint8_t *> {
+		size_ = size;
+		FERRY_ASSIGN(region_, MemfdMapping::create("ferry-demo-destination", size));
+		return region_.data();
+	};
+	h.armFaults = [this]() -> Result<FaultTarget> {
+		FERRY_TRY(startApp());
+		FERRY_ASSIGN(Userfaultfd u, app_->takeUffd());
+		return FaultTarget{std::move(u), app_->base()};
+	};
+	h.resume = [this]() -> Status {
+		if (!app_)
+			FERRY_TRY(startApp());
+		return app_->run();
+	};
+	return h;
+}
+
+Status DemoDestination::startApp()
+{
+	FERRY_ASSIGN(DestAppHandle h, DestAppHandle::spawn(region_.fd.get(), size_, opts_));
+	app_.emplace(std::move(h));
+	return {};
+}
+
 } // namespace ferry

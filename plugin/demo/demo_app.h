@@ -13,9 +13,11 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include "ferry/base/result.h"
+#include "ferry/roles/leecher.h"
 #include "ferry/sys/fd.h"
 #include "ferry/sys/mapping.h"
 #include "ferry/sys/userfaultfd.h"
@@ -91,6 +93,30 @@ private:
 	UniqueFd ctrl_;
 	UniqueFd uffd_;
 	uintptr_t base_ = 0;
+};
+
+// The destination of a demo migration, as a leecher sees it: the region (a memfd the leecher
+// writes and the application maps) and the destination application on it, started at
+// finalize (hybrid: armFaults) or at the end (precopy: resume). hooks() captures this object,
+// so it must outlive the Leecher that runs them.
+class DemoDestination {
+public:
+	explicit DemoDestination(DestAppOptions opts) : opts_(std::move(opts)) {}
+	DemoDestination(const DemoDestination &) = delete;
+	DemoDestination &operator=(const DemoDestination &) = delete;
+
+	LeecherHooks hooks();
+	bool appStarted() const { return app_.has_value(); }
+	// Stops the application (appStarted() only); returns the pages it read.
+	Result<uint64_t> quitApp() { return app_->quit(); }
+
+private:
+	Status startApp();
+
+	DestAppOptions opts_;
+	uint64_t size_ = 0;
+	MemfdMapping region_;
+	std::optional<DestAppHandle> app_; // last: stopped before the region goes
 };
 
 } // namespace ferry

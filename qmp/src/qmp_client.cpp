@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "ferry/base/log.h"
+#include "ferry/sys/poll.h"
 
 namespace ferry {
 
@@ -211,14 +212,10 @@ Status QmpClient::sendLine(const std::string &line, Clock::time_point deadline)
 	std::string out = line + "\n";
 	size_t off = 0;
 	while (off < out.size()) {
-		pollfd pfd{fd_.get(), POLLOUT, 0};
-		int n = ::poll(&pfd, 1, msUntil(deadline));
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return breakStream(Error::fromErrno("poll"));
-		}
-		if (n == 0)
+		auto ready = pollOne(fd_.get(), POLLOUT, msUntil(deadline));
+		if (!ready)
+			return breakStream(ready.error());
+		if (*ready == 0)
 			// A partial command on the wire would desynchronize the stream.
 			return breakStream(Error(ETIMEDOUT, "send: timed out writing a command"));
 		// MSG_NOSIGNAL: a QEMU that exited must give EPIPE, not kill us with SIGPIPE.
@@ -257,14 +254,10 @@ Result<JsonValue> QmpClient::readMessage(Clock::time_point deadline)
 			return breakStream(Error::format(EMSGSIZE, "QMP message exceeds {} bytes",
 							 kMaxMessageBytes));
 
-		pollfd pfd{fd_.get(), POLLIN, 0};
-		int n = ::poll(&pfd, 1, msUntil(deadline));
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return breakStream(Error::fromErrno("poll"));
-		}
-		if (n == 0)
+		auto ready = pollOne(fd_.get(), POLLIN, msUntil(deadline));
+		if (!ready)
+			return breakStream(ready.error());
+		if (*ready == 0)
 			return Error(ETIMEDOUT, "timed out waiting for QMP message");
 		char buf[65536];
 		ssize_t r = ::recv(fd_.get(), buf, sizeof(buf), MSG_DONTWAIT);
@@ -343,17 +336,15 @@ Result<JsonValue> QmpClient::execute(std::string_view command, const JsonValue *
 	return qmpReturn(command, reply.value());
 }
 
-Status QmpClient::stop()
+Status QmpClient::run(std::string_view command, const JsonValue *arguments)
 {
-	FERRY_ASSIGN([[maybe_unused]] JsonValue r, execute("stop"));
+	FERRY_ASSIGN([[maybe_unused]] JsonValue r, execute(command, arguments));
 	return okStatus();
 }
 
-Status QmpClient::cont()
-{
-	FERRY_ASSIGN([[maybe_unused]] JsonValue r, execute("cont"));
-	return okStatus();
-}
+Status QmpClient::stop() { return run("stop"); }
+
+Status QmpClient::cont() { return run("cont"); }
 
 Result<std::string> QmpClient::queryStatus()
 {
@@ -371,43 +362,31 @@ Status QmpClient::migrateSetCapabilities(const std::vector<std::pair<std::string
 	}
 	JsonValue args = JsonValue::object();
 	args.set("capabilities", std::move(list));
-	FERRY_ASSIGN([[maybe_unused]] JsonValue r, execute("migrate-set-capabilities", &args));
-	return okStatus();
+	return run("migrate-set-capabilities", &args);
 }
 
 Status QmpClient::migrateSetParameters(const JsonValue &params)
 {
-	FERRY_ASSIGN([[maybe_unused]] JsonValue r, execute("migrate-set-parameters", &params));
-	return okStatus();
+	return run("migrate-set-parameters", &params);
 }
 
 Status QmpClient::migrate(std::string_view uri)
 {
 	JsonValue args = JsonValue::object();
 	args.set("uri", uri);
-	FERRY_ASSIGN([[maybe_unused]] JsonValue r, execute("migrate", &args));
-	return okStatus();
+	return run("migrate", &args);
 }
 
 Status QmpClient::migrateIncoming(std::string_view uri)
 {
 	JsonValue args = JsonValue::object();
 	args.set("uri", uri);
-	FERRY_ASSIGN([[maybe_unused]] JsonValue r, execute("migrate-incoming", &args));
-	return okStatus();
+	return run("migrate-incoming", &args);
 }
 
-Status QmpClient::migrateStartPostcopy()
-{
-	FERRY_ASSIGN([[maybe_unused]] JsonValue r, execute("migrate-start-postcopy"));
-	return okStatus();
-}
+Status QmpClient::migrateStartPostcopy() { return run("migrate-start-postcopy"); }
 
-Status QmpClient::migrateCancel()
-{
-	FERRY_ASSIGN([[maybe_unused]] JsonValue r, execute("migrate_cancel"));
-	return okStatus();
-}
+Status QmpClient::migrateCancel() { return run("migrate_cancel"); }
 
 Result<MigrationInfo> QmpClient::queryMigrate()
 {

@@ -23,6 +23,7 @@
 
 #include "vm/agent_client.h"
 #include "agent/agent_protocol.h"
+#include "support/kernel_features.h"
 
 using namespace ferry;
 using namespace std::chrono_literals;
@@ -30,6 +31,18 @@ using namespace std::chrono_literals;
 namespace {
 
 constexpr const char *kQemu = "qemu-system-x86_64";
+
+// Runs `request` (an agent command over all of guest RAM) and prints how long it took.
+template<typename F>
+auto timed(const char *what, F &&request)
+{
+	const auto t0 = std::chrono::steady_clock::now();
+	auto r = request();
+	std::cout << what << " of 256 MiB took "
+		  << std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0).count()
+		  << " us\n";
+	return r;
+}
 
 bool inPath(const std::string &bin)
 {
@@ -125,13 +138,8 @@ TEST(AgentQemu, FindsGuestRamAndTracksItWhileQmpAnswers)
 	ASSERT_EQ(::fstat(ram->file.get(), &st), 0);
 	EXPECT_EQ(static_cast<uint64_t>(st.st_size), AgentQemu::kRam);
 
-	auto t0 = std::chrono::steady_clock::now();
-	auto uffd = vm.agent->track(ram->base, ram->size);
+	auto uffd = timed("TRACK", [&] { return vm.agent->track(ram->base, ram->size); });
 	ASSERT_TRUE(uffd.ok()) << uffd.error().message();
-	std::cout << "TRACK of 256 MiB took "
-		  << std::chrono::duration_cast<std::chrono::microseconds>(
-			     std::chrono::steady_clock::now() - t0).count()
-		  << " us\n";
 	auto tracker = makeUffdWpTracker({ vm.qemu->pid(), ram->base, ram->size, 64 << 10 },
 					 std::move(uffd).value());
 	ASSERT_TRUE(tracker.ok()) << tracker.error().message();
@@ -171,12 +179,7 @@ TEST(AgentQemu, GuardedGuestRamRunsOnFaultsServedByTheClient)
 {
 	if (auto why = skipReason(); !why.empty())
 		GTEST_SKIP() << why;
-	auto features = Userfaultfd::probeFeatures();
-	ASSERT_TRUE(features.ok()) << features.error().message();
-	constexpr uint64_t kNeeded = UFFD_FEATURE_MINOR_SHMEM | UFFD_FEATURE_MISSING_SHMEM;
-	if ((*features & kNeeded) != kNeeded)
-		GTEST_SKIP() << "kernel lacks userfaultfd "
-			     << Userfaultfd::featureNames(kNeeded & ~*features);
+	REQUIRE_UFFD(UFFD_FEATURE_MINOR_SHMEM | UFFD_FEATURE_MISSING_SHMEM);
 	const char *lib = std::getenv("FERRY_AGENT_LIB");
 	ASSERT_NE(lib, nullptr) << "FERRY_AGENT_LIB must be set (meson test does)";
 
@@ -190,13 +193,8 @@ TEST(AgentQemu, GuardedGuestRamRunsOnFaultsServedByTheClient)
 	std::vector<uint8_t> zeros(1 << 20);
 	ASSERT_EQ(::pwrite(ram->file.get(), zeros.data(), zeros.size(), 0),
 		  static_cast<ssize_t>(zeros.size()));
-	auto t0 = std::chrono::steady_clock::now();
-	auto guarded = vm.agent->guard(ram->base, ram->size);
+	auto guarded = timed("GUARD", [&] { return vm.agent->guard(ram->base, ram->size); });
 	ASSERT_TRUE(guarded.ok()) << guarded.error().message();
-	std::cout << "GUARD of 256 MiB took "
-		  << std::chrono::duration_cast<std::chrono::microseconds>(
-			     std::chrono::steady_clock::now() - t0).count()
-		  << " us\n";
 	Userfaultfd &uffd = *guarded;
 	ASSERT_TRUE(vm.qmp->cont().ok());
 

@@ -32,6 +32,9 @@
 #include "vm/agent_client.h"
 #include "agent/agent_protocol.h"
 #include "host_pattern.h"
+#include "support/kernel_features.h"
+#include "support/lines.h"
+#include "support/result_checks.h"
 
 using namespace ferry;
 using namespace std::chrono_literals;
@@ -152,12 +155,8 @@ public:
 	Result<std::string> readLine()
 	{
 		for (;;) {
-			size_t nl = buf_.find('\n');
-			if (nl != std::string::npos) {
-				std::string line = buf_.substr(0, nl);
-				buf_.erase(0, nl + 1);
-				return line;
-			}
+			if (auto line = test::takeLine(buf_))
+				return *line;
 			FERRY_TRY(fill());
 		}
 	}
@@ -258,12 +257,6 @@ protected:
 	std::optional<AgentClient> client_;
 };
 
-#define ASSERT_OK(expr)                                                    \
-	do {                                                               \
-		auto assert_ok_r_ = (expr);                                \
-		ASSERT_TRUE(assert_ok_r_.ok()) << assert_ok_r_.error().message(); \
-	} while (0)
-
 TEST_F(AgentShim, PingReportsTheHostPid)
 {
 	auto pid = client_->ping();
@@ -330,13 +323,7 @@ TEST_F(AgentShim, FindOfAnUnknownNameFailsWithENOENT)
 
 TEST_F(AgentShim, TrackReportsExactlyThePagesTheHostWrites)
 {
-	if (!PagemapScanner::supported())
-		GTEST_SKIP() << "PAGEMAP_SCAN not supported by this kernel";
-	auto features = Userfaultfd::probeFeatures();
-	ASSERT_TRUE(features.ok()) << features.error().message();
-	if ((*features & kWpAsyncFeatures) != kWpAsyncFeatures)
-		GTEST_SKIP() << "kernel lacks userfaultfd "
-			     << Userfaultfd::featureNames(kWpAsyncFeatures & ~*features);
+	REQUIRE_WP_ASYNC();
 
 	auto region = client_->find("ferry-agent-host-ram");
 	ASSERT_TRUE(region.ok()) << region.error().message();
@@ -386,12 +373,7 @@ Result<uffd_msg> waitFault(Host &host, Userfaultfd &uffd)
 
 TEST_F(AgentShim, GuardMakesHostAccessesFaultUntilServed)
 {
-	auto features = Userfaultfd::probeFeatures();
-	ASSERT_TRUE(features.ok()) << features.error().message();
-	constexpr uint64_t kNeeded = UFFD_FEATURE_MINOR_SHMEM | UFFD_FEATURE_MISSING_SHMEM;
-	if ((*features & kNeeded) != kNeeded)
-		GTEST_SKIP() << "kernel lacks userfaultfd "
-			     << Userfaultfd::featureNames(kNeeded & ~*features);
+	REQUIRE_UFFD(UFFD_FEATURE_MINOR_SHMEM | UFFD_FEATURE_MISSING_SHMEM);
 
 	auto region = client_->find("ferry-agent-host-ram");
 	ASSERT_TRUE(region.ok()) << region.error().message();

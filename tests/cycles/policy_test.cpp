@@ -570,6 +570,15 @@ Outcome simulateWorkingSet(FinalizePolicy &p, const Wave &w, double workingSet, 
 	});
 }
 
+// The same policy twice, with and without post-copy following the switch-over.
+struct WithAndWithoutPostCopy {
+	explicit WithAndWithoutPostCopy(std::string_view spec)
+		: with(make(spec, PolicyOptions{ .postCopyFollows = true })), without(make(spec))
+	{
+	}
+	std::unique_ptr<FinalizePolicy> with, without;
+};
+
 TEST(CyclePolicy, WithPostCopyFollowingFinalizesAsTheLowWindowCloses)
 {
 	// The working set (120 MB) takes 1.2 s to pull but the low window is 1 s: its stale
@@ -577,14 +586,12 @@ TEST(CyclePolicy, WithPostCopyFollowingFinalizesAsTheLowWindowCloses)
 	// with post-copy following it finalizes late in a low window, leaving the rest to it.
 	// high: per 0.1 s, the whole working set within the high phase
 	Wave w{ .periodSec = 2, .duty = 0.5, .low = 0.01e6, .high = 30e6, .noise = 0.05 };
-	const PolicyOptions post{ .postCopyFollows = true };
 	for (int k = 0; k < 3; k++) {
 		w.phaseSec = 0.6 * k;
-		auto with = make("cycle:warmup=6,deadline=30,hold=off", post);
-		auto without = make("cycle:warmup=6,deadline=30,hold=off");
-		Outcome a = simulateWorkingSet(*with, w, 120e6, 100e6, 40, 90 + k);
-		Outcome b = simulateWorkingSet(*without, w, 120e6, 100e6, 40, 90 + k);
-		SCOPED_TRACE(fmt::format("phase {}: {} / {}", w.phaseSec, with->status(), without->status()));
+		WithAndWithoutPostCopy p("cycle:warmup=6,deadline=30,hold=off");
+		Outcome a = simulateWorkingSet(*p.with, w, 120e6, 100e6, 40, 90 + k);
+		Outcome b = simulateWorkingSet(*p.without, w, 120e6, 100e6, 40, 90 + k);
+		SCOPED_TRACE(fmt::format("phase {}: {} / {}", w.phaseSec, p.with->status(), p.without->status()));
 		ASSERT_TRUE(a.round);
 		EXPECT_EQ(a.reason.rfind("low window", 0), 0u) << a.reason;
 		EXPECT_NE(a.reason.find("left to post-copy"), std::string::npos) << a.reason;
@@ -620,11 +627,9 @@ TEST(CyclePolicy, WithPostCopyFollowingAClosingWindowFinalizesBeforeTheFirstPass
 	// post-copy following, the policy finalizes as a low window closes that began with only
 	// hot chunks left (from 10 s on); without, it waits.
 	Wave w{ .periodSec = 2, .duty = 0.6, .low = 0.01e6, .high = 30e6, .noise = 0.05 };
-	const PolicyOptions post{ .postCopyFollows = true };
 	for (int k = 0; k < 3; k++) {
 		w.phaseSec = 0.5 * k;
-		auto with = make("cycle:warmup=6,deadline=30", post);
-		auto without = make("cycle:warmup=6,deadline=30");
+		WithAndWithoutPostCopy p("cycle:warmup=6,deadline=30");
 		std::vector<double> dirty = test::sampleWave(w, kDt, 300, 40 + k);
 		std::optional<Outcome> a;
 		for (uint32_t r = 1; r <= 300; r++) {
@@ -632,12 +637,12 @@ TEST(CyclePolicy, WithPostCopyFollowingAClosingWindowFinalizesBeforeTheFirstPass
 			RoundStats s = stats(r, false, 2000);
 			s.coldPendingBytes = r < 100 ? s.staleBytes / 2 : 0;
 			s.dirtyBytes = static_cast<uint64_t>(dirty[r - 1]);
-			Decision da = with->onSample(s);
+			Decision da = p.with->onSample(s);
 			if (da.finalize && !a)
 				a = Outcome{ r, s.elapsedSec, da.reason };
-			EXPECT_FALSE(without->onSample(s).finalize) << "round " << r;
+			EXPECT_FALSE(p.without->onSample(s).finalize) << "round " << r;
 		}
-		SCOPED_TRACE(fmt::format("phase {}: {}", w.phaseSec, with->status()));
+		SCOPED_TRACE(fmt::format("phase {}: {}", w.phaseSec, p.with->status()));
 		ASSERT_TRUE(a);
 		EXPECT_NE(a->reason.find("closing before the first pass"), std::string::npos) << a->reason;
 		EXPECT_TRUE(w.isLow(a->timeSec + kDt / 2));

@@ -320,20 +320,13 @@ TEST(DirtyTrackerUffdWp, RegistersRangeOfAnotherProcessItself)
 {
 	REQUIRE_WP_ASYNC();
 	const size_t page = pageSize();
-	auto child = test::forkChild([&](int sock) -> int {
-		auto mem = makeMemory(Memory::Memfd, 32 * page);
-		auto uffd = Userfaultfd::create(kWpAsyncFeatures);
-		if (!mem.ok() || !uffd.ok())
-			return 10;
-		if (!test::sendUffd(sock, *uffd, mem->data()).ok())
-			return 11;
-		if (!test::recvValue<uint8_t>(sock).ok())
-			return 12;
-		mem->data()[20 * page] = 1;
-		return test::sendValue<uint8_t>(sock, 1).ok() && test::recvValue<uint8_t>(sock).ok()
-			       ? 0
-			       : 13;
-	});
+	auto child = test::forkChildHandingUnregisteredUffd(
+		Memory::Memfd, 32, kWpAsyncFeatures, [&](int sock, Mapping &mem) {
+			if (!test::recvValue<uint8_t>(sock).ok())
+				return 12;
+			mem.data()[20 * page] = 1;
+			return test::sendValue<uint8_t>(sock, 1).ok() && test::recvValue<uint8_t>(sock).ok() ? 0 : 13;
+		});
 	ASSERT_TRUE(child.ok());
 	auto handed = test::recvUffd(child->sock.get(), kWpAsyncFeatures);
 	ASSERT_TRUE(handed.ok()) << handed.error().message();

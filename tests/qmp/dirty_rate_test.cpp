@@ -20,11 +20,14 @@
 #include "harness/qemu_launcher.h"
 
 #include "support/fake_qmp_server.h"
+#include "support/guest_image.h"
+#include "support/result_checks.h"
 
 using namespace std::chrono_literals;
 using namespace ferry;
 using ferry::test::FakeQmpPeer;
 using ferry::test::FakeQmpServer;
+using ferry::test::failsWith;
 
 namespace {
 
@@ -48,6 +51,25 @@ QemuDirtyRateOptions fastOptions()
 	o.slack = 300ms;
 	o.commandTimeout = 2s;
 	return o;
+}
+
+// One sample() against a QEMU that starts our measurement and then returns `measured` to
+// query-dirty-rate.
+Result<QemuDirtyRateSample> sampleOnceReporting(std::string_view measured)
+{
+	FakeQmpServer server([measured](FakeQmpPeer &p) {
+		p.greet();
+		p.reply(p.expectCommand("query-dirty-rate"), kUnstarted);
+		p.reply(p.expectCommand("calc-dirty-rate"), "{}");
+		p.reply(p.expectCommand("query-dirty-rate"), measured);
+	});
+	QmpClient qmp = connectFake(server);
+	auto sampler = QemuDirtyRateSampler::create(qmp, fastOptions());
+	if (!sampler.ok()) {
+		ADD_FAILURE() << "create: " << sampler.error().message();
+		return sampler.error();
+	}
+	return sampler->sample();
 }
 
 } // namespace
@@ -164,15 +186,11 @@ TEST(QemuDirtyRateSampler, MapsQemuRefusalsToActionableErrors)
 	auto sampler = QemuDirtyRateSampler::create(qmp, fastOptions());
 	ASSERT_TRUE(sampler.ok()) << sampler.error().message();
 	auto busy = sampler->sample();
-	ASSERT_FALSE(busy.ok());
-	EXPECT_EQ(busy.error().code(), EBUSY) << busy.error().message();
+	ASSERT_TRUE(failsWith(busy, EBUSY));
 	auto busy2 = sampler->sample();
-	ASSERT_FALSE(busy2.ok());
-	EXPECT_EQ(busy2.error().code(), EBUSY) << busy2.error().message();
+	ASSERT_TRUE(failsWith(busy2, EBUSY));
 	auto missing = sampler->sample();
-	ASSERT_FALSE(missing.ok());
-	EXPECT_EQ(missing.error().code(), ENOTSUP) << missing.error().message();
-	EXPECT_NE(missing.error().message().find("5.2"), std::string::npos) << missing.error().message();
+	ASSERT_TRUE(failsWith(missing, ENOTSUP, "5.2"));
 }
 
 TEST(QemuDirtyRateSampler, TimesOutWhenQemuNeverPublishes)
@@ -195,8 +213,7 @@ TEST(QemuDirtyRateSampler, TimesOutWhenQemuNeverPublishes)
 	auto t0 = std::chrono::steady_clock::now();
 	auto stuck = sampler->sample();
 	auto took = std::chrono::steady_clock::now() - t0;
-	ASSERT_FALSE(stuck.ok());
-	EXPECT_EQ(stuck.error().code(), ETIMEDOUT) << stuck.error().message();
+	ASSERT_TRUE(failsWith(stuck, ETIMEDOUT));
 	// calc-time 1 s + slack 0.3 s, not more than a poll interval or so beyond.
 	EXPECT_GE(took, 1300ms);
 	EXPECT_LT(took, 2500ms);
@@ -207,36 +224,16 @@ TEST(QemuDirtyRateSampler, TimesOutWhenQemuNeverPublishes)
 
 TEST(QemuDirtyRateSampler, NoSampledRamIsENodataNotARateOfMinusOne)
 {
-	FakeQmpServer server([](FakeQmpPeer &p) {
-		p.greet();
-		p.reply(p.expectCommand("query-dirty-rate"), kUnstarted);
-		p.reply(p.expectCommand("calc-dirty-rate"), "{}");
-		p.reply(p.expectCommand("query-dirty-rate"),
-			R"({"status": "measured", "sample-pages": 512, "dirty-rate": -1, "mode": "page-sampling", "start-time": 9, "calc-time": 1})");
-	});
-	QmpClient qmp = connectFake(server);
-	auto sampler = QemuDirtyRateSampler::create(qmp, fastOptions());
-	ASSERT_TRUE(sampler.ok()) << sampler.error().message();
-	auto r = sampler->sample();
-	ASSERT_FALSE(r.ok());
-	EXPECT_EQ(r.error().code(), ENODATA) << r.error().message();
+	auto r = sampleOnceReporting(
+		R"({"status": "measured", "sample-pages": 512, "dirty-rate": -1, "mode": "page-sampling", "start-time": 9, "calc-time": 1})");
+	ASSERT_TRUE(failsWith(r, ENODATA));
 }
 
 TEST(QemuDirtyRateSampler, ForeignResultIsNotTakenForOurs)
 {
-	FakeQmpServer server([](FakeQmpPeer &p) {
-		p.greet();
-		p.reply(p.expectCommand("query-dirty-rate"), kUnstarted);
-		p.reply(p.expectCommand("calc-dirty-rate"), "{}");
-		p.reply(p.expectCommand("query-dirty-rate"),
-			R"({"status": "measured", "sample-pages": 0, "dirty-rate": 7, "mode": "dirty-bitmap", "start-time": 9, "calc-time": 1})");
-	});
-	QmpClient qmp = connectFake(server);
-	auto sampler = QemuDirtyRateSampler::create(qmp, fastOptions());
-	ASSERT_TRUE(sampler.ok()) << sampler.error().message();
-	auto r = sampler->sample();
-	ASSERT_FALSE(r.ok());
-	EXPECT_EQ(r.error().code(), EBUSY) << r.error().message();
+	auto r = sampleOnceReporting(
+		R"({"status": "measured", "sample-pages": 0, "dirty-rate": 7, "mode": "dirty-bitmap", "start-time": 9, "calc-time": 1})");
+	ASSERT_TRUE(failsWith(r, EBUSY));
 }
 
 TEST(QemuDirtyRateSampler, KvmOnlyModeIsNotSentToAQemuWithoutKvm)
@@ -250,8 +247,7 @@ TEST(QemuDirtyRateSampler, KvmOnlyModeIsNotSentToAQemuWithoutKvm)
 	QemuDirtyRateOptions o = fastOptions();
 	o.mode = DirtyRateMode::DirtyBitmap;
 	auto r = QemuDirtyRateSampler::create(qmp, o);
-	ASSERT_FALSE(r.ok());
-	EXPECT_EQ(r.error().code(), ENOTSUP) << r.error().message();
+	ASSERT_TRUE(failsWith(r, ENOTSUP));
 	{
 		QmpClient gone = std::move(qmp);
 	}
@@ -323,12 +319,6 @@ private:
 	std::optional<QmpClient> qmp_;
 };
 
-#define REQUIRE_IMAGE(img)                                                       \
-	auto img##_r = GuestImage::fromEnv();                                    \
-	if (!img##_r.ok())                                                       \
-		GTEST_SKIP() << "no guest image: " << img##_r.error().message(); \
-	GuestImage img = img##_r.value()
-
 // 1 s windows, 4096 sample pages per GiB: 1024 pages of a 256 MiB guest, so one changed
 // sample is 0.25 MiB/s and a rate of ~38 MiB/s is ~150 changed samples (+-8 %).
 QemuDirtyRateOptions realOptions()
@@ -367,10 +357,9 @@ std::string join(const std::vector<int64_t> &v)
 
 TEST(QemuDirtyRateReal, IdleGuestReadsNearZero)
 {
-	REQUIRE_IMAGE(image);
+	REQUIRE_GUEST_IMAGE(image);
 	Guest g;
-	Status st = g.boot(image, "ferry.mode=idle");
-	ASSERT_TRUE(st.ok()) << st.error().message();
+	ASSERT_OK(g.boot(image, "ferry.mode=idle"));
 	auto sampler = QemuDirtyRateSampler::create(g.qmp(), realOptions());
 	ASSERT_TRUE(sampler.ok()) << sampler.error().message();
 	std::vector<int64_t> rates = sampleRates(*sampler, 3);
@@ -381,12 +370,11 @@ TEST(QemuDirtyRateReal, IdleGuestReadsNearZero)
 
 TEST(QemuDirtyRateReal, GuestDirtyingAt40MBpsReadsItsRate)
 {
-	REQUIRE_IMAGE(image);
+	REQUIRE_GUEST_IMAGE(image);
 	Guest g;
 	// Sequential writes through 64 MiB: a 1 s window at 40 MB/s never revisits a page, so
 	// the distinct pages QEMU counts equal what the guest wrote (~38 MiB/s).
-	Status st = g.boot(image, "ferry.mode=dirty ferry.rate=40 ferry.wss=64 ferry.pattern=seq");
-	ASSERT_TRUE(st.ok()) << st.error().message();
+	ASSERT_OK(g.boot(image, "ferry.mode=dirty ferry.rate=40 ferry.wss=64 ferry.pattern=seq"));
 	auto sampler = QemuDirtyRateSampler::create(g.qmp(), realOptions());
 	ASSERT_TRUE(sampler.ok()) << sampler.error().message();
 	auto before = g.progress();
@@ -410,10 +398,9 @@ TEST(QemuDirtyRateReal, GuestDirtyingAt40MBpsReadsItsRate)
 
 TEST(QemuDirtyRateReal, SecondMeasurementWhileOneRunsIsBusyAndTheFirstCompletes)
 {
-	REQUIRE_IMAGE(image);
+	REQUIRE_GUEST_IMAGE(image);
 	Guest g;
-	Status st = g.boot(image, "ferry.mode=idle");
-	ASSERT_TRUE(st.ok()) << st.error().message();
+	ASSERT_OK(g.boot(image, "ferry.mode=idle"));
 	QemuDirtyRateOptions o = realOptions();
 	o.calcTimeSec = 2;
 	auto first = QemuDirtyRateSampler::create(g.qmp(), o);
@@ -439,10 +426,9 @@ TEST(QemuDirtyRateReal, SecondMeasurementWhileOneRunsIsBusyAndTheFirstCompletes)
 
 TEST(QemuDirtyRateReal, KvmOnlyModesAreRefusedUnderTcgAndQemuSurvives)
 {
-	REQUIRE_IMAGE(image);
+	REQUIRE_GUEST_IMAGE(image);
 	Guest g;
-	Status st = g.boot(image, "ferry.mode=idle");
-	ASSERT_TRUE(st.ok()) << st.error().message();
+	ASSERT_OK(g.boot(image, "ferry.mode=idle"));
 	for (DirtyRateMode m : {DirtyRateMode::DirtyBitmap, DirtyRateMode::DirtyRing}) {
 		QemuDirtyRateOptions o = realOptions();
 		o.samplePagesPerGiB.reset();
@@ -460,13 +446,12 @@ TEST(QemuDirtyRateReal, KvmOnlyModesAreRefusedUnderTcgAndQemuSurvives)
 
 TEST(QemuDirtyRateReal, DirtyBitmapModeMeasuresAGuestUnderKvm)
 {
-	REQUIRE_IMAGE(image);
+	REQUIRE_GUEST_IMAGE(image);
 	if (!kvmUsable(image, 10s))
 		GTEST_SKIP() << "dirty-bitmap needs KVM (QEMU 7.2 crashes when asked under TCG) and guests do "
 				"not boot under KVM on this host";
 	Guest g;
-	Status st = g.boot(image, "ferry.mode=dirty ferry.rate=40 ferry.wss=64 ferry.pattern=seq", Accel::Kvm);
-	ASSERT_TRUE(st.ok()) << st.error().message();
+	ASSERT_OK(g.boot(image, "ferry.mode=dirty ferry.rate=40 ferry.wss=64 ferry.pattern=seq", Accel::Kvm));
 	QemuDirtyRateOptions o = realOptions();
 	o.samplePagesPerGiB.reset();
 	o.mode = DirtyRateMode::DirtyBitmap;
@@ -483,10 +468,9 @@ TEST(QemuDirtyRateReal, DirtyBitmapModeMeasuresAGuestUnderKvm)
 // samples here, so 42 are taken and the last estimate is judged.
 TEST(QemuDirtyRateReal, CycleGuestIsCalledPeriodicWithItsPeriod)
 {
-	REQUIRE_IMAGE(image);
+	REQUIRE_GUEST_IMAGE(image);
 	Guest g;
-	Status st = g.boot(image, "ferry.mode=cycle ferry.rate=40 ferry.period=8 ferry.duty=0.5 ferry.wss=64");
-	ASSERT_TRUE(st.ok()) << st.error().message();
+	ASSERT_OK(g.boot(image, "ferry.mode=cycle ferry.rate=40 ferry.period=8 ferry.duty=0.5 ferry.wss=64"));
 	QemuDirtyRateOptions o = realOptions();
 	o.samplePagesPerGiB = 16384; // QEMU's most: the least sampling noise, still cheap
 	o.pollInterval = 20ms;

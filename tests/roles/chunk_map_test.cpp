@@ -9,6 +9,27 @@
 
 using namespace ferry;
 
+namespace {
+
+// Every chunk index next() hands out now, in the order it hands them out.
+std::vector<uint32_t> drain(ChunkMap &m)
+{
+	std::vector<uint32_t> got;
+	while (auto r = m.next(false))
+		got.push_back(r->index);
+	return got;
+}
+
+// The same, sorted: where the order among them is not the property tested.
+std::vector<uint32_t> drainSorted(ChunkMap &m)
+{
+	std::vector<uint32_t> got = drain(m);
+	std::sort(got.begin(), got.end());
+	return got;
+}
+
+} // namespace
+
 TEST(ChunkMap, PreCopyHandsOutEveryChunkOnceInIndexOrder)
 {
 	ChunkMap m(5);
@@ -138,21 +159,14 @@ TEST(ChunkMap, HotHoldPassesOverRecentlyWrittenChunksAndHandsThemOutOnceCool)
 	uint32_t hot[] = {1, 4};
 	m.markDirty(hot); // never pulled, but written: remembered all the same
 	m.setHotHold(0.5);
-	std::vector<uint32_t> got;
-	while (auto r = m.next(false))
-		got.push_back(r->index);
-	EXPECT_EQ(got, (std::vector<uint32_t>{0, 2, 3, 5}));
+	EXPECT_EQ(drain(m), (std::vector<uint32_t>{0, 2, 3, 5}));
 	EXPECT_EQ(m.state(1), ChunkState::Missing);
 	EXPECT_EQ(m.state(4), ChunkState::Missing);
 
 	m.setClock(1.4); // still within the window
 	EXPECT_FALSE(m.next(false).has_value());
 	m.setClock(1.6); // cooled down
-	std::vector<uint32_t> later;
-	while (auto r = m.next(false))
-		later.push_back(r->index);
-	std::sort(later.begin(), later.end());
-	EXPECT_EQ(later, (std::vector<uint32_t>{1, 4}));
+	EXPECT_EQ(drainSorted(m), (std::vector<uint32_t>{1, 4}));
 }
 
 TEST(ChunkMap, HotHoldDefersStaleChunksUntilLiftedButNeverUrgentOnes)
@@ -175,11 +189,7 @@ TEST(ChunkMap, HotHoldDefersStaleChunksUntilLiftedButNeverUrgentOnes)
 	EXPECT_FALSE(m.next(false).has_value());
 
 	m.setHotHold(0);
-	std::vector<uint32_t> rest;
-	while (auto r = m.next(false))
-		rest.push_back(r->index);
-	std::sort(rest.begin(), rest.end());
-	EXPECT_EQ(rest, (std::vector<uint32_t>{0, 3}));
+	EXPECT_EQ(drainSorted(m), (std::vector<uint32_t>{0, 3}));
 }
 
 TEST(ChunkMap, FirstPassRunStopsAtAHeldChunk)
@@ -212,11 +222,8 @@ TEST(ChunkMap, LenientHotHoldServesHotChunksLastNeverPulledOnesFirst)
 	uint32_t recent[] = {0, 5};
 	m.markDirty(recent); // 0 goes stale, 5 is still missing
 	m.setHotHold(2.0, false);
-	std::vector<uint32_t> got;
-	while (auto r = m.next(false))
-		got.push_back(r->index);
 	// The cold rest in index order (6 was written at 5.0: cold by now), then the hot ones:
 	// the never-pulled 5 before the stale 0.
-	EXPECT_EQ(got, (std::vector<uint32_t>{1, 2, 3, 4, 6, 7, 5, 0}));
+	EXPECT_EQ(drain(m), (std::vector<uint32_t>{1, 2, 3, 4, 6, 7, 5, 0}));
 	EXPECT_EQ(m.counts().inFlight, 8u);
 }

@@ -6,6 +6,10 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 
+#include <functional>
+#include <optional>
+
+#include "support/result_checks.h"
 #include "support/roles_rig.h"
 #include "ferry/link/link_emulator.h"
 #include "ferry/sys/userfaultfd.h"
@@ -45,6 +49,70 @@ LeecherOptions leecherOptions(const Endpoint &ep, MigrationMode mode)
 	return o;
 }
 
+// A source application writing `writeMBps` at random into its `size` bytes.
+SourceAppOptions sourceApp(uint64_t size, double writeMBps)
+{
+	SourceAppOptions so;
+	so.size = size;
+	so.writeMBps = writeMBps;
+	return so;
+}
+
+// One migration's two ends: a seeder over a real source application, optionally behind the
+// link emulator, and a leecher rig with a real destination application. Members go in
+// reverse: the destination first, then the link, then the seeder.
+struct Migration {
+	SeederRig seed;
+	std::unique_ptr<LinkEmulator> link; // null: the leecher connects to the seeder directly
+	LeecherRig dest;
+
+	Status start(const SourceAppOptions &app, std::optional<LinkParams> linkParams = {})
+	{
+		FERRY_TRY(seed.start(app, kChunk));
+		if (!linkParams)
+			return {};
+		FERRY_ASSIGN(link, LinkEmulator::start(Endpoint::tcp("127.0.0.1", 0), seed.endpoint(), *linkParams));
+		return {};
+	}
+	// A leecher's options for this migration: through the link, if there is one.
+	LeecherOptions options(MigrationMode mode) const
+	{
+		return leecherOptions(link ? link->endpoint() : seed.endpoint(), mode);
+	}
+	// The link goes down for good: every connection reset, no new one accepted.
+	void cutLinkForGood()
+	{
+		link->setBlocked(true);
+		link->cutAll();
+	}
+};
+
+// A symmetric emulated link: round trip `rttMs`, `mbit` Mbit/s each way (0: unlimited).
+LinkParams linkOf(int rttMs, double mbit) { return LinkParams::symmetric(std::chrono::milliseconds(rttMs), mbit); }
+
+// What a hybrid leecher run with an injected failure returned, and whether it was injected.
+struct InjectedRun {
+	Result<LeecherReport> report;
+	bool injected;
+};
+
+// Runs a hybrid leecher of `m` with `opts`; `inject` runs once, at the first progress report
+// that `when` accepts (on the leecher's progress callback).
+InjectedRun runInjecting(Migration &m, LeecherOptions opts, const std::function<bool(const LeecherProgress &)> &when,
+			 const std::function<void(const LeecherProgress &)> &inject)
+{
+	std::atomic<bool> injected{false};
+	opts.onProgress = [&](const LeecherProgress &p) {
+		if (!injected && when(p)) {
+			injected = true;
+			inject(p);
+		}
+	};
+	Leecher leecher(m.dest.hooks(MigrationMode::Hybrid), opts);
+	auto report = leecher.run();
+	return {std::move(report), injected.load()};
+}
+
 } // namespace
 
 class MigrationModes : public ::testing::TestWithParam<MigrationMode> {};
@@ -52,13 +120,9 @@ class MigrationModes : public ::testing::TestWithParam<MigrationMode> {};
 TEST_P(MigrationModes, RegionUnderRandomWritesArrivesByteIdentical)
 {
 	requireKernelFeatures();
-	SeederRig seed;
-	SourceAppOptions so;
-	so.size = 64ull << 20;
-	so.writeMBps = 60; // above the 50 MB/s the acceptance asks for
-	ASSERT_TRUE(seed.start(so, kChunk).ok());
-	LeecherRig dest;
-	Leecher leecher(dest.hooks(GetParam()), leecherOptions(seed.endpoint(), GetParam()));
+	Migration m;
+	ASSERT_OK(m.start(sourceApp(64ull << 20, 60))); // 60 MB/s: above the 50 the acceptance asks for
+	Leecher leecher(m.dest.hooks(GetParam()), m.options(GetParam()));
 	auto rep = leecher.run();
 	ASSERT_TRUE(rep.ok()) << rep.error().message();
 	EXPECT_TRUE(rep->completed);
@@ -67,10 +131,10 @@ TEST_P(MigrationModes, RegionUnderRandomWritesArrivesByteIdentical)
 	EXPECT_GT(rep->staleChunksAtFinalize, 0u) << "the source should have dirtied chunks during pre-copy";
 	// The pull was quiesced before Finalize: nothing was left queued ahead of the reply.
 	EXPECT_EQ(rep->inFlightChunksAtFinalize, 0u) << rep->inFlightChunksAtDecision << " in flight at the decision";
-	EXPECT_GT(seed.seeder->stats().dirtyChunksReported, 0u);
-	ASSERT_TRUE(seed.waitFinished(std::chrono::seconds(10))) << "seeder did not finish after Done";
-	EXPECT_TRUE(seed.result.ok()) << seed.result.error().message();
-	EXPECT_EQ(seed.seeder->state(), SeederState::Released);
+	EXPECT_GT(m.seed.seeder->stats().dirtyChunksReported, 0u);
+	ASSERT_TRUE(m.seed.waitFinished(std::chrono::seconds(10))) << "seeder did not finish after Done";
+	EXPECT_TRUE(m.seed.result.ok()) << m.seed.result.error().message();
+	EXPECT_EQ(m.seed.seeder->state(), SeederState::Released);
 }
 
 INSTANTIATE_TEST_SUITE_P(, MigrationModes, ::testing::Values(MigrationMode::Hybrid, MigrationMode::PreCopy),
@@ -82,20 +146,17 @@ INSTANTIATE_TEST_SUITE_P(, MigrationModes, ::testing::Values(MigrationMode::Hybr
 TEST(Compression, TextRegionArrivesByteIdenticalInAFractionOfItsSize)
 {
 	requireKernelFeatures();
-	SeederRig seed;
-	SourceAppOptions so;
-	so.size = 32ull << 20;
+	SourceAppOptions so = sourceApp(32ull << 20, 20);
 	so.textFill = true;
-	so.writeMBps = 20;
-	ASSERT_TRUE(seed.start(so, kChunk).ok());
-	LeecherRig dest;
-	Leecher leecher(dest.hooks(MigrationMode::Hybrid), leecherOptions(seed.endpoint(), MigrationMode::Hybrid));
+	Migration m;
+	ASSERT_OK(m.start(so));
+	Leecher leecher(m.dest.hooks(MigrationMode::Hybrid), m.options(MigrationMode::Hybrid));
 	auto rep = leecher.run();
 	ASSERT_TRUE(rep.ok()) << rep.error().message();
 	ASSERT_TRUE(rep->verified.has_value());
 	EXPECT_TRUE(*rep->verified) << rep->verifyMismatchedChunks << " chunks differ";
-	ASSERT_TRUE(seed.waitFinished(std::chrono::seconds(10)));
-	SeederStats st = seed.seeder->stats();
+	ASSERT_TRUE(m.seed.waitFinished(std::chrono::seconds(10)));
+	SeederStats st = m.seed.seeder->stats();
 	// Every chunk of the first pass is text: all of them go compressed.
 	EXPECT_GE(rep->compressedChunks, so.size / kChunk);
 	EXPECT_EQ(rep->compressedChunks, st.compressedChunks);
@@ -109,23 +170,20 @@ TEST(Compression, EitherSideCanTurnItOff)
 	requireKernelFeatures();
 	for (bool leecherWants : {false, true}) {
 		SCOPED_TRACE(leecherWants ? "seeder says none" : "leecher says no");
-		SeederRig seed;
+		Migration m;
 		if (leecherWants)
-			seed.compression = CompressionSpec{0};
-		SourceAppOptions so;
-		so.size = 8ull << 20;
+			m.seed.compression = CompressionSpec{0};
+		SourceAppOptions so = sourceApp(8ull << 20, 5);
 		so.textFill = true;
-		so.writeMBps = 5;
-		ASSERT_TRUE(seed.start(so, kChunk).ok());
-		LeecherRig dest;
-		auto lo = leecherOptions(seed.endpoint(), MigrationMode::PreCopy);
+		ASSERT_OK(m.start(so));
+		auto lo = m.options(MigrationMode::PreCopy);
 		lo.compression = leecherWants;
-		Leecher leecher(dest.hooks(MigrationMode::PreCopy), lo);
+		Leecher leecher(m.dest.hooks(MigrationMode::PreCopy), lo);
 		auto rep = leecher.run();
 		ASSERT_TRUE(rep.ok()) << rep.error().message();
 		EXPECT_TRUE(rep->verified.value_or(false));
 		EXPECT_EQ(rep->compressedChunks, 0u);
-		EXPECT_EQ(seed.seeder->stats().compressedChunks, 0u);
+		EXPECT_EQ(m.seed.seeder->stats().compressedChunks, 0u);
 		EXPECT_GE(rep->bytesTransferred, so.size);
 	}
 }
@@ -252,18 +310,10 @@ TEST(Compression, LeecherRejectsBadCompressedChunksWithAClearError)
 TEST(Leecher, DestinationReadsStaleChunksBeforeBackgroundPullThroughA20msLink)
 {
 	requireKernelFeatures();
-	SeederRig seed;
-	SourceAppOptions so;
-	so.size = 64ull << 20;
-	so.writeMBps = 60;
-	ASSERT_TRUE(seed.start(so, kChunk).ok());
-	auto link = LinkEmulator::start(Endpoint::tcp("127.0.0.1", 0), seed.endpoint(),
-					LinkParams::symmetric(std::chrono::milliseconds(20), 0));
-	ASSERT_TRUE(link.ok()) << link.error().message();
-	LeecherRig dest;
-	dest.appOpts.readMBps = 400; // reads hit stale chunks while they are still being pulled
-	Leecher leecher(dest.hooks(MigrationMode::Hybrid),
-			leecherOptions((*link)->endpoint(), MigrationMode::Hybrid));
+	Migration m;
+	ASSERT_OK(m.start(sourceApp(64ull << 20, 60), linkOf(20, 0)));
+	m.dest.appOpts.readMBps = 400; // reads hit stale chunks while they are still being pulled
+	Leecher leecher(m.dest.hooks(MigrationMode::Hybrid), m.options(MigrationMode::Hybrid));
 	auto rep = leecher.run();
 	ASSERT_TRUE(rep.ok()) << rep.error().message();
 	EXPECT_GT(rep->staleChunksAtFinalize, 0u);
@@ -275,29 +325,20 @@ TEST(Leecher, DestinationReadsStaleChunksBeforeBackgroundPullThroughA20msLink)
 TEST(Leecher, ResumesPullAfterConnectionDrop)
 {
 	requireKernelFeatures();
-	SeederRig seed;
-	SourceAppOptions so;
-	so.size = 64ull << 20;
-	so.writeMBps = 0; // no re-pulls: every byte beyond one copy is resume overhead
-	ASSERT_TRUE(seed.start(so, kChunk).ok());
-	// 100 Mbit/s: the 64 MiB pull takes ~5 s, time enough to cut it in the middle.
-	auto link = LinkEmulator::start(Endpoint::tcp("127.0.0.1", 0), seed.endpoint(),
-					LinkParams::symmetric(std::chrono::milliseconds(2), 100));
-	ASSERT_TRUE(link.ok()) << link.error().message();
-	LinkEmulator *l = link->get();
-	LeecherRig dest;
-	auto opts = leecherOptions(l->endpoint(), MigrationMode::Hybrid);
-	std::atomic<bool> cut{false};
+	Migration m;
+	// No writes, so no re-pulls: every byte beyond one copy is resume overhead. 100 Mbit/s: the
+	// 64 MiB pull takes ~5 s, time enough to cut it in the middle.
+	ASSERT_OK(m.start(sourceApp(64ull << 20, 0), linkOf(2, 100)));
 	uint64_t localAtCut = 0;
-	opts.onProgress = [&](const LeecherProgress &p) {
-		if (!cut && p.state == LeecherState::PreCopy && p.bytesTransferred * 3 > p.chunksTotal * kChunk) {
-			cut = true;
+	auto [rep, cut] = runInjecting(
+		m, m.options(MigrationMode::Hybrid),
+		[](const LeecherProgress &p) {
+			return p.state == LeecherState::PreCopy && p.bytesTransferred * 3 > p.chunksTotal * kChunk;
+		},
+		[&](const LeecherProgress &p) {
 			localAtCut = p.chunksLocal;
-			l->cutAll();
-		}
-	};
-	Leecher leecher(dest.hooks(MigrationMode::Hybrid), opts);
-	auto rep = leecher.run();
+			m.link->cutAll();
+		});
 	ASSERT_TRUE(cut) << "the pull finished before it could be cut";
 	ASSERT_TRUE(rep.ok()) << rep.error().message();
 	EXPECT_GE(rep->reconnects, 1u);
@@ -312,10 +353,7 @@ TEST(Seeder, ResumesSourceWhenDestinationVanishesAfterFinalizeBeforeSwitchOver)
 {
 	requireKernelFeatures();
 	SeederRig seed;
-	SourceAppOptions so;
-	so.size = 8ull << 20;
-	so.writeMBps = 20;
-	ASSERT_TRUE(seed.start(so, kChunk, std::chrono::milliseconds(300)).ok());
+	ASSERT_OK(seed.start(sourceApp(8ull << 20, 20), kChunk, std::chrono::milliseconds(300)));
 	{
 		// A destination that asks to finalize and then dies.
 		auto c = connectTo(seed.endpoint());
@@ -343,33 +381,19 @@ TEST(Seeder, ResumesSourceWhenDestinationVanishesAfterFinalizeBeforeSwitchOver)
 TEST(Leecher, FailsWithClearErrorWhenSeederVanishesMidTransfer)
 {
 	requireKernelFeatures();
-	SeederRig seed;
-	SourceAppOptions so;
-	so.size = 64ull << 20;
-	so.writeMBps = 0;
-	ASSERT_TRUE(seed.start(so, kChunk).ok());
-	auto link = LinkEmulator::start(Endpoint::tcp("127.0.0.1", 0), seed.endpoint(),
-					LinkParams::symmetric(std::chrono::milliseconds(2), 100));
-	ASSERT_TRUE(link.ok());
-	LinkEmulator *l = link->get();
-	LeecherRig dest;
-	auto opts = leecherOptions(l->endpoint(), MigrationMode::Hybrid);
+	Migration m;
+	ASSERT_OK(m.start(sourceApp(64ull << 20, 0), linkOf(2, 100)));
+	auto opts = m.options(MigrationMode::Hybrid);
 	opts.reconnectTimeout = std::chrono::milliseconds(500);
-	std::atomic<bool> killed{false};
-	opts.onProgress = [&](const LeecherProgress &p) {
-		if (!killed && p.chunksLocal > 0) {
-			killed = true;
-			l->setBlocked(true); // the seeder's host is gone: no reconnect possible
-			l->cutAll();
-		}
-	};
-	Leecher leecher(dest.hooks(MigrationMode::Hybrid), opts);
-	auto rep = leecher.run();
+	// The seeder's host is gone once the first chunk arrived: no reconnect possible.
+	auto [rep, killed] = runInjecting(
+		m, opts, [](const LeecherProgress &p) { return p.chunksLocal > 0; },
+		[&](const LeecherProgress &) { m.cutLinkForGood(); });
 	ASSERT_TRUE(killed);
 	ASSERT_FALSE(rep.ok());
 	EXPECT_NE(rep.error().message().find("gave up reconnecting"), std::string::npos) << rep.error().message();
 	// Before switch-over the source is untouched: still tracking, never suspended.
-	EXPECT_EQ(seed.seeder->state(), SeederState::Tracking);
+	EXPECT_EQ(m.seed.seeder->state(), SeederState::Tracking);
 }
 
 TEST(Leecher, RejectsASeederThatSpeaksGarbage)
@@ -430,10 +454,8 @@ TEST(Seeder, ResendsADirtyListLostWithItsConnectionWhileTheSourceKeepsWriting)
 {
 	requireKernelFeatures();
 	SeederRig seed;
-	SourceAppOptions so;
-	so.size = 16ull << 20;
-	so.writeMBps = 20; // the source keeps writing throughout
-	ASSERT_TRUE(seed.start(so, kChunk).ok());
+	SourceAppOptions so = sourceApp(16ull << 20, 20); // the source keeps writing throughout
+	ASSERT_OK(seed.start(so, kChunk));
 	auto first = RawSession::open(seed.endpoint(), 0);
 	ASSERT_TRUE(first.ok()) << first.error().message();
 	auto started = first->request(MsgType::TrackStart, 1);
@@ -478,38 +500,23 @@ TEST(Seeder, ResendsADirtyListLostWithItsConnectionWhileTheSourceKeepsWriting)
 TEST(Seeder, KeepsTheSuspendedSourceWhenTheLinkDiesForGoodInPostCopy)
 {
 	requireKernelFeatures();
-	SeederRig seed;
-	SourceAppOptions so;
-	so.size = 64ull << 20;
-	so.writeMBps = 0;
-	ASSERT_TRUE(seed.start(so, kChunk).ok());
-	auto link = LinkEmulator::start(Endpoint::tcp("127.0.0.1", 0), seed.endpoint(),
-					LinkParams::symmetric(std::chrono::milliseconds(2), 0));
-	ASSERT_TRUE(link.ok()) << link.error().message();
-	LinkEmulator *l = link->get();
-	LeecherRig dest;
-	dest.appOpts.readMBps = 50; // faults keep arriving; no background pull finishes the job
-	auto opts = leecherOptions(l->endpoint(), MigrationMode::Hybrid);
+	Migration m;
+	ASSERT_OK(m.start(sourceApp(64ull << 20, 0), linkOf(2, 0)));
+	m.dest.appOpts.readMBps = 50; // faults keep arriving; no background pull finishes the job
+	auto opts = m.options(MigrationMode::Hybrid);
 	opts.postcopyOnly = true;       // every chunk must come by fault
 	opts.backgroundPull = false;
 	opts.verify = false;
 	opts.reconnectTimeout = std::chrono::milliseconds(1500);
-	std::atomic<bool> cut{false};
-	opts.onProgress = [&](const LeecherProgress &p) {
-		if (!cut && p.state == LeecherState::PostCopy) {
-			cut = true;
-			l->setBlocked(true);
-			l->cutAll();
-		}
-	};
-	Leecher leecher(dest.hooks(MigrationMode::Hybrid), opts);
-	auto rep = leecher.run();
+	auto [rep, cut] = runInjecting(
+		m, opts, [](const LeecherProgress &p) { return p.state == LeecherState::PostCopy; },
+		[&](const LeecherProgress &) { m.cutLinkForGood(); });
 	ASSERT_TRUE(cut) << "post-copy never started";
 	ASSERT_FALSE(rep.ok()) << "every chunk arrived before the cut";
 	EXPECT_NE(rep.error().message().find("gave up reconnecting"), std::string::npos) << rep.error().message();
-	EXPECT_EQ(seed.seeder->state(), SeederState::SwitchedOver) << "neither rolled back nor released";
-	EXPECT_FALSE(seed.waitFinished(std::chrono::milliseconds(500))) << "the seeder must keep serving";
-	EXPECT_TRUE(processAlive(seed.app->pid())) << "the suspended source is kept";
+	EXPECT_EQ(m.seed.seeder->state(), SeederState::SwitchedOver) << "neither rolled back nor released";
+	EXPECT_FALSE(m.seed.waitFinished(std::chrono::milliseconds(500))) << "the seeder must keep serving";
+	EXPECT_TRUE(processAlive(m.seed.app->pid())) << "the suspended source is kept";
 }
 
 // Killing the source application after the switch-over loses nothing: the seeder serves from
@@ -517,27 +524,14 @@ TEST(Seeder, KeepsTheSuspendedSourceWhenTheLinkDiesForGoodInPostCopy)
 TEST(Leecher, CompletesPostCopyWhenTheSourceApplicationIsKilledAfterSwitchOver)
 {
 	requireKernelFeatures();
-	SeederRig seed;
-	SourceAppOptions so;
-	so.size = 32ull << 20;
-	so.writeMBps = 40;
-	ASSERT_TRUE(seed.start(so, kChunk).ok());
-	auto link = LinkEmulator::start(Endpoint::tcp("127.0.0.1", 0), seed.endpoint(),
-					LinkParams::symmetric(std::chrono::milliseconds(2), 200));
-	ASSERT_TRUE(link.ok()) << link.error().message();
-	LeecherRig dest;
-	auto opts = leecherOptions((*link)->endpoint(), MigrationMode::Hybrid);
+	Migration m;
+	ASSERT_OK(m.start(sourceApp(32ull << 20, 40), linkOf(2, 200)));
+	auto opts = m.options(MigrationMode::Hybrid);
 	opts.postcopyOnly = true; // most of the region is still at the source when it dies
-	std::atomic<bool> killed{false};
-	const pid_t source = seed.app->pid();
-	opts.onProgress = [&](const LeecherProgress &p) {
-		if (!killed && p.state == LeecherState::PostCopy) {
-			killed = true;
-			::kill(source, SIGKILL);
-		}
-	};
-	Leecher leecher(dest.hooks(MigrationMode::Hybrid), opts);
-	auto rep = leecher.run();
+	const pid_t source = m.seed.app->pid();
+	auto [rep, killed] = runInjecting(
+		m, opts, [](const LeecherProgress &p) { return p.state == LeecherState::PostCopy; },
+		[&](const LeecherProgress &) { ::kill(source, SIGKILL); });
 	ASSERT_TRUE(killed) << "post-copy never started";
 	ASSERT_TRUE(rep.ok()) << rep.error().message();
 	ASSERT_TRUE(rep->verified.has_value());

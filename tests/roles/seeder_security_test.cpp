@@ -27,6 +27,7 @@
 #include "ferry/wire/connection.h"
 #include "ferry/wire/endpoint.h"
 #include "ferry/wire/protocol.h"
+#include "support/result_checks.h"
 
 using namespace ferry;
 using namespace std::chrono_literals;
@@ -211,7 +212,7 @@ struct RawLeecher {
 TEST(Seeder, RefusesControlFramesBeforeHello)
 {
 	Rig rig;
-	ASSERT_TRUE(rig.start().ok());
+	ASSERT_OK(rig.start());
 	for (MsgType t : {MsgType::TrackStart, MsgType::GetDirty, MsgType::Finalize, MsgType::SwitchOver, MsgType::Done,
 			  MsgType::GetRange}) {
 		auto c = connectFrom("127.0.0.2", rig.port());
@@ -225,18 +226,16 @@ TEST(Seeder, RefusesControlFramesBeforeHello)
 	EXPECT_TRUE(rig.sourceUntouched());
 	EXPECT_TRUE(rig.region.unchanged());
 	RawLeecher l;
-	Status st = l.open(rig);
-	ASSERT_TRUE(st.ok()) << st.error().message();
+	ASSERT_OK(l.open(rig));
 	EXPECT_EQ(rig.seeder->state(), SeederState::Tracking);
 }
 
 TEST(Seeder, RefusesASecondLeecher)
 {
 	Rig rig;
-	ASSERT_TRUE(rig.start().ok());
+	ASSERT_OK(rig.start());
 	RawLeecher l;
-	Status st = l.open(rig);
-	ASSERT_TRUE(st.ok()) << st.error().message();
+	ASSERT_OK(l.open(rig));
 
 	auto intruder = connectFrom("127.0.0.2", rig.port());
 	ASSERT_TRUE(intruder.ok());
@@ -277,7 +276,7 @@ TEST(Seeder, KeepsTheDirtyListForItsOwnLeecher)
 		writing = false;
 		writer.join();
 	};
-	ASSERT_TRUE(rig.start().ok());
+	ASSERT_OK(rig.start());
 	uint8_t *region = rig.region.map.data();
 	writer = std::thread([&] {
 		for (uint64_t i = 0; writing; i++) {
@@ -286,21 +285,13 @@ TEST(Seeder, KeepsTheDirtyListForItsOwnLeecher)
 		}
 	});
 
-	UniqueFd memfd;
-	Mapping dest;
-	LeecherHooks hooks;
-	hooks.prepare = [&](uint64_t size, uint32_t) -> Result<uint8_t *> {
-		FERRY_ASSIGN(memfd, createMemfd("seeder-security-dest", size));
-		FERRY_ASSIGN(dest, Mapping::map(memfd.get(), size, PROT_READ | PROT_WRITE, MAP_SHARED));
-		return dest.data();
-	};
-	hooks.resume = [] { return Status(); };
+	MemfdMapping dest;
 	LeecherOptions lo;
 	lo.seeder = rig.endpoint();
 	lo.mode = MigrationMode::PreCopy;
 	lo.verify = true;
 	lo.policy.deadlineSec = 5;
-	Leecher leecher(hooks, lo);
+	Leecher leecher(LeecherHooks::intoMemory(dest, "seeder-security-dest"), lo);
 	auto run = std::async(std::launch::async, [&] { return leecher.run(); });
 
 	ASSERT_TRUE(waitFor([&] { return rig.seeder->state() != SeederState::Serving; }, 10s));
@@ -333,7 +324,7 @@ TEST(Seeder, KeepsTheDirtyListForItsOwnLeecher)
 TEST(Seeder, StaysBoundedThroughFiftyThousandConnectCloseCycles)
 {
 	Rig rig;
-	ASSERT_TRUE(rig.start().ok());
+	ASSERT_OK(rig.start());
 	const int before = threadCount();
 	int maxThreads = before;
 	const int64_t start = monotonicNs();
@@ -349,8 +340,7 @@ TEST(Seeder, StaysBoundedThroughFiftyThousandConnectCloseCycles)
 	RecordProperty("cycles_per_second", std::to_string(int(50000 / sec)));
 
 	RawLeecher l;
-	Status st = l.open(rig);
-	ASSERT_TRUE(st.ok()) << st.error().message();
+	ASSERT_OK(l.open(rig));
 	EXPECT_TRUE(rig.sourceUntouched());
 	EXPECT_TRUE(rig.region.unchanged());
 }
@@ -366,7 +356,7 @@ TEST(Seeder, BoundsThreadsUnderThreeThousandIdleConnections)
 			GTEST_SKIP() << "RLIMIT_NOFILE hard limit " << rl.rlim_max << " is below 4096";
 	}
 	Rig rig;
-	ASSERT_TRUE(rig.start().ok());
+	ASSERT_OK(rig.start());
 	const int before = threadCount();
 	std::vector<Connection> idle;
 	idle.reserve(3000);
@@ -379,8 +369,7 @@ TEST(Seeder, BoundsThreadsUnderThreeThousandIdleConnections)
 	}
 	// Accepts are in order: once this one is served, all 3000 were accepted or refused.
 	RawLeecher l;
-	Status st = l.open(rig);
-	ASSERT_TRUE(st.ok()) << st.error().message();
+	ASSERT_OK(l.open(rig));
 	EXPECT_LE(threadCount(), before + rig.opts.maxConnections + kThreadSlack);
 	EXPECT_TRUE(rig.sourceUntouched());
 	EXPECT_TRUE(rig.region.unchanged());
@@ -390,10 +379,9 @@ TEST(Seeder, ClosesAConnectionWhoseFrameStalls)
 {
 	Rig rig;
 	rig.opts.frameTimeout = 300ms;
-	ASSERT_TRUE(rig.start().ok());
+	ASSERT_OK(rig.start());
 	RawLeecher l;
-	Status st = l.open(rig);
-	ASSERT_TRUE(st.ok()) << st.error().message();
+	ASSERT_OK(l.open(rig));
 
 	FrameHeader h;
 	h.type = MsgType::Ping;
@@ -437,10 +425,9 @@ TEST(Seeder, ClosesAConnectionWhoseFrameStalls)
 TEST(Seeder, ServeReturnsPromptlyAfterDoneDespiteIdleConnections)
 {
 	Rig rig;
-	ASSERT_TRUE(rig.start().ok());
+	ASSERT_OK(rig.start());
 	RawLeecher l;
-	Status st = l.open(rig);
-	ASSERT_TRUE(st.ok()) << st.error().message();
+	ASSERT_OK(l.open(rig));
 	auto stranger = connectFrom("127.0.0.2", rig.port()); // never says anything
 	ASSERT_TRUE(stranger.ok());
 	auto member = connectFrom("127.0.0.1", rig.port()); // of the session, idle
@@ -463,11 +450,10 @@ TEST(Seeder, GivesUpLeavingTheSourceRunningWhenItsLeecherVanishesInPreCopy)
 {
 	Rig rig;
 	rig.opts.reconnectTimeout = 500ms;
-	ASSERT_TRUE(rig.start().ok());
+	ASSERT_OK(rig.start());
 	{
 		RawLeecher l;
-		Status st = l.open(rig);
-		ASSERT_TRUE(st.ok()) << st.error().message();
+		ASSERT_OK(l.open(rig));
 		// A stranger's open connection does not keep the session alive.
 		auto stranger = connectFrom("127.0.0.2", rig.port());
 		ASSERT_TRUE(stranger.ok());

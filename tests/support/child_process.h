@@ -14,6 +14,7 @@
 
 #include "ferry/base/result.h"
 #include "ferry/sys/fd.h"
+#include "ferry/sys/poll.h"
 
 namespace ferry::test {
 
@@ -88,13 +89,8 @@ inline Status recvAll(int fd, void *data, size_t len, int timeoutMs = 20000)
 {
 	auto *p = static_cast<uint8_t *>(data);
 	while (len > 0) {
-		pollfd pfd{ fd, POLLIN, 0 };
-		int r = ::poll(&pfd, 1, timeoutMs);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0)
-			return Error::fromErrno("poll");
-		if (r == 0)
+		FERRY_ASSIGN(short ready, pollOne(fd, POLLIN, timeoutMs));
+		if (ready == 0)
 			return Error(ETIMEDOUT, "recv timed out");
 		ssize_t n = ::recv(fd, p, len, 0);
 		if (n < 0) {

@@ -14,6 +14,7 @@
 
 #include "ferry/base/json.h"
 #include "ferry/sys/fd.h"
+#include "support/lines.h"
 
 namespace ferry::test {
 
@@ -25,12 +26,8 @@ public:
 	std::string readLine()
 	{
 		for (;;) {
-			size_t nl = buf_.find('\n');
-			if (nl != std::string::npos) {
-				std::string line = buf_.substr(0, nl);
-				buf_.erase(0, nl + 1);
-				return line;
-			}
+			if (auto line = takeLine(buf_))
+				return *line;
 			char tmp[4096];
 			ssize_t r = ::recv(fd_, tmp, sizeof(tmp), 0);
 			if (r <= 0)

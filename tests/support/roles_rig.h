@@ -91,37 +91,15 @@ struct SeederRig {
 
 // A leecher writing into its own memfd and running a real destination application.
 struct LeecherRig {
-	UniqueFd memfd;
-	Mapping map;
-	uint64_t size = 0;
-	std::optional<DestAppHandle> app;
-	DestAppOptions appOpts;
+	DestAppOptions appOpts; // set before hooks()
+	std::optional<DemoDestination> dest;
 
 	LeecherHooks hooks(MigrationMode mode)
 	{
 		appOpts.exe = ferryBinary();
 		appOpts.faults = mode == MigrationMode::Hybrid;
-		LeecherHooks h;
-		h.prepare = [this](uint64_t sz, uint32_t) -> Result<uint8_t *> {
-			size = sz;
-			FERRY_ASSIGN(memfd, createMemfd("test-destination", sz));
-			FERRY_ASSIGN(map, Mapping::map(memfd.get(), sz, PROT_READ | PROT_WRITE, MAP_SHARED));
-			return map.data();
-		};
-		h.armFaults = [this]() -> Result<FaultTarget> {
-			FERRY_ASSIGN(DestAppHandle d, DestAppHandle::spawn(memfd.get(), size, appOpts));
-			app.emplace(std::move(d));
-			FERRY_ASSIGN(Userfaultfd u, app->takeUffd());
-			return FaultTarget{std::move(u), app->base()};
-		};
-		h.resume = [this]() -> Status {
-			if (!app) {
-				FERRY_ASSIGN(DestAppHandle d, DestAppHandle::spawn(memfd.get(), size, appOpts));
-				app.emplace(std::move(d));
-			}
-			return app->run();
-		};
-		return h;
+		dest.emplace(appOpts);
+		return dest->hooks();
 	}
 };
 

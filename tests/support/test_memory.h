@@ -103,6 +103,23 @@ inline Result<Child> forkChildHandingUffd(size_t pages,
 	});
 }
 
+// Forks a child that maps `pages` pages of `kind` and creates a uffd with `features`, hands
+// the uffd and the mapping's start to the parent unregistered (registering is the parent's
+// part), then exits with then(its socket, the mapping).
+inline Result<Child> forkChildHandingUnregisteredUffd(Memory kind, size_t pages, uint64_t features,
+						      const std::function<int(int sock, Mapping &)> &then)
+{
+	return forkChild([&](int sock) -> int {
+		auto mem = makeMemory(kind, pages * pageSize());
+		auto uffd = Userfaultfd::create(features);
+		if (!mem.ok() || !uffd.ok())
+			return 10;
+		if (!sendUffd(sock, *uffd, mem->data()).ok())
+			return 11;
+		return then(sock, *mem);
+	});
+}
+
 // Parent side of a hand-off whose first fd is a uffd (created with `features` in the child,
 // UFFDIO_API done there); the other fds stay in `fds`.
 struct ReceivedUffd {

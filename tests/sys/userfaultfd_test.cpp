@@ -221,20 +221,15 @@ TEST(Userfaultfd, ParentRegistersAndServesFaultsOfChildThatCreatedIt)
 	std::vector<uint8_t> source(pages * page);
 	fillPattern(source.data(), source.size(), 3);
 
-	auto child = test::forkChild([&](int sock) -> int {
-		auto area = Mapping::anonymous(pages * page);
-		auto uffd = Userfaultfd::create(0);
-		if (!area.ok() || !uffd.ok())
-			return 10;
-		if (!test::sendUffd(sock, *uffd, area->data()).ok())
-			return 11;
-		// Wait until the parent registered the range, then fault on every page.
-		if (!test::recvValue<uint8_t>(sock).ok())
-			return 12;
-		if (std::memcmp(area->data(), source.data(), source.size()) != 0)
-			return 13;
-		return 0;
-	});
+	auto child =
+		test::forkChildHandingUnregisteredUffd(test::Memory::Anonymous, pages, 0, [&](int sock, Mapping &area) {
+			// Wait until the parent registered the range, then fault on every page.
+			if (!test::recvValue<uint8_t>(sock).ok())
+				return 12;
+			if (std::memcmp(area.data(), source.data(), source.size()) != 0)
+				return 13;
+			return 0;
+		});
 	ASSERT_TRUE(child.ok()) << child.error().message();
 
 	auto got = test::recvUffd(child->sock.get(), 0);

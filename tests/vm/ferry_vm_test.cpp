@@ -13,22 +13,19 @@
 
 #include "ferry/sys/userfaultfd.h"
 #include "harness/vm_modes.h"
+#include "support/guest_image.h"
+#include "support/kernel_features.h"
 
 using namespace std::chrono_literals;
 using namespace ferry;
 
 namespace {
 
-#define REQUIRE_VM_SUPPORT(img)                                                               \
-	auto img##_r = GuestImage::fromEnv();                                                 \
-	if (!img##_r.ok())                                                                    \
-		GTEST_SKIP() << "no guest image: " << img##_r.error().message();              \
-	GuestImage img = img##_r.value();                                                     \
-	{                                                                                     \
-		auto f = Userfaultfd::probeFeatures();                                        \
-		if (!f.ok() || !(*f & UFFD_FEATURE_WP_ASYNC) || !(*f & UFFD_FEATURE_MINOR_SHMEM)) \
-			GTEST_SKIP() << "kernel lacks userfaultfd WP_ASYNC/MINOR_SHMEM";      \
-	}
+// A guest image, and the userfaultfd features ferry's VM modes use (exact tracking, post-copy
+// faults on guest RAM's memfd).
+#define REQUIRE_VM_SUPPORT(img)    \
+	REQUIRE_GUEST_IMAGE(img); \
+	REQUIRE_UFFD(UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_MINOR_SHMEM)
 
 ScenarioConfig baseConfig(const GuestImage &image, const std::string &mode, const std::string &workload)
 {
@@ -42,6 +39,25 @@ ScenarioConfig baseConfig(const GuestImage &image, const std::string &mode, cons
 	cfg.migrationTimeout = 60s;
 	cfg.bootTimeout = 60s;
 	return prepareFerryConfig(cfg);
+}
+
+// One ferry migration (a mode of addFerryModes with `params`) between two fresh guests.
+MigrationRecord runFerry(const FerryVmParams &params, const ScenarioConfig &cfg)
+{
+	ScenarioRunner runner;
+	addFerryModes(runner, params);
+	return runner.run(cfg);
+}
+
+// After a failure before the switch-over: an error, and the guest still on the source, alive
+// and intact.
+void expectSourceGuestRunsOn(const MigrationRecord &rec)
+{
+	std::string json = rec.toJson().toString();
+	EXPECT_TRUE(rec.error.has_value()) << json;
+	EXPECT_EQ(rec.guestRunsOn, "source");
+	EXPECT_TRUE(rec.guestAlive) << "source heartbeat stopped: " << json;
+	EXPECT_TRUE(rec.verifyOk) << json;
 }
 
 struct Case {
@@ -58,11 +74,9 @@ TEST_P(FerryVm, MigratesLiveGuestIntact)
 {
 	REQUIRE_VM_SUPPORT(image);
 	const Case c = GetParam();
-	ScenarioRunner runner;
 	FerryVmParams params;
 	params.verify = c.ramVerify;
-	addFerryModes(runner, params);
-	MigrationRecord rec = runner.run(baseConfig(image, c.mode, c.workload));
+	MigrationRecord rec = runFerry(params, baseConfig(image, c.mode, c.workload));
 	std::string json = rec.toJson().toString();
 	EXPECT_FALSE(rec.error.has_value()) << *rec.error << "\n" << json;
 	EXPECT_TRUE(rec.completed) << json;
@@ -88,7 +102,6 @@ INSTANTIATE_TEST_SUITE_P(, FerryVm,
 TEST(FerryVmFailure, SourceKeepsRunningWhenDestinationQemuDiesBeforeSwitchOver)
 {
 	REQUIRE_VM_SUPPORT(image);
-	ScenarioRunner runner;
 	FerryVmParams params;
 	bool killed = false;
 	params.inject = [&](VmPair &pair, LinkEmulator *, const LeecherProgress &p) {
@@ -98,20 +111,14 @@ TEST(FerryVmFailure, SourceKeepsRunningWhenDestinationQemuDiesBeforeSwitchOver)
 		}
 	};
 	params.finalize = "threshold"; // keeps pre-copy going long enough to be interrupted
-	addFerryModes(runner, params);
-	ScenarioConfig cfg = baseConfig(image, "ferry-hybrid", "verify");
-	MigrationRecord rec = runner.run(cfg);
+	MigrationRecord rec = runFerry(params, baseConfig(image, "ferry-hybrid", "verify"));
 	ASSERT_TRUE(killed) << "migration ended before the failure could be injected";
-	EXPECT_TRUE(rec.error.has_value()) << "a dead destination must be an error";
-	EXPECT_EQ(rec.guestRunsOn, "source");
-	EXPECT_TRUE(rec.guestAlive) << "source heartbeat stopped: " << rec.toJson().toString();
-	EXPECT_TRUE(rec.verifyOk) << rec.toJson().toString();
+	expectSourceGuestRunsOn(rec); // a dead destination must be an error
 }
 
 TEST(FerryVmFailure, SourceKeepsRunningWhenConnectionIsCutBeforeSwitchOver)
 {
 	REQUIRE_VM_SUPPORT(image);
-	ScenarioRunner runner;
 	FerryVmParams params;
 	params.reconnectTimeout = 1500ms;
 	bool cut = false;
@@ -123,16 +130,12 @@ TEST(FerryVmFailure, SourceKeepsRunningWhenConnectionIsCutBeforeSwitchOver)
 		}
 	};
 	params.finalize = "threshold";
-	addFerryModes(runner, params);
 	ScenarioConfig cfg = baseConfig(image, "ferry-hybrid", "verify");
 	cfg.linkRttMs = 2;
 	cfg.linkMbit = 1000;
-	MigrationRecord rec = runner.run(cfg);
+	MigrationRecord rec = runFerry(params, cfg);
 	ASSERT_TRUE(cut) << "migration ended before the connection could be cut";
-	EXPECT_TRUE(rec.error.has_value());
-	EXPECT_EQ(rec.guestRunsOn, "source");
-	EXPECT_TRUE(rec.guestAlive) << "source heartbeat stopped: " << rec.toJson().toString();
-	EXPECT_TRUE(rec.verifyOk) << rec.toJson().toString();
+	expectSourceGuestRunsOn(rec);
 }
 
 // `--finalize cycle` on a guest whose workload alternates 100 MB/s and 1 MB/s every second:
@@ -141,7 +144,6 @@ TEST(FerryVmFailure, SourceKeepsRunningWhenConnectionIsCutBeforeSwitchOver)
 TEST(FerryVmCycle, CyclePolicyFinalizesACyclicGuestInALowWindowIntact)
 {
 	REQUIRE_VM_SUPPORT(image);
-	ScenarioRunner runner;
 	FerryVmParams params;
 	params.verify = true;
 	params.finalize = "cycle:warmup=6";
@@ -150,7 +152,6 @@ TEST(FerryVmCycle, CyclePolicyFinalizesACyclicGuestInALowWindowIntact)
 	params.inject = [&](VmPair &, LinkEmulator *, const LeecherProgress &p) {
 		statuses.push_back(p.policyStatus);
 	};
-	addFerryModes(runner, params);
 	ScenarioConfig cfg = baseConfig(image, "ferry-hybrid", "cycle");
 	cfg.workload.rateMBps = 100;
 	cfg.workload.lowRateMBps = 1;
@@ -158,7 +159,7 @@ TEST(FerryVmCycle, CyclePolicyFinalizesACyclicGuestInALowWindowIntact)
 	cfg.workload.periodS = 2;
 	cfg.workload.duty = 0.5;
 	cfg.linkMbit = 1000;
-	MigrationRecord rec = runner.run(cfg);
+	MigrationRecord rec = runFerry(params, cfg);
 	std::string json = rec.toJson().toString();
 	ASSERT_FALSE(rec.error.has_value()) << *rec.error << "\n" << json;
 	EXPECT_TRUE(rec.completed) << json;

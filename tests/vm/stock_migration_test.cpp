@@ -10,23 +10,18 @@
 #include "harness/console_watcher.h"
 #include "harness/qemu_launcher.h"
 #include "harness/vm_scenario.h"
+#include "support/guest_image.h"
 
 using namespace std::chrono_literals;
 using namespace ferry;
 
 namespace {
 
-// Skips (with the reason) when no guest image is available.
-#define REQUIRE_IMAGE(img)                                                                    \
-	auto img##_r = GuestImage::fromEnv();                                                 \
-	if (!img##_r.ok())                                                                    \
-		GTEST_SKIP() << "no guest image: " << img##_r.error().message();              \
-	GuestImage img = img##_r.value()
-
-ScenarioConfig baseConfig(const GuestImage &image)
+ScenarioConfig baseConfig(const GuestImage &image, const char *mode)
 {
 	ScenarioConfig cfg;
 	cfg.image = image;
+	cfg.mode = mode;
 	cfg.memMib = 256;
 	cfg.workload.mode = "verify";
 	cfg.workload.rateMBps = 20;
@@ -41,11 +36,42 @@ std::string describe(const MigrationRecord &rec)
 	return rec.toJson().toString();
 }
 
+// One stock QEMU migration (a mode of addStockModes) between two fresh guests.
+MigrationRecord runStock(const ScenarioConfig &cfg)
+{
+	ScenarioRunner runner;
+	addStockModes(runner);
+	return runner.run(cfg);
+}
+
+// A migration that must fail: it ends, well within the test's time, with a recorded error.
+void runToAnError(const ScenarioConfig &cfg, MigrationRecord &rec)
+{
+	auto start = std::chrono::steady_clock::now();
+	rec = runStock(cfg);
+	EXPECT_LT(std::chrono::steady_clock::now() - start, 90s);
+	EXPECT_FALSE(rec.completed) << describe(rec);
+	ASSERT_TRUE(rec.error) << describe(rec);
+	EXPECT_FALSE(rec.success());
+}
+
+// The guest goes on where it stopped, on the destination: its checks found nothing wrong and
+// its heartbeat continued (not restarted), at most one line split between the two consoles.
+void expectGuestContinuedOnDestination(const MigrationRecord &rec)
+{
+	EXPECT_TRUE(rec.guestAlive) << describe(rec);
+	EXPECT_TRUE(rec.verifyOk) << describe(rec);
+	EXPECT_EQ(rec.verifyErrorLines, 0u) << describe(rec);
+	ASSERT_TRUE(rec.firstDestSeq && rec.lastSourceSeq) << describe(rec);
+	EXPECT_GE(*rec.firstDestSeq, *rec.lastSourceSeq + 1) << describe(rec);
+	EXPECT_LE(*rec.firstDestSeq, *rec.lastSourceSeq + 2) << describe(rec);
+}
+
 } // namespace
 
 TEST(VmGuest, HeartbeatStopsOnQmpStopAndContinuesAfterCont)
 {
-	REQUIRE_IMAGE(image);
+	REQUIRE_GUEST_IMAGE(image);
 	auto dir = makeRunDir("ferry-vm-test");
 	ASSERT_TRUE(dir.ok()) << dir.error().message();
 	{
@@ -86,28 +112,18 @@ TEST(VmGuest, HeartbeatStopsOnQmpStopAndContinuesAfterCont)
 
 TEST(StockMigration, PrecopyKeepsVerifiedGuestAliveOnDestination)
 {
-	REQUIRE_IMAGE(image);
-	ScenarioRunner runner;
-	addStockModes(runner);
-	ScenarioConfig cfg = baseConfig(image);
-	cfg.mode = "stock-precopy";
+	REQUIRE_GUEST_IMAGE(image);
+	ScenarioConfig cfg = baseConfig(image, "stock-precopy");
 	// QEMU 7.2 under TCG loses guest writes once pre-copy needs a fourth dirty sync (fixed
 	// upstream in 9.0, 03bfc2188f; docs/benchmarks.md). A generous downtime limit switches over
 	// after the first pass, so this test checks our runner, not that QEMU bug.
 	cfg.downtimeLimitMs = 5000;
-	MigrationRecord rec = runner.run(cfg);
+	MigrationRecord rec = runStock(cfg);
 	ASSERT_TRUE(rec.completed) << describe(rec);
 	EXPECT_FALSE(rec.error) << describe(rec);
 	EXPECT_EQ(rec.guestRunsOn, "destination");
-	EXPECT_TRUE(rec.guestAlive) << describe(rec);
-	EXPECT_TRUE(rec.verifyOk) << describe(rec);
-	EXPECT_EQ(rec.verifyErrorLines, 0u) << describe(rec);
 	EXPECT_EQ(rec.guestErrorCount, 0) << describe(rec);
-	// The guest continued where it stopped: no restart, no lost heartbeats beyond one line
-	// that may be split between the two consoles.
-	ASSERT_TRUE(rec.firstDestSeq && rec.lastSourceSeq) << describe(rec);
-	EXPECT_GE(*rec.firstDestSeq, *rec.lastSourceSeq + 1) << describe(rec);
-	EXPECT_LE(*rec.firstDestSeq, *rec.lastSourceSeq + 2) << describe(rec);
+	ASSERT_NO_FATAL_FAILURE(expectGuestContinuedOnDestination(rec));
 	// QEMU's own figures are recorded, and RAM actually moved.
 	EXPECT_GT(rec.totalTimeMs.value_or(0), 0) << describe(rec);
 	EXPECT_TRUE(rec.downtimeMs.has_value()) << describe(rec);
@@ -119,43 +135,28 @@ TEST(StockMigration, PrecopyKeepsVerifiedGuestAliveOnDestination)
 
 TEST(StockMigration, PostcopyKeepsVerifiedGuestAliveOnDestination)
 {
-	REQUIRE_IMAGE(image);
-	ScenarioRunner runner;
-	addStockModes(runner);
-	ScenarioConfig cfg = baseConfig(image);
-	cfg.mode = "stock-postcopy";
+	REQUIRE_GUEST_IMAGE(image);
+	ScenarioConfig cfg = baseConfig(image, "stock-postcopy");
 	// Switch right after the setup sync, so post-copy really runs instead of pre-copy
 	// converging first on this small guest.
 	cfg.postcopyAfterPass = 1;
-	MigrationRecord rec = runner.run(cfg);
+	MigrationRecord rec = runStock(cfg);
 	ASSERT_TRUE(rec.completed) << describe(rec);
 	EXPECT_FALSE(rec.error) << describe(rec);
 	EXPECT_TRUE(rec.postcopyStarted) << describe(rec);
-	EXPECT_TRUE(rec.guestAlive) << describe(rec);
-	EXPECT_TRUE(rec.verifyOk) << describe(rec);
-	EXPECT_EQ(rec.verifyErrorLines, 0u) << describe(rec);
-	ASSERT_TRUE(rec.firstDestSeq && rec.lastSourceSeq) << describe(rec);
-	EXPECT_GE(*rec.firstDestSeq, *rec.lastSourceSeq + 1) << describe(rec);
-	EXPECT_LE(*rec.firstDestSeq, *rec.lastSourceSeq + 2) << describe(rec);
+	ASSERT_NO_FATAL_FAILURE(expectGuestContinuedOnDestination(rec));
 	EXPECT_TRUE(rec.success()) << describe(rec);
 }
 
 TEST(StockMigration, KilledDestinationEndsWithErrorAndSourceGuestRunsOn)
 {
-	REQUIRE_IMAGE(image);
-	ScenarioRunner runner;
-	addStockModes(runner);
-	ScenarioConfig cfg = baseConfig(image);
-	cfg.mode = "stock-precopy";
+	REQUIRE_GUEST_IMAGE(image);
+	ScenarioConfig cfg = baseConfig(image, "stock-precopy");
 	// Slow the stream so the kill surely lands mid-migration.
 	cfg.maxBandwidthMbps = 80;
 	cfg.afterMigrateStarted = [](VmPair &p) { ASSERT_TRUE(p.dest().kill().ok()); };
-	auto start = std::chrono::steady_clock::now();
-	MigrationRecord rec = runner.run(cfg);
-	EXPECT_LT(std::chrono::steady_clock::now() - start, 90s);
-	EXPECT_FALSE(rec.completed) << describe(rec);
-	ASSERT_TRUE(rec.error) << describe(rec);
-	EXPECT_FALSE(rec.success());
+	MigrationRecord rec;
+	ASSERT_NO_FATAL_FAILURE(runToAnError(cfg, rec));
 	// Stock pre-copy leaves the source running when the stream breaks.
 	EXPECT_EQ(rec.guestRunsOn, "source");
 	EXPECT_TRUE(rec.guestAlive) << describe(rec);
@@ -164,36 +165,26 @@ TEST(StockMigration, KilledDestinationEndsWithErrorAndSourceGuestRunsOn)
 
 TEST(StockMigration, KilledSourceEndsWithErrorNotAHang)
 {
-	REQUIRE_IMAGE(image);
-	ScenarioRunner runner;
-	addStockModes(runner);
-	ScenarioConfig cfg = baseConfig(image);
-	cfg.mode = "stock-precopy";
+	REQUIRE_GUEST_IMAGE(image);
+	ScenarioConfig cfg = baseConfig(image, "stock-precopy");
 	cfg.maxBandwidthMbps = 80;
 	cfg.aliveTimeout = 5s;
 	cfg.afterMigrateStarted = [](VmPair &p) { ASSERT_TRUE(p.source().kill().ok()); };
-	auto start = std::chrono::steady_clock::now();
-	MigrationRecord rec = runner.run(cfg);
-	EXPECT_LT(std::chrono::steady_clock::now() - start, 90s);
-	EXPECT_FALSE(rec.completed) << describe(rec);
-	ASSERT_TRUE(rec.error) << describe(rec);
+	MigrationRecord rec;
+	ASSERT_NO_FATAL_FAILURE(runToAnError(cfg, rec));
 	EXPECT_FALSE(rec.guestAlive) << describe(rec);
-	EXPECT_FALSE(rec.success());
 }
 
 TEST(StockMigration, NonConvergingMigrationTimesOutIsCancelledAndSourceRunsOn)
 {
-	REQUIRE_IMAGE(image);
-	ScenarioRunner runner;
-	addStockModes(runner);
-	ScenarioConfig cfg = baseConfig(image);
-	cfg.mode = "stock-precopy";
+	REQUIRE_GUEST_IMAGE(image);
+	ScenarioConfig cfg = baseConfig(image, "stock-precopy");
 	cfg.workload.mode = "dirty";
 	cfg.workload.rateMBps = 30;
 	// 16 Mbit/s = 2 MB/s against 30 MB/s of dirtying: cannot converge.
 	cfg.maxBandwidthMbps = 16;
 	cfg.migrationTimeout = 3s;
-	MigrationRecord rec = runner.run(cfg);
+	MigrationRecord rec = runStock(cfg);
 	EXPECT_TRUE(rec.timedOut) << describe(rec);
 	EXPECT_TRUE(rec.cancelled) << describe(rec);
 	EXPECT_FALSE(rec.completed) << describe(rec);

@@ -8,8 +8,10 @@
 #include <gtest/gtest.h>
 
 #include "ferry/wire/compress.h"
+#include "support/result_checks.h"
 
 using namespace ferry;
+using ferry::test::failsWith;
 
 namespace {
 
@@ -44,11 +46,6 @@ std::vector<uint8_t> frameOf(const std::vector<uint8_t> &src, int level = 1)
 		return {};
 	out.resize(*n);
 	return out;
-}
-
-bool failsWith(const Status &s, int code, const std::string &needle)
-{
-	return !s.ok() && s.error().code() == code && s.error().message().find(needle) != std::string::npos;
 }
 
 } // namespace

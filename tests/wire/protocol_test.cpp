@@ -5,9 +5,11 @@
 #include <random>
 
 #include "ferry/wire/protocol.h"
+#include "support/result_checks.h"
 #include "support/wire_bytes.h"
 
 using namespace ferry;
+using ferry::test::failsWith;
 
 namespace {
 
@@ -29,21 +31,6 @@ void put16(std::vector<uint8_t> &b, size_t off, uint16_t v)
 }
 
 constexpr uint32_t kLimit = 1 << 20;
-
-::testing::AssertionResult failsWith(const Status &st, int code, std::string_view needle)
-{
-	if (st.ok())
-		return ::testing::AssertionFailure() << "succeeded, expected an error containing \""
-						     << needle << "\"";
-	if (st.error().code() != code)
-		return ::testing::AssertionFailure()
-		       << "errno " << st.error().code() << " (" << st.error().message() << "), expected "
-		       << code;
-	if (st.error().message().find(needle) == std::string::npos)
-		return ::testing::AssertionFailure()
-		       << "message \"" << st.error().message() << "\" lacks \"" << needle << "\"";
-	return ::testing::AssertionSuccess();
-}
 
 template<typename T>
 Status asStatus(const Result<T> &r)

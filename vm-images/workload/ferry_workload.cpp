@@ -27,6 +27,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <iterator>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -61,25 +62,15 @@ constexpr int kVerifyErrorLinesPerSecond = 10;
 enum class Mode { Idle, Dirty, Cycle, Verify };
 enum class Pattern { Random, Seq };
 
-const char *modeName(Mode m)
-{
-	switch (m) {
-	case Mode::Idle:
-		return "idle";
-	case Mode::Dirty:
-		return "dirty";
-	case Mode::Cycle:
-		return "cycle";
-	case Mode::Verify:
-		return "verify";
-	}
-	return "?";
-}
+// Each enum's names in enum order, once for both directions: what ferry.mode= and
+// ferry.pattern= accept and what the status lines print.
+constexpr const char *kModeNames[] = { "idle", "dirty", "cycle", "verify" };
+constexpr const char *kPatternNames[] = { "random", "seq" };
+static_assert(std::size(kModeNames) == size_t(Mode::Verify) + 1);
+static_assert(std::size(kPatternNames) == size_t(Pattern::Seq) + 1);
 
-const char *patternName(Pattern p)
-{
-	return p == Pattern::Random ? "random" : "seq";
-}
+const char *modeName(Mode m) { return kModeNames[size_t(m)]; }
+const char *patternName(Pattern p) { return kPatternNames[size_t(p)]; }
 
 struct Params {
 	Mode mode = Mode::Idle;
@@ -165,6 +156,22 @@ bool inRange(std::optional<double> v, double lo, double hi)
 	return v && *v >= lo && *v <= hi;
 }
 
+// Sets `out` to the E that `val` names in `names` (E's names in enum order); returns "" or the
+// error: `bad` and the names allowed.
+template<typename E, typename Out, size_t N>
+std::string applyWord(const char *const (&names)[N], std::string_view val, Out &out, const std::string &bad)
+{
+	std::string allowed;
+	for (size_t i = 0; i < N; i++) {
+		if (val == names[i]) {
+			out = E(i);
+			return "";
+		}
+		allowed += (i ? "|" : "") + std::string(names[i]);
+	}
+	return bad + " (expected " + allowed + ")";
+}
+
 // Applies one "ferry.key=value" token; returns an error message or "".
 std::string applyToken(Params &p, std::string_view token)
 {
@@ -189,28 +196,10 @@ std::string applyToken(Params &p, std::string_view token)
 		return "";
 	};
 
-	if (key == "mode") {
-		if (val == "idle")
-			p.mode = Mode::Idle;
-		else if (val == "dirty")
-			p.mode = Mode::Dirty;
-		else if (val == "cycle")
-			p.mode = Mode::Cycle;
-		else if (val == "verify")
-			p.mode = Mode::Verify;
-		else
-			return bad() + " (expected idle|dirty|cycle|verify)";
-		return "";
-	}
-	if (key == "pattern") {
-		if (val == "random")
-			p.pattern = Pattern::Random;
-		else if (val == "seq")
-			p.pattern = Pattern::Seq;
-		else
-			return bad() + " (expected random|seq)";
-		return "";
-	}
+	if (key == "mode")
+		return applyWord<Mode>(kModeNames, val, p.mode, bad());
+	if (key == "pattern")
+		return applyWord<Pattern>(kPatternNames, val, p.pattern, bad());
 	if (key == "rate")
 		return number(0, 1e5, &p.rateMBps);
 	if (key == "wss")

@@ -22,6 +22,7 @@
 #include "ferry/base/json.h"
 #include "ferry/base/result.h"
 #include "ferry/finalize/policy.h"
+#include "ferry/sys/mapping.h"
 #include "ferry/sys/userfaultfd.h"
 #include "ferry/wire/endpoint.h"
 #include "ferry/wire/tls.h"
@@ -56,6 +57,11 @@ struct LeecherHooks {
 	// Let the application run. Called once the seeder acknowledged the switch-over: in
 	// hybrid mode right after finalize, in precopy mode once the region is complete.
 	std::function<Status()> resume;
+
+	// Hooks for a destination without an application (benchmarks; tests that inspect the
+	// region afterwards): prepare creates `region`, a memfd named `memfdName`, and resume has
+	// nothing to let run. Pre-copy only: there is no application to arm faults in.
+	static LeecherHooks intoMemory(MemfdMapping &region, const char *memfdName);
 };
 
 struct LeecherProgress {

@@ -46,6 +46,17 @@ private:
 // with another process by passing the fd (SCM_RIGHTS) and mapped MAP_SHARED.
 Result<UniqueFd> createMemfd(const char *name, size_t size);
 
+// A memfd of `size` bytes and our MAP_SHARED read-write mapping of it: memory that a second
+// process maps too once it is sent the fd, as a destination application maps the region its
+// leecher writes. The mapping keeps the pages alive on its own; the fd is kept for sending.
+struct MemfdMapping {
+	UniqueFd fd;
+	Mapping map;
+
+	static Result<MemfdMapping> create(const char *name, size_t size);
+	uint8_t *data() const { return map.data(); }
+};
+
 // The base page size (sysconf, cached).
 size_t pageSize();
 

@@ -141,6 +141,8 @@ private:
 
 	QmpClient(UniqueFd fd, std::string name) : fd_(std::move(fd)), name_(std::move(name)) {}
 
+	// execute() for a command whose reply carries nothing ({}): only success matters.
+	Status run(std::string_view command, const JsonValue *arguments = nullptr);
 	Status handshake(Clock::time_point deadline);
 	Status sendLine(const std::string &line, Clock::time_point deadline);
 	// Reads one complete message (waiting until deadline); events are not queued here.
