@@ -4,8 +4,7 @@
 // when `virsh migrate` of a prepared domain waits at ferryd's gate because the destination's
 // ferryd never started the ferry migration (docs/libvirt.md).
 #include "cli/commands.h"
-#include "daemon/config.h"
-#include "daemon/control.h"
+#include "cli/daemon_args.h"
 
 namespace ferry {
 
@@ -13,15 +12,14 @@ namespace {
 
 struct AbortArgs {
 	std::string domain;
-	std::string config{daemon::kDefaultConfigPath};
-	std::string socket;
+	DaemonArgs daemon;
 };
 
 int runAbort(const AbortArgs &a)
 {
 	JsonValue request = JsonValue::object();
 	request.set("cmd", "abort").set("domain", a.domain);
-	auto reply = daemon::askDaemon(daemon::controlSocketFor(a.config, a.socket), request);
+	auto reply = a.daemon.ask(request);
 	if (!reply.ok())
 		return reportError("abort", reply.error());
 	auto stopped = reply->getBool("seeder_stopped");
@@ -38,8 +36,7 @@ CommandRunner addAbortCommand(CLI::App &app)
 	auto *c = app.add_subcommand("abort", "Source host: end a ferry-mode migration of DOMAIN before its switch-over "
 					      "(libvirt's migration fails, the guest keeps running here)");
 	c->add_option("domain", a->domain, "The domain")->required();
-	c->add_option("--config", a->config, "ferryd's configuration (for its socket directory)")->capture_default_str();
-	c->add_option("--socket", a->socket, "ferryd's control socket (default: SOCKET_DIR/ferryd.sock)");
+	a->daemon.addTo(c);
 	return [a] { return runAbort(*a); };
 }
 

@@ -1,8 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 // `ferry status [DOMAIN]`: what this host's ferryd is carrying, asked on its control socket.
 #include "cli/commands.h"
-#include "daemon/config.h"
-#include "daemon/control.h"
+#include "cli/daemon_args.h"
 
 namespace ferry {
 
@@ -10,8 +9,7 @@ namespace {
 
 struct StatusArgs {
 	std::string domain;
-	std::string config{daemon::kDefaultConfigPath};
-	std::string socket; // overrides the one the configuration implies
+	DaemonArgs daemon;
 	bool json = false;
 };
 
@@ -33,7 +31,7 @@ int runStatus(const StatusArgs &a)
 	request.set("cmd", "status");
 	if (!a.domain.empty())
 		request.set("domain", a.domain);
-	auto reply = daemon::askDaemon(daemon::controlSocketFor(a.config, a.socket), request);
+	auto reply = a.daemon.ask(request);
 	if (!reply.ok())
 		return reportError("status", reply.error());
 	if (a.json) {
@@ -74,8 +72,7 @@ CommandRunner addStatusCommand(CLI::App &app)
 	auto *c = app.add_subcommand("status", "What this host's ferryd is migrating (virsh migrate through ferry): "
 					       "phase, bytes and rate per domain");
 	c->add_option("domain", a->domain, "Only this domain's migrations");
-	c->add_option("--config", a->config, "ferryd's configuration (for its socket directory)")->capture_default_str();
-	c->add_option("--socket", a->socket, "ferryd's control socket (default: SOCKET_DIR/ferryd.sock)");
+	a->daemon.addTo(c);
 	c->add_flag("--json", a->json, "Print ferryd's reply as JSON");
 	return [a] { return runStatus(*a); };
 }
