@@ -1,5 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
-// ferryd's core: the sockets it owns and the migrations it carries.
+// ferryd's core: the sockets it owns and the migrations it carries. daemon.cpp has the loop,
+// the migrate sockets and the stream relays, daemon_ferry.cpp the ferry-mode half (gates,
+// the destination's trigger, FerryOffer, abort), daemon_control.cpp the control socket.
 //
 //   peer listener      TCP (config "listen"): other ferryds deliver migration streams here
 //   migrate sockets    SOCKET_DIR/migrate/PEER/DOMAIN.sock for every running domain and peer:

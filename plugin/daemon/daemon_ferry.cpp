@@ -1,0 +1,208 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+// The daemon's ferry-mode half (ferry_mode.h has the sequence): the gates of prepared domains'
+// migrate sockets, the destination's trigger (inotify on the incoming directory), the source's
+// answer to a FerryOffer, and `ferry abort`.
+#include "daemon/daemon.h"
+
+#include <sys/inotify.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <thread>
+
+#include "ferry/base/log.h"
+#include "ferry/wire/daemon_protocol.h"
+
+namespace ferry::daemon {
+
+namespace {
+
+constexpr const char *kLog = "ferryd";
+
+} // namespace
+
+std::optional<LocalDomain> Daemon::snapshotDomain(const std::string &name) const
+{
+	std::lock_guard lock(mu_);
+	auto it = domainSnapshot_.find(name);
+	if (it == domainSnapshot_.end())
+		return std::nullopt;
+	return it->second;
+}
+
+void Daemon::serveFerryOffer(Connection conn, const PeerConfig &peer, const RelayOpenMsg &offer)
+{
+	auto d = snapshotDomain(offer.domain);
+	if (!d || (!offer.uuid.empty() && d->uuid != offer.uuid) || !d->preparedForFerry || config_.ferryMode == "off") {
+		(void)conn.sendError(0, Error::format(ENOENT, "{} does not run here in ferry mode", offer.domain));
+		return;
+	}
+	auto m = record(Direction::Outgoing, offer.domain, peer.name);
+	{
+		std::lock_guard lock(mu_);
+		m->mode = "ferry";
+		m->state = "pre-copy";
+	}
+	std::string key = peer.name + "/" + offer.domain;
+	GateControl gate{[this, key] { requestGate(key, GateRequest::Action::Open); },
+			 [this, key] { requestGate(key, GateRequest::Action::Fail); },
+			 [this, domain = offer.domain](Seeder *s) {
+				 std::lock_guard lock(mu_);
+				 if (s)
+					 seeders_[domain] = s;
+				 else
+					 seeders_.erase(domain);
+			 }};
+	Status st = runFerrySource(config_, creds_, std::move(conn), peer.name, offer.domain,
+				   FerrySocketPaths{d->qmpSocket, d->agentSocket}, std::move(gate));
+	finish(m, st);
+	if (st.ok())
+		FERRY_LOG(Info, kLog, "domain {}: ferry migration to {} complete: the destination holds every chunk",
+			  offer.domain, peer.name);
+	else
+		FERRY_LOG(Error, kLog, "domain {}: ferry migration to {} failed: {}", offer.domain, peer.name,
+			  st.error().message());
+}
+
+void Daemon::watchIncoming()
+{
+	alignas(inotify_event) char buf[4096];
+	for (;;) {
+		ssize_t n = ::read(incomingWatch_.get(), buf, sizeof(buf));
+		if (n <= 0)
+			return;
+		for (char *p = buf; p < buf + n;) {
+			auto *ev = reinterpret_cast<inotify_event *>(p);
+			p += sizeof(inotify_event) + ev->len;
+			std::string_view file = ev->len ? std::string_view(ev->name) : std::string_view();
+			if (!file.ends_with(".sock"))
+				continue;
+			std::string domain(file.substr(0, file.size() - 5));
+			if (!checkPathName("domain name", domain, kMaxDomainNameLen).ok())
+				continue;
+			spawn([this, domain] { ferryIncoming(domain); });
+		}
+	}
+}
+
+void Daemon::ferryIncoming(std::string domain)
+{
+	if (config_.ferryMode == "off")
+		return;
+	// The incoming domain runs here now (paused): is it prepared? The loop's next resync
+	// (asked for now) lists it.
+	domainsChanged();
+	std::optional<LocalDomain> d;
+	for (int i = 0; i < 100 && !stopping_; i++) {
+		if ((d = snapshotDomain(domain)))
+			break;
+		std::this_thread::sleep_for(std::chrono::milliseconds(50));
+	}
+	if (!d) {
+		FERRY_LOG(Warn, kLog, "domain {}: an incoming migration socket appeared, but libvirt lists no such "
+				      "running domain here: stream mode", domain);
+		return;
+	}
+	if (!d->preparedForFerry)
+		return; // stream mode
+	auto hold = std::make_shared<DeviceStateHold>();
+	auto m = record(Direction::Incoming, domain, "?");
+	{
+		std::lock_guard lock(mu_);
+		holds_[domain] = hold;
+		m->mode = "ferry-" + config_.ferryMode;
+		m->state = "pre-copy";
+	}
+	std::string peer;
+	auto rep = runFerryDestination(config_, creds_, domain, d->uuid, FerrySocketPaths{d->qmpSocket, d->agentSocket},
+				       *hold, &peer);
+	{
+		std::lock_guard lock(mu_);
+		holds_.erase(domain);
+		m->peer = peer.empty() ? "-" : peer;
+	}
+	finish(m, rep.ok() ? Status() : Status(rep.error()));
+	if (rep.ok())
+		FERRY_LOG(Info, kLog, "domain {}: ferry migration from {} complete: {}", domain, peer, rep->toJson().toString());
+	else
+		FERRY_LOG(Error, kLog, "domain {}: ferry migration failed: {}", domain, rep.error().message());
+}
+
+Status Daemon::gateSocket(MigrateSocket &s)
+{
+	sockaddr_un sa{};
+	sa.sun_family = AF_UNIX;
+	const std::string &path = s.listener.boundEndpoint().path;
+	std::copy(path.begin(), path.end(), sa.sun_path);
+	UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+	if (!fd.valid())
+		return Error::fromErrno("socket");
+	if (::connect(fd.get(), reinterpret_cast<sockaddr *>(&sa), sizeof(sa)) != 0)
+		return Error::fromErrno(fmt::format("gate {}: connect the dummy", path));
+	s.dummy = std::move(fd);
+	s.gate = MigrateSocket::Gate::Closed;
+	return {};
+}
+
+JsonValue Daemon::abort(const std::string &domain)
+{
+	JsonValue reply = JsonValue::object();
+	bool stopped = false;
+	{
+		std::lock_guard lock(mu_);
+		if (auto it = seeders_.find(domain); it != seeders_.end()) {
+			it->second->stop();
+			stopped = true;
+		}
+	}
+	size_t gates = 0;
+	for (const PeerConfig &p : config_.peers) {
+		requestGate(p.name + "/" + domain, GateRequest::Action::Fail);
+		gates++;
+	}
+	FERRY_LOG(Warn, kLog, "domain {}: aborted by the operator ({})", domain,
+		  stopped ? "its ferry migration stopped" : "no ferry migration was serving");
+	reply.set("ok", true).set("domain", domain).set("seeder_stopped", stopped).set("gates_failed", uint64_t(gates));
+	return reply;
+}
+
+void Daemon::requestGate(const std::string &key, GateRequest::Action action)
+{
+	{
+		std::lock_guard lock(mu_);
+		gateRequests_.push_back({key, action});
+	}
+	uint64_t one = 1;
+	(void)::write(wake_.get(), &one, sizeof(one));
+}
+
+void Daemon::applyGateRequests()
+{
+	std::vector<GateRequest> requests;
+	{
+		std::lock_guard lock(mu_);
+		requests.swap(gateRequests_);
+	}
+	for (const GateRequest &r : requests) {
+		auto it = migrateSockets_.find(r.key);
+		if (it == migrateSockets_.end())
+			continue;
+		MigrateSocket &sock = it->second;
+		if (r.action == GateRequest::Action::Rearm) {
+			migrateSockets_.erase(it);
+			resyncWanted_ = true;
+			continue;
+		}
+		if (sock.gate != MigrateSocket::Gate::Closed)
+			continue;
+		// Our dummy is first in the queue: taking it lets libvirtd's connect() complete.
+		(void)sock.listener.accept(0);
+		sock.dummy.reset();
+		sock.gate = r.action == GateRequest::Action::Open ? MigrateSocket::Gate::None : MigrateSocket::Gate::FailNext;
+		FERRY_LOG(Info, kLog, "gate {}: {}", r.key, r.action == GateRequest::Action::Open ? "open" : "failing");
+	}
+}
+
+} // namespace ferry::daemon
