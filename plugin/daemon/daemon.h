@@ -103,7 +103,10 @@ private:
 		Listener listener;
 		UniqueFd dummy;
 		Gate gate = Gate::None;
+		int64_t failingSinceNs = 0; // FailNext: a connection that does not come within
+					    // kFailWindowMs is not waited for (the gate closes again)
 	};
+	static constexpr int kFailWindowMs = 10000;
 	struct GateRequest {
 		enum class Action { Open, Fail, Rearm };
 		std::string key; // "peer/domain"

@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <thread>
 
+#include "ferry/base/clock.h"
 #include "ferry/base/log.h"
 #include "ferry/wire/daemon_protocol.h"
 
@@ -157,10 +158,15 @@ JsonValue Daemon::abort(const std::string &domain)
 			stopped = true;
 		}
 	}
+	// A serving seeder fails its gate itself when it stops (once: a second failure would hit
+	// the gate re-armed for the next migration). Without one, libvirt may wait at a gate
+	// nobody will open: fail them all.
 	size_t gates = 0;
-	for (const PeerConfig &p : config_.peers) {
-		requestGate(p.name + "/" + domain, GateRequest::Action::Fail);
-		gates++;
+	if (!stopped) {
+		for (const PeerConfig &p : config_.peers) {
+			requestGate(p.name + "/" + domain, GateRequest::Action::Fail);
+			gates++;
+		}
 	}
 	FERRY_LOG(Warn, kLog, "domain {}: aborted by the operator ({})", domain,
 		  stopped ? "its ferry migration stopped" : "no ferry migration was serving");
@@ -185,6 +191,17 @@ void Daemon::applyGateRequests()
 		std::lock_guard lock(mu_);
 		requests.swap(gateRequests_);
 	}
+	// A failing gate nobody connected to (`ferry abort` with no libvirt migration waiting)
+	// closes again instead of failing some later migration.
+	for (auto it = migrateSockets_.begin(); it != migrateSockets_.end();) {
+		if (it->second.gate == MigrateSocket::Gate::FailNext &&
+		    monotonicNs() - it->second.failingSinceNs > int64_t(kFailWindowMs) * 1000000) {
+			it = migrateSockets_.erase(it);
+			resyncWanted_ = true;
+		} else {
+			++it;
+		}
+	}
 	for (const GateRequest &r : requests) {
 		auto it = migrateSockets_.find(r.key);
 		if (it == migrateSockets_.end())
@@ -201,6 +218,7 @@ void Daemon::applyGateRequests()
 		(void)sock.listener.accept(0);
 		sock.dummy.reset();
 		sock.gate = r.action == GateRequest::Action::Open ? MigrateSocket::Gate::None : MigrateSocket::Gate::FailNext;
+		sock.failingSinceNs = monotonicNs();
 		FERRY_LOG(Info, kLog, "gate {}: {}", r.key, r.action == GateRequest::Action::Open ? "open" : "failing");
 	}
 }

@@ -418,6 +418,40 @@ TEST_F(LibvirtMigration, FerryModeDestinationFerrydKilledDuringPrecopyLeavesTheG
 	virsh("b", "destroy lv-fkill");
 }
 
+// `ferry abort DOM` on the source ends a ferry migration in pre-copy (while libvirt's job is
+// stuck behind the gate, domjobabort cannot): libvirt's migration fails at once, the guest
+// stays on the source, untouched, and migrates again afterwards.
+TEST_F(LibvirtMigration, FerryAbortEndsAFerryMigrationBeforeItsSwitchOver)
+{
+	configureB("\"finalize\": \"threshold:chunks=0,budget=0,max-rounds=1000000,deadline=600\"");
+	boot("a", "lv-fabort", true);
+	auto src = watch("a", "lv-fabort");
+	ASSERT_TRUE(src.ok());
+	Shell r;
+	std::thread t([&] { r = virsh("a", migrateCommand("b", "lv-fabort")); });
+	std::string phase;
+	for (int i = 0; i < 100 && phase != "pre-copy"; i++) {
+		std::this_thread::sleep_for(200ms);
+		phase = ferryPhaseOnB("lv-fabort");
+	}
+	EXPECT_EQ(phase, "pre-copy");
+	auto started = std::chrono::steady_clock::now();
+	Shell abort = shell(testbed(fmt::format("exec a {}/plugin/ferry abort lv-fabort", kBuild)));
+	EXPECT_EQ(abort.status, 0) << abort.output;
+	EXPECT_NE(abort.output.find("its ferry migration stopped"), std::string::npos) << abort.output;
+	t.join();
+	EXPECT_LT(std::chrono::steady_clock::now() - started, 20s) << "virsh migrate outlived the abort";
+	EXPECT_NE(r.status, 0) << "the migration completed despite the abort: " << r.output;
+	ASSERT_TRUE(src->poll().ok());
+	auto hb = src->waitHeartbeat(10s, src->lastHeartbeat()->seq + 5);
+	ASSERT_TRUE(hb.ok()) << "the guest stopped on a";
+	EXPECT_EQ(hb->errors, 0);
+	EXPECT_EQ(src->errorLineCount(), 0u) << src->lastLines(5);
+	configureB("");
+	migrate("a", "b", "lv-fabort", "", "ferry-hybrid");
+	virsh("b", "destroy lv-fabort");
+}
+
 // A domain with only part of ferry's preparation (here: the agent and the private QMP, but
 // ordinary private RAM instead of a shared memfd) migrates in stream mode, ferryd's log saying
 // what is missing, and arrives.
