@@ -7,7 +7,6 @@
 #include <sys/inotify.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -42,20 +41,13 @@ Status makeDir(const std::string &path, mode_t mode)
 Result<UniqueFd> connectIncoming(const std::string &path)
 {
 	int64_t deadline = monotonicNs() + int64_t(kIncomingSocketWaitMs) * 1000000;
-	sockaddr_un sa{};
-	sa.sun_family = AF_UNIX;
-	if (path.size() >= sizeof(sa.sun_path))
-		return Error::format(ENAMETOOLONG, "socket path {} is too long", path);
-	std::copy(path.begin(), path.end(), sa.sun_path);
 	for (;;) {
-		UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-		if (!fd.valid())
-			return Error::fromErrno("socket");
-		if (::connect(fd.get(), reinterpret_cast<sockaddr *>(&sa), sizeof(sa)) == 0)
-			return fd;
-		int err = errno;
+		auto conn = connectTo(Endpoint::unixPath(path), kIncomingSocketWaitMs);
+		if (conn.ok())
+			return conn->releaseFd();
+		int err = conn.error().code();
 		if ((err != ENOENT && err != ECONNREFUSED) || monotonicNs() > deadline)
-			return Error::fromErrno(fmt::format("connect {} (is an incoming migration waiting there?)", path), err);
+			return conn.error().context("is an incoming migration waiting there?");
 		std::this_thread::sleep_for(std::chrono::milliseconds(50));
 	}
 }

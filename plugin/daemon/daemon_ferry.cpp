@@ -6,7 +6,6 @@
 
 #include <sys/inotify.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -133,16 +132,11 @@ void Daemon::ferryIncoming(std::string domain)
 
 Status Daemon::gateSocket(MigrateSocket &s)
 {
-	sockaddr_un sa{};
-	sa.sun_family = AF_UNIX;
-	const std::string &path = s.listener.boundEndpoint().path;
-	std::copy(path.begin(), path.end(), sa.sun_path);
-	UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-	if (!fd.valid())
-		return Error::fromErrno("socket");
-	if (::connect(fd.get(), reinterpret_cast<sockaddr *>(&sa), sizeof(sa)) != 0)
-		return Error::fromErrno(fmt::format("gate {}: connect the dummy", path));
-	s.dummy = std::move(fd);
+	// The listener's backlog is empty: this connect completes at once and takes its one slot.
+	auto dummy = connectTo(s.listener.boundEndpoint(), 1000);
+	if (!dummy.ok())
+		return dummy.error().context("gate: connect the dummy");
+	s.dummy = dummy->releaseFd();
 	s.gate = MigrateSocket::Gate::Closed;
 	return {};
 }
