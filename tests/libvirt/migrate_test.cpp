@@ -304,10 +304,14 @@ TEST_F(LibvirtMigration, PersistentUndefinesourceMovesTheDefinition)
 	virsh("b", "destroy lv-persist");
 }
 
+// Two prepared domains migrate at once, each through its own migrate socket, gate, seeder and
+// leecher. (In ferry mode: QEMU 7.2's own TCG migration of two busy guests at once on two cores
+// crashed a guest kernel in about one CI run in four, QEMU's bug and not ferry's; see
+// docs/libvirt.md "Limits".)
 TEST_F(LibvirtMigration, TwoDomainsMigrateAtTheSameTime)
 {
-	boot("a", "lv-two-1");
-	boot("a", "lv-two-2");
+	boot("a", "lv-two-1", true);
+	boot("a", "lv-two-2", true);
 	auto w1 = watch("a", "lv-two-1");
 	auto w2 = watch("a", "lv-two-2");
 	ASSERT_TRUE(w1.ok() && w2.ok());
@@ -319,12 +323,11 @@ TEST_F(LibvirtMigration, TwoDomainsMigrateAtTheSameTime)
 	ASSERT_EQ(r1.status, 0) << r1.output;
 	ASSERT_EQ(r2.status, 0) << r2.output;
 	ASSERT_TRUE(w1->poll().ok() && w2->poll().ok());
-	expectArrived("a", "b", "lv-two-1", w1->lastHeartbeat()->seq);
-	expectArrived("a", "b", "lv-two-2", w2->lastHeartbeat()->seq);
+	expectArrived("a", "b", "lv-two-1", w1->lastHeartbeat()->seq, "ferry-hybrid");
+	expectArrived("a", "b", "lv-two-2", w2->lastHeartbeat()->seq, "ferry-hybrid");
 	virsh("b", "destroy lv-two-1");
 	virsh("b", "destroy lv-two-2");
 }
-
 
 TEST_F(LibvirtMigration, DomjobabortLeavesTheGuestRunningOnTheSourceAndMigratableAgain)
 {
