@@ -210,3 +210,47 @@ TEST(Tls, MigrationWithTheWrongCaFailsBeforeAnyChunkIsSent)
 	EXPECT_EQ(*state, "serving") << "tracking never started: " << *summary;
 	std::system(("rm -rf " + a + " " + b).c_str());
 }
+
+// `ferry seed --file`: a file on disk (an odd size, so the last chunk is partial) is served
+// through a shared mapping; a pre-copy leecher verifies the region byte for byte against it.
+TEST(SeedFile, ServesTheFileByteForByte)
+{
+	REQUIRE_FERRY();
+	std::string dir = tempDir();
+	ASSERT_FALSE(dir.empty());
+	const std::string path = dir + "/region.bin";
+	{
+		FILE *f = std::fopen(path.c_str(), "wb");
+		ASSERT_NE(f, nullptr);
+		uint64_t x = 0x9e3779b97f4a7c15ull;
+		for (size_t i = 0; i < (3u << 20) + 123; i++) {
+			x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+			std::fputc(int(x & 0xff), f);
+		}
+		ASSERT_EQ(std::fclose(f), 0);
+	}
+	auto seed = Background::start({"--log-level", "warn", "seed", "--tls", "insecure", "--listen",
+				       "tcp:127.0.0.1:0", "--file", path});
+	ASSERT_TRUE(seed.ok()) << seed.error().message();
+	auto ep = listeningOn(*seed);
+	ASSERT_TRUE(ep.ok()) << ep.error().message();
+	CommandResult leech = runFerry("--log-level warn leech --quiet --mode precopy --verify --tls insecure --connect " +
+				       ep->str());
+	EXPECT_EQ(leech.exitCode, 0) << leech.output;
+	EXPECT_NE(leech.output.find("\"verified\":true"), std::string::npos) << leech.output;
+	auto rc = seed->process.waitFor(20000);
+	ASSERT_TRUE(rc.ok()) << rc.error().message();
+	EXPECT_EQ(*rc, 0) << "the seeder ends once the leecher has everything";
+	std::system(("rm -rf " + dir).c_str());
+}
+
+TEST(SeedFile, RefusesTheExactTrackerAndAMissingFile)
+{
+	REQUIRE_FERRY();
+	CommandResult uffd = runFerry("seed --tls insecure --listen tcp:127.0.0.1:0 --tracker uffd --file /etc/hostname");
+	EXPECT_NE(uffd.exitCode, 0);
+	EXPECT_NE(uffd.output.find("regular files"), std::string::npos) << uffd.output;
+	CommandResult missing = runFerry("seed --tls insecure --listen tcp:127.0.0.1:0 --file /nonexistent/region.bin");
+	EXPECT_NE(missing.exitCode, 0);
+	EXPECT_NE(missing.output.find("/nonexistent/region.bin"), std::string::npos) << missing.output;
+}
