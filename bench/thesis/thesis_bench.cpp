@@ -1014,9 +1014,13 @@ void registerAll()
 	auto manual = [](benchmark::internal::Benchmark *b, int iters) {
 		b->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(iters);
 	};
-	const auto touchRtts = gQuick ? usFromMs({0, 10, 40}) : usFromMs({0, 2, 5, 10, 20, 30, 40});
-	const auto rtts = gQuick ? usFromMs({0, 20, 40}) : usFromMs({0, 2, 10, 20, 40});
-	const auto workerRtts = gQuick ? usFromMs({0, 30}) : usFromMs({0, 5, 10, 20, 30});
+	// The thesis' grids: latency 0-40 ms in 2 ms steps, throughput 0-14 ms in 2 ms steps and
+	// 22-40 ms in 6 ms steps, worker sweep 0-30 ms.
+	const auto touchRtts = gQuick ? usFromMs({0, 10, 40})
+				      : usFromMs({0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30, 32, 34, 36, 38, 40});
+	const auto rtts = gQuick ? usFromMs({0, 20, 40}) : usFromMs({0, 2, 4, 6, 8, 10, 12, 14, 22, 28, 34, 40});
+	const auto workerRtts = gQuick ? usFromMs({0, 30}) : usFromMs({0, 5, 10, 15, 20, 30});
+	const auto startupRtts = gQuick ? usFromMs({0, 10, 40}) : usFromMs({0, 2, 5, 10, 20, 30, 40});
 	const int reps = gQuick ? 1 : 2;
 
 	manual(RegisterBenchmark("BM_FirstTouch", BM_FirstTouch)
@@ -1027,15 +1031,15 @@ void registerAll()
 		       ->ArgNames({"backing", "chunk_kib"})
 		       ->ArgsProduct({{0, 1, 2}, {4, 64}}),
 	       reps);
-	manual(RegisterBenchmark("BM_ReadWhilePulling", BM_ReadWhilePulling)->ArgNames({"rtt_us"})->ArgsProduct({rtts}), 1);
+	manual(RegisterBenchmark("BM_ReadWhilePulling", BM_ReadWhilePulling)->ArgNames({"rtt_us"})->ArgsProduct({rtts}), reps);
 	manual(RegisterBenchmark("BM_ReadLocal", BM_ReadLocal)->ArgNames({"backing"})->ArgsProduct({{0, 1, 2}}), reps);
-	manual(RegisterBenchmark("BM_Startup", BM_Startup)->ArgNames({"rtt_us"})->ArgsProduct({touchRtts}), gQuick ? 1 : 3);
+	manual(RegisterBenchmark("BM_Startup", BM_Startup)->ArgNames({"rtt_us"})->ArgsProduct({startupRtts}), gQuick ? 1 : 3);
 	std::vector<int64_t> chunkKib = gQuick ? std::vector<int64_t>{4, 64, 2048}
 					       : std::vector<int64_t>{4, 16, 64, 256, 1024, 2048};
 	manual(RegisterBenchmark("BM_PullChunk", BM_PullChunk)
 		       ->ArgNames({"chunk_kib", "rtt_us"})
 		       ->ArgsProduct({chunkKib, usFromMs({0, 20})}),
-	       1);
+	       reps);
 	manual(RegisterBenchmark("BM_FaultChunk", BM_FirstTouch)
 		       ->ArgNames({"rtt_us", "pulled", "chunk_kib"})
 		       ->ArgsProduct({{0}, {0}, chunkKib}),
@@ -1044,8 +1048,8 @@ void registerAll()
 	manual(RegisterBenchmark("BM_PullRtt", BM_PullRtt)
 		       ->ArgNames({"rtt_us", "depth", "conns", "mbit"})
 		       ->ArgsProduct({rtts, {64}, {2}, {0}}),
-	       1);
-	manual(RegisterBenchmark("BM_RawStream", BM_RawStream)->ArgNames({"rtt_us", "mbit"})->ArgsProduct({rtts, {0}}), 1);
+	       reps);
+	manual(RegisterBenchmark("BM_RawStream", BM_RawStream)->ArgNames({"rtt_us", "mbit"})->ArgsProduct({rtts, {0}}), reps);
 	manual(RegisterBenchmark("BM_PullWorkers", BM_PullRtt)
 		       ->ArgNames({"rtt_us", "depth", "conns", "mbit"})
 		       ->ArgsProduct({workerRtts, gQuick ? std::vector<int64_t>{1, 64} : std::vector<int64_t>{1, 8, 64, 256},
