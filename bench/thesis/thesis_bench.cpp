@@ -958,20 +958,18 @@ void BM_DeltaSync(benchmark::State &state)
 	const uint32_t chunk = 4096;
 	std::vector<double> deltaBytes, deltaMs, firstBytes, changedBytes;
 	for (auto _ : state) {
-		LocalSeeder *srcp = nullptr;
-		LinkEmulator *linkp = nullptr;
+		LinkEmulator *linkp = nullptr; // set before the pull that calls the hook
 		uint64_t atChange = 0, changed = 0;
 		Clock::time_point changedAt;
 		LocalSeeder src;
-		srcp = &src;
 		auto change = [&]() -> Status {
 			atChange = linkp->bytesRelayed();
 			std::mt19937_64 rng(99);
 			for (uint64_t p = 0; p < size / kPage; p += 100) {
-				fillRandom(srcp->data + p * kPage, kPage, rng());
+				fillRandom(src.data + p * kPage, kPage, rng());
 				changed += kPage;
 			}
-			if (::msync(srcp->data, size, MS_SYNC) < 0)
+			if (::msync(src.data, size, MS_SYNC) < 0)
 				return Error::fromErrno("msync");
 			changedAt = Clock::now();
 			return {};
