@@ -62,10 +62,6 @@ private:
 	Status receiveLoop(Worker *w, Connection &conn);
 	Status receiveReply(Worker *w, Connection &conn, const FrameHeader &h);
 	void senderLoop(Worker *w, Connection *conn, std::atomic<bool> *dead);
-	void normalize(ChunkRequest &req) const;
-	// compressible: ask with GetRange (whose replies the seeder may compress) rather than
-	// GetChunk (always raw: the fault path).
-	Status sendRequest(Connection &conn, uint64_t id, const ChunkRequest &req, bool compressible);
 	// A worker's failure that no reconnect can mend: latch it and close the map.
 	void giveUp(Error e);
 
