@@ -113,11 +113,13 @@ double percentile(std::vector<double> v, double p)
 	return v[std::min(v.size() - 1, size_t(p * double(v.size())))];
 }
 
-void BM_FaultService(benchmark::State &state)
+// The fault-service benchmarks' body: `threads` threads touch one byte of every chunk of a
+// region of `chunks` chunks (0: 256 MiB, at least 256 chunks) in random order, through a link
+// of `rttMs` (0: straight loopback), with the fault channel or, for comparison, with faults
+// sharing the data connection.
+void runFaultService(benchmark::State &state, uint32_t chunk, int threads, int rttMs, bool channel, uint32_t regionChunks)
 {
-	const uint32_t chunk = uint32_t(state.range(0)) * 1024;
-	const int threads = int(state.range(1));
-	const uint64_t size = std::max<uint64_t>(256ull << 20, uint64_t(chunk) * 256);
+	const uint64_t size = regionChunks ? uint64_t(chunk) * regionChunks : std::max<uint64_t>(256ull << 20, uint64_t(chunk) * 256);
 	auto f = Userfaultfd::probeFeatures();
 	if (!f.ok() || !(*f & UFFD_FEATURE_MINOR_SHMEM)) {
 		state.SkipWithError("userfaultfd MINOR_SHMEM unavailable");
@@ -154,8 +156,19 @@ void BM_FaultService(benchmark::State &state)
 			return {};
 		};
 		LeecherOptions lo;
+		std::unique_ptr<LinkEmulator> link;
+		if (rttMs > 0) {
+			auto l = LinkEmulator::start(Endpoint::tcp("127.0.0.1", 0), src.listener->boundEndpoint(),
+						     LinkParams::symmetric(std::chrono::milliseconds(rttMs), 0));
+			if (!l.ok()) {
+				state.SkipWithError(l.error().message().c_str());
+				return;
+			}
+			link = std::move(l).value();
+		}
 		lo.name = "bench";
-		lo.seeder = src.listener->boundEndpoint();
+		lo.seeder = link ? link->endpoint() : src.listener->boundEndpoint();
+		lo.faultChannel = channel;
 		lo.mode = MigrationMode::Hybrid;
 		lo.postcopyOnly = true;
 		lo.backgroundPull = false;
@@ -210,6 +223,23 @@ void BM_FaultService(benchmark::State &state)
 	state.counters["p99_us"] = percentile(lat, 0.99);
 	state.counters["GB_per_s"] = bytes / totalSec / 1e9;
 	state.counters["faults"] = double(lat.size());
+}
+
+void BM_FaultService(benchmark::State &state)
+{
+	runFaultService(state, uint32_t(state.range(0)) * 1024, int(state.range(1)), 0, true, 0);
+}
+
+// BM_FaultService's faults sharing the data connection (the path before the fault channel).
+void BM_FaultServiceShared(benchmark::State &state)
+{
+	runFaultService(state, uint32_t(state.range(0)) * 1024, int(state.range(1)), 0, false, 0);
+}
+
+// One thread's faults through an emulated round trip (a region of 128 chunks).
+void BM_FaultServiceRtt(benchmark::State &state)
+{
+	runFaultService(state, uint32_t(state.range(0)) * 1024, 1, int(state.range(1)), true, 128);
 }
 
 // Receives exactly len bytes; spin: non-blocking reads in a loop instead of sleeping in recv.
@@ -647,6 +677,13 @@ BENCHMARK(BM_FaultService)
 	->ArgsProduct({{4, 16, 64, 256, 1024, 2048}, {1}})
 	->Args({64, 4})
 	->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(2);
+BENCHMARK(BM_FaultServiceShared)
+	->Args({64, 1})->Args({64, 4})
+	->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(2);
+// chunk KiB, rtt ms
+BENCHMARK(BM_FaultServiceRtt)
+	->ArgsProduct({{64}, {2, 20}})
+	->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(1);
 // chunk KiB, busy-poll
 BENCHMARK(BM_RawRoundTrip)
 	->ArgsProduct({{4, 16, 64, 256, 1024, 2048}, {0, 1}})
