@@ -84,7 +84,9 @@ struct LocalSeeder {
 		else
 			fillRandom(region.data(), size, 42);
 		TrackedRegion r{0, reinterpret_cast<uintptr_t>(region.data()), size, chunk};
-		FERRY_ASSIGN(auto tracker, makeHashTracker(r));
+		// ferry's exact tracker, as in a real migration (the hash tracker would rehash the
+		// whole region at every sample and compete with the pull for the CPU).
+		FERRY_ASSIGN(auto tracker, makeUffdWpTracker(r, Userfaultfd()));
 		SeederOptions so;
 		so.chunkSize = chunk;
 		so.compression = compression;

@@ -25,6 +25,11 @@ namespace {
 // from it so a GetChunk costs one recv, not two; payloads larger than half of it bypass it and
 // land directly in the caller's memory.
 constexpr size_t kRecvBufSize = 64 << 10;
+// How far a read for a header looks ahead. Small, so that a stream of chunk frames costs one
+// small read for each header and prefix and one read of the body straight into its place,
+// not a second copy of most of every chunk through the buffer; a run of small frames
+// (requests) still comes in one read.
+constexpr size_t kReadAhead = 2 << 10;
 
 // SO_RCVTIMEO/SO_SNDTIMEO expiry surfaces as EAGAIN on a blocking socket.
 int mapTimeout(int err) { return (err == EAGAIN || err == EWOULDBLOCK) ? ETIMEDOUT : err; }
@@ -115,8 +120,8 @@ struct Connection::State {
 			bufPos = 0;
 		}
 		while (bufLen < need) {
-			FERRY_ASSIGN(size_t n, recvSome(buf.get() + bufLen, kRecvBufSize - bufLen,
-							 deadlineMs));
+			const size_t want = std::min(kRecvBufSize - bufLen, std::max(need - bufLen, kReadAhead));
+			FERRY_ASSIGN(size_t n, recvSome(buf.get() + bufLen, want, deadlineMs));
 			if (n == 0) {
 				if (bufLen == 0 && frameStart)
 					return Error(ECONNRESET, "peer closed the connection");

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 #include "roles/leecher/puller.h"
 
+#include <algorithm>
 #include <cstring>
 #include <optional>
 #include <unordered_map>
@@ -41,7 +42,8 @@ struct Puller::Worker {
 
 Puller::Puller(SeederSession &session, LocalRegion &region, ChunkMap &map, FailureLatch &failure,
 	       const LeecherOptions &opts)
-	: session_(session), region_(region), map_(map), failure_(failure), opts_(opts)
+	: session_(session), region_(region), map_(map), failure_(failure), opts_(opts),
+	  refill_(std::clamp(opts.depth / 4, 1u, 16u))
 {
 	for (unsigned i = 0; i < std::max(1u, opts_.connections); i++) {
 		workers_.push_back(std::make_unique<Worker>(i, region_));
@@ -116,7 +118,7 @@ void Puller::senderLoop(Worker *w, Connection *conn, std::atomic<bool> *dead)
 	for (;;) {
 		{
 			std::unique_lock g(w->lock);
-			w->cv.wait(g, [&] { return *dead || stopping_ || w->inflightChunks < opts_.depth; });
+			w->cv.wait(g, [&] { return *dead || stopping_ || w->inflightChunks + refill_ <= opts_.depth; });
 			if (*dead || stopping_)
 				return;
 		}
@@ -174,14 +176,17 @@ Status Puller::receiveReply(Worker *w, Connection &conn, const FrameHeader &h)
 		compressedChunks_++;
 		compressedRawBytes_ += landed.decompressedBytes;
 	}
+	bool room;
 	{
 		std::lock_guard g(w->lock);
 		auto it = w->pending.find(h.requestId);
 		w->inflightChunks--;
 		if (++it->second.received == it->second.req.count)
 			w->pending.erase(it);
+		room = w->inflightChunks + refill_ <= opts_.depth;
 	}
-	w->cv.notify_one();
+	if (room)
+		w->cv.notify_one();
 	if (map_.completed(landed.index, landed.whole) && notifyLocal_.load(std::memory_order_acquire))
 		onChunkLocal_(landed.index);
 	{
