@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 #include "harness/console_watcher.h"
 #include "ferry/base/clock.h"
+#include "ferry/sys/read.h"
 
 
 #include <fcntl.h>
@@ -93,15 +94,10 @@ Status ConsoleWatcher::poll()
 {
 	char buf[65536];
 	for (;;) {
-		ssize_t r = ::read(file_.get(), buf, sizeof(buf));
-		if (r < 0) {
-			if (errno == EINTR)
-				continue;
-			return Error::fromErrno(fmt::format("read {}", path_));
-		}
-		if (r == 0)
+		FERRY_ASSIGN(size_t n, readSome(file_, buf, path_));
+		if (n == 0)
 			return okStatus();
-		std::string_view chunk(buf, static_cast<size_t>(r));
+		std::string_view chunk(buf, n);
 		while (!chunk.empty()) {
 			size_t nl = chunk.find('\n');
 			if (nl == std::string_view::npos) {

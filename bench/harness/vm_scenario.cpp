@@ -164,12 +164,7 @@ Result<std::unique_ptr<VmPair>> VmPair::start(const ScenarioConfig &cfg, const s
 	src.extraArgs = cfg.sourceArgs;
 
 	const auto t0 = Clock::now();
-	FERRY_ASSIGN(QemuProcess s, QemuProcess::launch(src));
-	p->source_.emplace(std::move(s));
-	FERRY_ASSIGN(ConsoleWatcher sc, ConsoleWatcher::open(p->source_->consoleLogPath()));
-	p->sourceConsole_.emplace(std::move(sc));
-	FERRY_ASSIGN(QmpClient sq, p->source_->connectQmp(10s));
-	p->sourceQmp_.emplace(std::move(sq));
+	FERRY_TRY(p->source_.launch(src));
 
 	// The destination boots nothing (it waits for the stream), so start it while the source
 	// guest boots.
@@ -178,25 +173,20 @@ Result<std::unique_ptr<VmPair>> VmPair::start(const ScenarioConfig &cfg, const s
 	dst.incomingDefer = true;
 	dst.env = cfg.destEnv;
 	dst.extraArgs = cfg.destArgs;
-	FERRY_ASSIGN(QemuProcess d, QemuProcess::launch(dst));
-	p->dest_.emplace(std::move(d));
-	FERRY_ASSIGN(ConsoleWatcher dc, ConsoleWatcher::open(p->dest_->consoleLogPath()));
-	p->destConsole_.emplace(std::move(dc));
-	FERRY_ASSIGN(QmpClient dq, p->dest_->connectQmp(10s));
-	p->destQmp_.emplace(std::move(dq));
+	FERRY_TRY(p->dest_.launch(dst));
 
 	// Boot: wait for the first heartbeat, in slices so a QEMU that dies is seen at once.
 	const auto deadline = Clock::now() + cfg.bootTimeout;
 	for (;;) {
-		auto hb = p->sourceConsole_->waitHeartbeat(250ms);
+		auto hb = p->sourceConsole().waitHeartbeat(250ms);
 		if (hb)
 			break;
-		if (p->source_->exited())
-			return Error::format(ECHILD, "source QEMU {} during boot: {}", p->source_->describeExit(),
-					     p->source_->stderrTail());
+		if (p->source().exited())
+			return Error::format(ECHILD, "source QEMU {} during boot: {}", p->source().describeExit(),
+					     p->source().stderrTail());
 		if (Clock::now() >= deadline)
 			return Error::format(ETIMEDOUT, "guest did not boot within {} ms (console: {})",
-					     cfg.bootTimeout.count(), p->sourceConsole_->lastLines(3));
+					     cfg.bootTimeout.count(), p->sourceConsole().lastLines(3));
 	}
 	if (record)
 		record->bootMs = msSince(t0);
@@ -206,12 +196,25 @@ Result<std::unique_ptr<VmPair>> VmPair::start(const ScenarioConfig &cfg, const s
 	return p;
 }
 
+Status VmPair::Side::launch(const QemuConfig &cfg)
+{
+	FERRY_ASSIGN(QemuProcess process, QemuProcess::launch(cfg));
+	qemu.emplace(std::move(process));
+	FERRY_ASSIGN(ConsoleWatcher watcher, ConsoleWatcher::open(qemu->consoleLogPath()));
+	console.emplace(std::move(watcher));
+	FERRY_ASSIGN(QmpClient client, qemu->connectQmp(10s));
+	qmp.emplace(std::move(client));
+	return okStatus();
+}
+
 Status VmPair::checkAlive()
 {
-	if (source_ && source_->exited())
-		return Error::format(ECHILD, "source QEMU {}: {}", source_->describeExit(), source_->stderrTail(500));
-	if (dest_ && dest_->exited())
-		return Error::format(ECHILD, "destination QEMU {}: {}", dest_->describeExit(), dest_->stderrTail(500));
+	if (source_.qemu && source_.qemu->exited())
+		return Error::format(ECHILD, "source QEMU {}: {}", source_.qemu->describeExit(),
+				     source_.qemu->stderrTail(500));
+	if (dest_.qemu && dest_.qemu->exited())
+		return Error::format(ECHILD, "destination QEMU {}: {}", dest_.qemu->describeExit(),
+				     dest_.qemu->stderrTail(500));
 	return okStatus();
 }
 
@@ -230,7 +233,7 @@ Result<std::string> VmPair::listenIncoming(const ScenarioConfig &cfg)
 	} else {
 		return Error::format(EINVAL, "unknown transport '{}' (unix or tcp)", cfg.transport);
 	}
-	FERRY_TRY_CTX(destQmp_->migrateIncoming(destUri), "destination");
+	FERRY_TRY_CTX(destQmp().migrateIncoming(destUri), "destination");
 	if (cfg.linkRttMs <= 0 && cfg.linkMbit <= 0)
 		return destUri;
 

@@ -141,12 +141,12 @@ public:
 	static Result<std::unique_ptr<VmPair>> start(const ScenarioConfig &cfg, const std::string &runDir,
 						     MigrationRecord *record);
 
-	QemuProcess &source() { return *source_; }
-	QemuProcess &dest() { return *dest_; }
-	QmpClient &sourceQmp() { return *sourceQmp_; }
-	QmpClient &destQmp() { return *destQmp_; }
-	ConsoleWatcher &sourceConsole() { return *sourceConsole_; }
-	ConsoleWatcher &destConsole() { return *destConsole_; }
+	QemuProcess &source() { return *source_.qemu; }
+	QemuProcess &dest() { return *dest_.qemu; }
+	QmpClient &sourceQmp() { return *source_.qmp; }
+	QmpClient &destQmp() { return *dest_.qmp; }
+	ConsoleWatcher &sourceConsole() { return *source_.console; }
+	ConsoleWatcher &destConsole() { return *dest_.console; }
 	const std::string &runDir() const { return runDir_; }
 
 	// Puts the destination into listening state (migrate-incoming) and, if configured, the
@@ -160,15 +160,21 @@ public:
 private:
 	VmPair() = default;
 
+	// One QEMU and what the runner watches it through; the process outlives both.
+	struct Side {
+		std::optional<QemuProcess> qemu;
+		std::optional<ConsoleWatcher> console;
+		std::optional<QmpClient> qmp;
+
+		// Launches the QEMU, opens its console log and connects QMP.
+		Status launch(const QemuConfig &cfg);
+	};
+
 	std::string runDir_;
 	// Declaration order is teardown order in reverse: the link goes first (so the QEMUs see
 	// their migration stream reset, not hang), then destination, then source.
-	std::optional<QemuProcess> source_;
-	std::optional<ConsoleWatcher> sourceConsole_;
-	std::optional<QmpClient> sourceQmp_;
-	std::optional<QemuProcess> dest_;
-	std::optional<ConsoleWatcher> destConsole_;
-	std::optional<QmpClient> destQmp_;
+	Side source_;
+	Side dest_;
 	std::unique_ptr<LinkEmulator> link_;
 };
 

@@ -7,6 +7,8 @@
 //  - BM_Pull: pre-copy pull throughput through the link emulator for a given RTT, bandwidth
 //    cap and requests in flight, next to BM_RawStream, a plain TCP stream through the same
 //    emulated link (the ceiling any protocol can reach).
+//  - BM_RawRoundTrip: the floor under BM_FaultService: a plain TCP request (32 bytes) and reply
+//    (one chunk) between two threads on loopback, blocking or busy-polling, with no protocol.
 //  - BM_PullTls: the pull of BM_Pull (no delay) plaintext or over mutual TLS (x509), with
 //    both roles' credentials from one throwaway PKI per process.
 //  - BM_TlsStream: one Connection streaming Chunk frames over loopback TCP, plaintext or TLS.
@@ -20,6 +22,8 @@
 #include <mutex>
 #include <random>
 #include <sys/mman.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <thread>
 
@@ -80,7 +84,9 @@ struct LocalSeeder {
 		else
 			fillRandom(region.data(), size, 42);
 		TrackedRegion r{0, reinterpret_cast<uintptr_t>(region.data()), size, chunk};
-		FERRY_ASSIGN(auto tracker, makeHashTracker(r));
+		// ferry's exact tracker, as in a real migration (the hash tracker would rehash the
+		// whole region at every sample and compete with the pull for the CPU).
+		FERRY_ASSIGN(auto tracker, makeUffdWpTracker(r, Userfaultfd()));
 		SeederOptions so;
 		so.chunkSize = chunk;
 		so.compression = compression;
@@ -109,11 +115,13 @@ double percentile(std::vector<double> v, double p)
 	return v[std::min(v.size() - 1, size_t(p * double(v.size())))];
 }
 
-void BM_FaultService(benchmark::State &state)
+// The fault-service benchmarks' body: `threads` threads touch one byte of every chunk of a
+// region of `chunks` chunks (0: 256 MiB, at least 256 chunks) in random order, through a link
+// of `rttMs` (0: straight loopback), with the fault channel or, for comparison, with faults
+// sharing the data connection.
+void runFaultService(benchmark::State &state, uint32_t chunk, int threads, int rttMs, bool channel, uint32_t regionChunks)
 {
-	const uint32_t chunk = uint32_t(state.range(0)) * 1024;
-	const int threads = int(state.range(1));
-	const uint64_t size = std::max<uint64_t>(256ull << 20, uint64_t(chunk) * 256);
+	const uint64_t size = regionChunks ? uint64_t(chunk) * regionChunks : std::max<uint64_t>(256ull << 20, uint64_t(chunk) * 256);
 	auto f = Userfaultfd::probeFeatures();
 	if (!f.ok() || !(*f & UFFD_FEATURE_MINOR_SHMEM)) {
 		state.SkipWithError("userfaultfd MINOR_SHMEM unavailable");
@@ -150,8 +158,19 @@ void BM_FaultService(benchmark::State &state)
 			return {};
 		};
 		LeecherOptions lo;
+		std::unique_ptr<LinkEmulator> link;
+		if (rttMs > 0) {
+			auto l = LinkEmulator::start(Endpoint::tcp("127.0.0.1", 0), src.listener->boundEndpoint(),
+						     LinkParams::symmetric(std::chrono::milliseconds(rttMs), 0));
+			if (!l.ok()) {
+				state.SkipWithError(l.error().message().c_str());
+				return;
+			}
+			link = std::move(l).value();
+		}
 		lo.name = "bench";
-		lo.seeder = src.listener->boundEndpoint();
+		lo.seeder = link ? link->endpoint() : src.listener->boundEndpoint();
+		lo.faultChannel = channel;
 		lo.mode = MigrationMode::Hybrid;
 		lo.postcopyOnly = true;
 		lo.backgroundPull = false;
@@ -206,6 +225,109 @@ void BM_FaultService(benchmark::State &state)
 	state.counters["p99_us"] = percentile(lat, 0.99);
 	state.counters["GB_per_s"] = bytes / totalSec / 1e9;
 	state.counters["faults"] = double(lat.size());
+}
+
+void BM_FaultService(benchmark::State &state)
+{
+	runFaultService(state, uint32_t(state.range(0)) * 1024, int(state.range(1)), 0, true, 0);
+}
+
+// BM_FaultService's faults sharing the data connection (the path before the fault channel).
+void BM_FaultServiceShared(benchmark::State &state)
+{
+	runFaultService(state, uint32_t(state.range(0)) * 1024, int(state.range(1)), 0, false, 0);
+}
+
+// One thread's faults through an emulated round trip (a region of 128 chunks).
+void BM_FaultServiceRtt(benchmark::State &state)
+{
+	runFaultService(state, uint32_t(state.range(0)) * 1024, 1, int(state.range(1)), true, 128);
+}
+
+// Receives exactly len bytes; spin: non-blocking reads in a loop instead of sleeping in recv.
+bool recvAll(int fd, uint8_t *p, size_t len, bool spin)
+{
+	while (len > 0) {
+		ssize_t n = ::recv(fd, p, len, spin ? MSG_DONTWAIT : 0);
+		if (n > 0) {
+			p += n;
+			len -= size_t(n);
+		} else if (n == 0 || !(errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+			return false;
+		}
+	}
+	return true;
+}
+
+bool sendAll(int fd, const uint8_t *p, size_t len)
+{
+	while (len > 0) {
+		ssize_t n = ::send(fd, p, len, MSG_NOSIGNAL);
+		if (n <= 0)
+			return false;
+		p += n;
+		len -= size_t(n);
+	}
+	return true;
+}
+
+// A 32-byte request answered by one chunk, over loopback TCP between two threads: what one
+// fault's round trip costs with no protocol, no userfaultfd and no hand-off (busy = 1: both
+// sides busy-poll their socket, the floor on a machine whose threads wake slowly).
+void BM_RawRoundTrip(benchmark::State &state)
+{
+	const size_t chunk = size_t(state.range(0)) * 1024;
+	const bool busy = state.range(1) != 0;
+	const int rounds = 2000;
+	auto l = Listener::listen(Endpoint::tcp("127.0.0.1", 0));
+	if (!l.ok()) {
+		state.SkipWithError(l.error().message().c_str());
+		return;
+	}
+	std::thread server([&] {
+		auto c = l->accept(10000);
+		if (!c.ok())
+			return;
+		int one = 1;
+		::setsockopt(c->fd(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+		std::vector<uint8_t> reply(chunk, 0x5a), req(32);
+		while (recvAll(c->fd(), req.data(), req.size(), busy) && req[0] == 1)
+			if (!sendAll(c->fd(), reply.data(), reply.size()))
+				return;
+	});
+	auto c = connectTo(l->boundEndpoint());
+	if (!c.ok()) {
+		state.SkipWithError(c.error().message().c_str());
+		server.join();
+		return;
+	}
+	int one = 1;
+	::setsockopt(c->fd(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+	std::vector<uint8_t> req(32, 1), reply(chunk);
+	std::vector<double> lat;
+	double totalSec = 0;
+	bool ok = true;
+	for (auto _ : state) {
+		auto t0 = Clock::now();
+		for (int i = 0; i < rounds && ok; i++) {
+			auto a = Clock::now();
+			ok = sendAll(c->fd(), req.data(), req.size()) && recvAll(c->fd(), reply.data(), chunk, busy);
+			lat.push_back(std::chrono::duration<double, std::micro>(Clock::now() - a).count());
+		}
+		double sec = std::chrono::duration<double>(Clock::now() - t0).count();
+		state.SetIterationTime(sec);
+		totalSec += sec;
+	}
+	req[0] = 0;
+	(void)sendAll(c->fd(), req.data(), req.size());
+	server.join();
+	if (!ok) {
+		state.SkipWithError("round trip failed");
+		return;
+	}
+	state.counters["p50_us"] = percentile(lat, 0.50);
+	state.counters["p99_us"] = percentile(lat, 0.99);
+	state.counters["GB_per_s"] = double(lat.size()) * double(chunk) / totalSec / 1e9;
 }
 
 // Pre-copy pull of a region of random data (no writes) through the link emulator.
@@ -556,6 +678,17 @@ void BM_TlsStream(benchmark::State &state)
 BENCHMARK(BM_FaultService)
 	->ArgsProduct({{4, 16, 64, 256, 1024, 2048}, {1}})
 	->Args({64, 4})
+	->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(2);
+BENCHMARK(BM_FaultServiceShared)
+	->Args({64, 1})->Args({64, 4})
+	->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(2);
+// chunk KiB, rtt ms
+BENCHMARK(BM_FaultServiceRtt)
+	->ArgsProduct({{64}, {2, 20}})
+	->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(1);
+// chunk KiB, busy-poll
+BENCHMARK(BM_RawRoundTrip)
+	->ArgsProduct({{4, 16, 64, 256, 1024, 2048}, {0, 1}})
 	->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(2);
 // rtt ms, depth, Mbit/s cap (0 = none), connections
 BENCHMARK(BM_Pull)

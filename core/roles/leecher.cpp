@@ -74,6 +74,7 @@ JsonValue LeecherReport::toJson() const
 		.set("postcopy_ms", postcopyMs)
 		.set("faults", faults)
 		.set("local_faults", localFaults)
+		.set("fault_channel_chunks", faultChannelChunks)
 		.set("stale_chunks_at_finalize", staleChunksAtFinalize)
 		.set("dirty_chunks_at_finalize", dirtyChunksAtFinalize)
 		.set("rounds", uint64_t(rounds))
@@ -151,6 +152,7 @@ private:
 	std::unique_ptr<ChunkMap> map_;
 	std::unique_ptr<Puller> puller_;
 	std::unique_ptr<FaultService> faults_;
+	std::optional<Connection> faultChannel_; // opened in quiesce(), handed to faults_
 };
 
 // Session set-up: learn the region, prepare the destination memory, ask the seeder to track.
@@ -254,6 +256,15 @@ Status Leecher::Impl::quiesce(LeecherReport &rep, std::optional<FaultTarget> &ta
 	if (opts_.mode == MigrationMode::Hybrid) {
 		FERRY_ASSIGN(FaultTarget t, hooks_.armFaults().context("arm fault handling"));
 		target.emplace(std::move(t));
+		if (opts_.faultChannel) {
+			// Opened now, while the source still runs: its handshake is not downtime.
+			auto c = session_.connect("fault", HelloMsg::kFeatureFaultChannel);
+			if (c.ok())
+				faultChannel_.emplace(std::move(c).value());
+			else
+				FERRY_LOG(Warn, opts_.name, "no fault channel ({}): faults share the data connections",
+					  c.error().message());
+		}
 	}
 	puller_->waitIdle(std::chrono::duration_cast<std::chrono::milliseconds>(kMaxQuiesce - std::chrono::nanoseconds(monotonicNs() - startNs)));
 	if (auto f = failure_.get())
@@ -316,7 +327,7 @@ Result<LeecherReport> Leecher::Impl::runPhases()
 		faults_ = std::make_unique<FaultService>(region_, *map_, failure_, opts_.name,
 							 [p = puller_.get()](uint32_t i) { p->requestNow(i); });
 		puller_->setOnChunkLocal([f = faults_.get()](uint32_t i) { f->onChunkLocal(i); });
-		FERRY_TRY(faults_->start(std::move(*target)));
+		FERRY_TRY(faults_->start(std::move(*target), std::exchange(faultChannel_, std::nullopt)));
 		FERRY_TRY(transition(LeecherState::PostCopy));
 		break;
 	case MigrationMode::PreCopy:
@@ -339,6 +350,7 @@ Result<LeecherReport> Leecher::Impl::runPhases()
 		rep.postcopyMs = msBetween(resumedNs, monotonicNs());
 		rep.faults = faults_->faults();
 		rep.localFaults = faults_->localFaults();
+		rep.faultChannelChunks = faults_->channelChunks();
 	}
 	rep.bytesTransferred = bytesReceived();
 	rep.compressedChunks = puller_->compressedChunks();

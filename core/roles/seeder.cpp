@@ -23,6 +23,8 @@ constexpr int kAcceptPollMs = 100;    // how often serve() looks at the migratio
 constexpr int kRefuseSendTimeoutMs = 1000;
 constexpr int64_t kPostCopyWarnIntervalNs = 10'000'000'000;
 constexpr uint32_t kMaxRequestPayload = 64 * 1024;
+// How long a fault channel spins for its next request while the source is suspended.
+constexpr auto kFaultChannelSpin = std::chrono::microseconds(500);
 
 int64_t toNs(std::chrono::milliseconds d) { return int64_t(d.count()) * 1000000; }
 
@@ -132,6 +134,7 @@ Status Seeder::takeDirty(bool final, DirtyListMsg &out)
 struct Seeder::ConnState {
 	bool inSession = false; // said a Hello that admitHello() accepted
 	ChunkServer chunks;
+	bool faultChannel = false; // its Hello asked for kFeatureFaultChannel
 };
 
 void Seeder::count(const SeederStats &sent)
@@ -221,6 +224,7 @@ Status Seeder::handleFrame(Worker &w, ConnState &cs, const FrameHeader &h)
 			cs.chunks.enableCompression(opts_.compression.level);
 			reply.flags |= HelloReplyMsg::kFlagZstd;
 		}
+		cs.faultChannel = (hello.features & HelloMsg::kFeatureFaultChannel) != 0;
 		if (st != SeederState::Serving)
 			reply.flags |= HelloReplyMsg::kFlagTracking;
 		if (st == SeederState::Suspended || st == SeederState::SwitchedOver)
@@ -361,6 +365,12 @@ Status Seeder::handleConnection(Worker &w)
 			result = Error(ECANCELED, "stopped");
 			break;
 		}
+		// A fault channel's next request is due within microseconds while the source is
+		// suspended (its vCPUs idle, a destination vCPU waiting): spin for it then.
+		const SeederState now = state_.get();
+		conn.setBusyPoll(cs.faultChannel && (now == SeederState::Suspended || now == SeederState::SwitchedOver)
+					 ? kFaultChannelSpin
+					 : std::chrono::microseconds(0));
 		auto h = conn.recvHeader(kMaxRequestPayload, kPollSliceMs);
 		if (!h.ok()) {
 			if (h.error().code() != ETIMEDOUT) {

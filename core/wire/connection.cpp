@@ -2,6 +2,7 @@
 #include "ferry/wire/connection.h"
 
 #include <poll.h>
+#include <sched.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -10,6 +11,7 @@
 #include <cstring>
 #include <mutex>
 
+#include "ferry/base/clock.h"
 #include "ferry/sys/poll.h"
 #include "ferry/wire/tls.h"
 #include "wire/deadline.h"
@@ -23,6 +25,11 @@ namespace {
 // from it so a GetChunk costs one recv, not two; payloads larger than half of it bypass it and
 // land directly in the caller's memory.
 constexpr size_t kRecvBufSize = 64 << 10;
+// How far a read for a header looks ahead. Small, so that a stream of chunk frames costs one
+// small read for each header and prefix and one read of the body straight into its place,
+// not a second copy of most of every chunk through the buffer; a run of small frames
+// (requests) still comes in one read.
+constexpr size_t kReadAhead = 2 << 10;
 
 // SO_RCVTIMEO/SO_SNDTIMEO expiry surfaces as EAGAIN on a blocking socket.
 int mapTimeout(int err) { return (err == EAGAIN || err == EWOULDBLOCK) ? ETIMEDOUT : err; }
@@ -43,12 +50,40 @@ struct Connection::State {
 	std::unique_ptr<uint8_t[]> buf;
 	size_t bufPos = 0;
 	size_t bufLen = 0;
+	std::atomic<int64_t> busyPollNs{0};
 
 	size_t buffered() const { return bufLen - bufPos; }
+
+	Result<bool> socketReadable()
+	{
+		if (tls && tls->pending() > 0)
+			return true;
+		FERRY_ASSIGN(short ready, pollOne(fd.get(), POLLIN, 0));
+		return ready != 0;
+	}
+
+	// The busy-poll window before a receive blocks (setBusyPoll).
+	Status spinUntilReadable(int64_t deadlineMs)
+	{
+		const int64_t window = busyPollNs.load(std::memory_order_relaxed);
+		if (window <= 0)
+			return {};
+		const int64_t until = monotonicNs() + window;
+		for (;;) {
+			FERRY_ASSIGN(bool ready, socketReadable());
+			if (ready)
+				return {};
+			const int64_t now = monotonicNs();
+			if (now >= until || (deadlineMs >= 0 && now / 1000000 >= deadlineMs))
+				return {};
+			::sched_yield();
+		}
+	}
 
 	// One recv into dst. deadlineMs < 0: no deadline. Returns bytes read (0 = EOF).
 	Result<size_t> recvSome(void *dst, size_t len, int64_t deadlineMs)
 	{
+		FERRY_TRY(spinUntilReadable(deadlineMs));
 		if (tls) {
 			FERRY_ASSIGN(size_t n, tls->recv(dst, len, deadlineMs));
 			received.fetch_add(n, std::memory_order_relaxed);
@@ -85,8 +120,8 @@ struct Connection::State {
 			bufPos = 0;
 		}
 		while (bufLen < need) {
-			FERRY_ASSIGN(size_t n, recvSome(buf.get() + bufLen, kRecvBufSize - bufLen,
-							 deadlineMs));
+			const size_t want = std::min(kRecvBufSize - bufLen, std::max(need - bufLen, kReadAhead));
+			FERRY_ASSIGN(size_t n, recvSome(buf.get() + bufLen, want, deadlineMs));
 			if (n == 0) {
 				if (bufLen == 0 && frameStart)
 					return Error(ECONNRESET, "peer closed the connection");
@@ -334,6 +369,21 @@ Status Connection::setIoTimeout(int timeoutMs)
 	if (::setsockopt(s_->fd.get(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) < 0)
 		return Error::fromErrno("setsockopt SO_SNDTIMEO");
 	return {};
+}
+
+void Connection::setBusyPoll(std::chrono::microseconds window)
+{
+	if (s_)
+		s_->busyPollNs.store(int64_t(window.count()) * 1000, std::memory_order_relaxed);
+}
+
+Result<bool> Connection::readable()
+{
+	if (!valid())
+		return Error(EBADF, "poll a closed connection");
+	if (s_->buffered() > 0)
+		return true;
+	return s_->socketReadable();
 }
 
 void Connection::shutdown()

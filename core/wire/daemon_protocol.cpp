@@ -2,6 +2,7 @@
 #include "ferry/wire/daemon_protocol.h"
 
 #include "ferry/wire/protocol.h"
+#include "wire/payload_layout.h"
 
 namespace ferry {
 
@@ -31,108 +32,91 @@ Status checkPathName(std::string_view what, std::string_view name, size_t maxLen
 	return {};
 }
 
-std::vector<uint8_t> encode(const PeerHelloMsg &m)
+// The daemon names a peer acts on are checked by their owners before they are encoded
+// (checkPathName at configuration and domain lookup), so no field here is cut when encoding.
+
+namespace {
+
+Status checkDaemonName(const std::string &name)
 {
-	std::vector<uint8_t> out;
-	PayloadWriter w(out);
-	w.u32(m.minVersion);
-	w.u32(m.maxVersion);
-	w.string(m.name);
-	return out;
+	if (auto st = checkPathName("daemon name", name, kMaxDaemonNameLen); !st.ok())
+		return Error(EPROTO, st.error().message());
+	return {};
 }
 
-std::vector<uint8_t> encode(const PeerHelloReplyMsg &m)
-{
-	std::vector<uint8_t> out;
-	PayloadWriter w(out);
-	w.u32(m.version);
-	w.string(m.name);
-	return out;
-}
+} // namespace
 
-std::vector<uint8_t> encode(const RelayOpenMsg &m)
-{
-	std::vector<uint8_t> out;
-	PayloadWriter w(out);
-	w.string(m.domain);
-	w.string(m.uuid);
-	return out;
-}
+template <>
+struct Layout<PeerHelloMsg> {
+	static constexpr auto fields = std::tuple{Field{&PeerHelloMsg::minVersion}, Field{&PeerHelloMsg::maxVersion},
+						  Field{&PeerHelloMsg::name, kMaxDaemonNameLen}};
+};
 
-std::vector<uint8_t> encode(const FerryAcceptMsg &m)
-{
-	std::vector<uint8_t> out;
-	PayloadWriter(out).u16(m.port);
-	return out;
-}
-
-Result<FerryAcceptMsg> decodeFerryAccept(std::span<const uint8_t> in)
-{
-	auto body = [&]() -> Result<FerryAcceptMsg> {
-		PayloadReader r(in);
-		FerryAcceptMsg m;
-		FERRY_ASSIGN(m.port, r.u16());
-		FERRY_TRY(r.expectEnd());
-		if (m.port == 0)
-			return Error(EPROTO, "port 0");
-		return m;
-	};
-	return body().context("FerryAccept");
-}
+std::vector<uint8_t> encode(const PeerHelloMsg &m) { return encodeLayout(m); }
 
 Result<PeerHelloMsg> decodePeerHello(std::span<const uint8_t> in)
 {
-	auto body = [&]() -> Result<PeerHelloMsg> {
-		PayloadReader r(in);
-		PeerHelloMsg m;
-		FERRY_ASSIGN(m.minVersion, r.u32());
-		FERRY_ASSIGN(m.maxVersion, r.u32());
-		FERRY_ASSIGN(m.name, r.string(kMaxDaemonNameLen));
-		FERRY_TRY(r.expectEnd());
+	return decodeLayout<PeerHelloMsg>(in, "PeerHello", [](const PeerHelloMsg &m) -> Status {
 		if (m.minVersion == 0 || m.minVersion > m.maxVersion)
 			return Error::format(EPROTO, "bad version range {}..{}", m.minVersion, m.maxVersion);
-		if (auto st = checkPathName("daemon name", m.name, kMaxDaemonNameLen); !st.ok())
-			return Error(EPROTO, st.error().message());
-		return m;
-	};
-	return body().context("PeerHello");
+		return checkDaemonName(m.name);
+	});
 }
+
+template <>
+struct Layout<PeerHelloReplyMsg> {
+	static constexpr auto fields =
+		std::tuple{Field{&PeerHelloReplyMsg::version}, Field{&PeerHelloReplyMsg::name, kMaxDaemonNameLen}};
+};
+
+std::vector<uint8_t> encode(const PeerHelloReplyMsg &m) { return encodeLayout(m); }
 
 Result<PeerHelloReplyMsg> decodePeerHelloReply(std::span<const uint8_t> in)
 {
-	auto body = [&]() -> Result<PeerHelloReplyMsg> {
-		PayloadReader r(in);
-		PeerHelloReplyMsg m;
-		FERRY_ASSIGN(m.version, r.u32());
-		FERRY_ASSIGN(m.name, r.string(kMaxDaemonNameLen));
-		FERRY_TRY(r.expectEnd());
+	return decodeLayout<PeerHelloReplyMsg>(in, "PeerHelloReply", [](const PeerHelloReplyMsg &m) -> Status {
 		if (m.version != kDaemonLinkVersion)
 			return Error::format(EPROTONOSUPPORT, "peer chose daemon link version {}; this side speaks {}",
 					     m.version, kDaemonLinkVersion);
-		if (auto st = checkPathName("daemon name", m.name, kMaxDaemonNameLen); !st.ok())
-			return Error(EPROTO, st.error().message());
-		return m;
-	};
-	return body().context("PeerHelloReply");
+		return checkDaemonName(m.name);
+	});
 }
+
+// RelayOpen and FerryOffer.
+template <>
+struct Layout<RelayOpenMsg> {
+	static constexpr auto fields = std::tuple{Field{&RelayOpenMsg::domain, kMaxDomainNameLen},
+						  Field{&RelayOpenMsg::uuid, kMaxDomainUuidLen}};
+};
+
+std::vector<uint8_t> encode(const RelayOpenMsg &m) { return encodeLayout(m); }
 
 Result<RelayOpenMsg> decodeRelayOpen(std::span<const uint8_t> in)
 {
-	auto body = [&]() -> Result<RelayOpenMsg> {
-		PayloadReader r(in);
-		RelayOpenMsg m;
-		FERRY_ASSIGN(m.domain, r.string(kMaxDomainNameLen));
-		FERRY_ASSIGN(m.uuid, r.string(kMaxDomainUuidLen));
-		FERRY_TRY(r.expectEnd());
+	return decodeLayout<RelayOpenMsg>(in, "RelayOpen", [](const RelayOpenMsg &m) -> Status {
 		if (auto st = checkPathName("domain name", m.domain, kMaxDomainNameLen); !st.ok())
 			return Error(EPROTO, st.error().message());
 		for (char c : m.uuid) {
 			if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F') || c == '-'))
 				return Error(EPROTO, "domain UUID holds a byte that is not a hex digit or '-'");
 		}
-		return m;
-	};
-	return body().context("RelayOpen");
+		return {};
+	});
+}
+
+template <>
+struct Layout<FerryAcceptMsg> {
+	static constexpr auto fields = std::tuple{Field{&FerryAcceptMsg::port}};
+};
+
+std::vector<uint8_t> encode(const FerryAcceptMsg &m) { return encodeLayout(m); }
+
+Result<FerryAcceptMsg> decodeFerryAccept(std::span<const uint8_t> in)
+{
+	return decodeLayout<FerryAcceptMsg>(in, "FerryAccept", [](const FerryAcceptMsg &m) -> Status {
+		if (m.port == 0)
+			return Error(EPROTO, "port 0");
+		return {};
+	});
 }
 
 } // namespace ferry

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 #include "ferry/wire/protocol.h"
 #include "wire/little_endian.h"
+#include "wire/payload_layout.h"
 #include "ferry/wire/daemon_protocol.h"
 
 #include <algorithm>
@@ -121,6 +122,21 @@ void writeIndexList(PayloadWriter &w, const std::vector<uint32_t> &chunks, const
 	}
 }
 
+// The chunk index that starts every chunk-carrying payload, checked against the region; a
+// truncated prefix is reported under `what`.
+Result<uint32_t> readChunkIndex(const FrameHeader &h, std::span<const uint8_t> prefix, const ChunkGeometry &g,
+				const char *what)
+{
+	PayloadReader r(prefix);
+	auto index = r.u32();
+	if (!index.ok())
+		return index.error().context(what);
+	if (*index >= g.chunkCount())
+		return protoError(fmt::format("{}: chunk index {} out of range (chunk count {})", msgTypeName(h.type),
+					      *index, g.chunkCount()));
+	return index;
+}
+
 } // namespace
 
 uint32_t maxPayloadFor(uint32_t chunkSize, uint32_t listLimit)
@@ -228,38 +244,120 @@ Result<FrameHeader> decodeHeader(std::span<const uint8_t> in, uint32_t maxPayloa
 }
 
 // --- Typed payloads -------------------------------------------------------------------------
+// Fixed layouts (payload_layout.h) first, each beside its decoder's own checks; then the
+// index lists, whose decoders need the chunk count while reading.
 
-std::vector<uint8_t> encode(const HelloMsg &m)
+template <>
+struct Layout<HelloMsg> {
+	static constexpr auto fields =
+		std::tuple{Field{&HelloMsg::minVersion}, Field{&HelloMsg::maxVersion}, Field{&HelloMsg::resumeSessionId},
+			   Field{&HelloMsg::clientName, kMaxClientNameLen, FieldRule::CutToMax},
+			   Field{&HelloMsg::features, 0, FieldRule::OptionalTail}};
+};
+
+std::vector<uint8_t> encode(const HelloMsg &m) { return encodeLayout(m); }
+
+Result<HelloMsg> decodeHello(std::span<const uint8_t> in)
 {
-	std::vector<uint8_t> out;
-	PayloadWriter w(out);
-	w.u32(m.minVersion);
-	w.u32(m.maxVersion);
-	w.u64(m.resumeSessionId);
-	w.string(std::string_view(m.clientName).substr(0, kMaxClientNameLen));
-	if (m.features)
-		w.u32(m.features);
-	return out;
+	return decodeLayout<HelloMsg>(in, "Hello", [](const HelloMsg &m) -> Status {
+		if (m.minVersion == 0 || m.minVersion > m.maxVersion)
+			return protoError(fmt::format("bad version range {}..{}", m.minVersion, m.maxVersion));
+		return {};
+	});
 }
 
-std::vector<uint8_t> encode(const HelloReplyMsg &m)
+template <>
+struct Layout<HelloReplyMsg> {
+	static constexpr auto fields =
+		std::tuple{Field{&HelloReplyMsg::version}, Field{&HelloReplyMsg::sessionId},
+			   Field{&HelloReplyMsg::regionSize}, Field{&HelloReplyMsg::chunkSize}, Field{&HelloReplyMsg::flags}};
+};
+
+std::vector<uint8_t> encode(const HelloReplyMsg &m) { return encodeLayout(m); }
+
+Result<HelloReplyMsg> decodeHelloReply(std::span<const uint8_t> in)
 {
-	std::vector<uint8_t> out;
-	PayloadWriter w(out);
-	w.u32(m.version);
-	w.u64(m.sessionId);
-	w.u64(m.regionSize);
-	w.u32(m.chunkSize);
-	w.u32(m.flags);
-	return out;
+	return decodeLayout<HelloReplyMsg>(in, "HelloReply", [](const HelloReplyMsg &m) -> Status {
+		if (m.version == 0)
+			return protoError("version 0");
+		if (m.chunkSize == 0 || m.chunkSize > kMaxChunkSize)
+			return protoError(fmt::format("chunk size {} outside 1..{}", m.chunkSize, kMaxChunkSize));
+		uint64_t chunks = m.regionSize / m.chunkSize + (m.regionSize % m.chunkSize != 0);
+		if (chunks > kUnbounded)
+			return protoError(fmt::format("region of {} bytes has {} chunks of {} (more than 2^32-1)",
+						      m.regionSize, chunks, m.chunkSize));
+		return {};
+	});
 }
 
-std::vector<uint8_t> encode(const GetChunkMsg &m)
+template <>
+struct Layout<GetChunkMsg> {
+	static constexpr auto fields = std::tuple{Field{&GetChunkMsg::chunkIndex}};
+};
+
+std::vector<uint8_t> encode(const GetChunkMsg &m) { return encodeLayout(m); }
+
+Result<GetChunkMsg> decodeGetChunk(std::span<const uint8_t> in, uint32_t chunkCount)
 {
-	std::vector<uint8_t> out;
-	PayloadWriter(out).u32(m.chunkIndex);
-	return out;
+	return decodeLayout<GetChunkMsg>(in, "GetChunk", [&](const GetChunkMsg &m) -> Status {
+		if (m.chunkIndex >= chunkCount)
+			return protoError(fmt::format("chunk index {} out of range (chunk count {})", m.chunkIndex,
+						      chunkCount));
+		return {};
+	});
 }
+
+template <>
+struct Layout<GetRangeMsg> {
+	static constexpr auto fields = std::tuple{Field{&GetRangeMsg::firstChunk}, Field{&GetRangeMsg::count}};
+};
+
+std::vector<uint8_t> encode(const GetRangeMsg &m) { return encodeLayout(m); }
+
+Result<GetRangeMsg> decodeGetRange(std::span<const uint8_t> in, uint32_t chunkCount)
+{
+	return decodeLayout<GetRangeMsg>(in, "GetRange", [&](const GetRangeMsg &m) -> Status {
+		if (m.count == 0 || m.count > kMaxRangeChunks)
+			return protoError(fmt::format("count {} outside 1..{}", m.count, kMaxRangeChunks));
+		if (uint64_t(m.firstChunk) + m.count > chunkCount)
+			return protoError(fmt::format("chunks {}..{} beyond the chunk count {}", m.firstChunk,
+						      uint64_t(m.firstChunk) + m.count - 1, chunkCount));
+		return {};
+	});
+}
+
+template <>
+struct Layout<GetPagesMsg> {
+	static constexpr auto fields = std::tuple{Field{&GetPagesMsg::chunkIndex}, Field{&GetPagesMsg::pageMask}};
+};
+
+std::vector<uint8_t> encode(const GetPagesMsg &m) { return encodeLayout(m); }
+
+Result<GetPagesMsg> decodeGetPages(std::span<const uint8_t> in, const ChunkGeometry &g)
+{
+	return decodeLayout<GetPagesMsg>(in, "GetPages", [&](const GetPagesMsg &m) -> Status {
+		FERRY_TRY(pagesInMask(g, m.chunkIndex, m.pageMask));
+		return {};
+	});
+}
+
+template <>
+struct Layout<ErrorMsg> {
+	static constexpr auto fields =
+		std::tuple{Field{&ErrorMsg::errnoValue}, Field{&ErrorMsg::message, kMaxErrorMessageLen, FieldRule::CutToMax}};
+};
+
+std::vector<uint8_t> encode(const ErrorMsg &m) { return encodeLayout(m); }
+Result<ErrorMsg> decodeError(std::span<const uint8_t> in) { return decodeLayout<ErrorMsg>(in, "Error", noCheck); }
+
+// Ping and Pong share this payload.
+template <>
+struct Layout<PingMsg> {
+	static constexpr auto fields = std::tuple{Field{&PingMsg::sendTimeNs}};
+};
+
+std::vector<uint8_t> encode(const PingMsg &m) { return encodeLayout(m); }
+Result<PingMsg> decodePing(std::span<const uint8_t> in) { return decodeLayout<PingMsg>(in, "Ping", noCheck); }
 
 std::vector<uint8_t> encode(const DirtyListMsg &m)
 {
@@ -268,6 +366,14 @@ std::vector<uint8_t> encode(const DirtyListMsg &m)
 	PayloadWriter w(out);
 	writeIndexList(w, m.chunks, m.pageMasks);
 	return out;
+}
+
+Result<DirtyListMsg> decodeDirtyList(std::span<const uint8_t> in, uint32_t chunkCount)
+{
+	auto read = [&](PayloadReader &r, DirtyListMsg &m) {
+		return readIndexList(r, chunkCount, m.chunks, m.pageMasks);
+	};
+	return decodePayload<DirtyListMsg>(in, "DirtyList", read, noCheck);
 }
 
 std::vector<uint8_t> encode(const FinalizedMsg &m)
@@ -280,130 +386,13 @@ std::vector<uint8_t> encode(const FinalizedMsg &m)
 	return out;
 }
 
-std::vector<uint8_t> encode(const ErrorMsg &m)
-{
-	std::vector<uint8_t> out;
-	PayloadWriter w(out);
-	w.i32(m.errnoValue);
-	w.string(std::string_view(m.message).substr(0, kMaxErrorMessageLen));
-	return out;
-}
-
-std::vector<uint8_t> encode(const PingMsg &m)
-{
-	std::vector<uint8_t> out;
-	PayloadWriter(out).u64(m.sendTimeNs);
-	return out;
-}
-
-Result<HelloMsg> decodeHello(std::span<const uint8_t> in)
-{
-	auto body = [&]() -> Result<HelloMsg> {
-		PayloadReader r(in);
-		HelloMsg m;
-		FERRY_ASSIGN(m.minVersion, r.u32());
-		FERRY_ASSIGN(m.maxVersion, r.u32());
-		FERRY_ASSIGN(m.resumeSessionId, r.u64());
-		FERRY_ASSIGN(m.clientName, r.string(kMaxClientNameLen));
-		if (r.remaining() != 0) {
-			FERRY_ASSIGN(m.features, r.u32());
-		}
-		FERRY_TRY(r.expectEnd());
-		if (m.minVersion == 0 || m.minVersion > m.maxVersion)
-			return protoError(fmt::format("bad version range {}..{}", m.minVersion,
-						      m.maxVersion));
-		return m;
-	};
-	return body().context("Hello");
-}
-
-Result<HelloReplyMsg> decodeHelloReply(std::span<const uint8_t> in)
-{
-	auto body = [&]() -> Result<HelloReplyMsg> {
-		PayloadReader r(in);
-		HelloReplyMsg m;
-		FERRY_ASSIGN(m.version, r.u32());
-		FERRY_ASSIGN(m.sessionId, r.u64());
-		FERRY_ASSIGN(m.regionSize, r.u64());
-		FERRY_ASSIGN(m.chunkSize, r.u32());
-		FERRY_ASSIGN(m.flags, r.u32());
-		FERRY_TRY(r.expectEnd());
-		if (m.version == 0)
-			return protoError("version 0");
-		if (m.chunkSize == 0 || m.chunkSize > kMaxChunkSize)
-			return protoError(fmt::format("chunk size {} outside 1..{}", m.chunkSize,
-						      kMaxChunkSize));
-		uint64_t chunks = m.regionSize / m.chunkSize + (m.regionSize % m.chunkSize != 0);
-		if (chunks > kUnbounded)
-			return protoError(fmt::format("region of {} bytes has {} chunks of {} "
-						      "(more than 2^32-1)",
-						      m.regionSize, chunks, m.chunkSize));
-		return m;
-	};
-	return body().context("HelloReply");
-}
-
-Result<GetChunkMsg> decodeGetChunk(std::span<const uint8_t> in, uint32_t chunkCount)
-{
-	auto body = [&]() -> Result<GetChunkMsg> {
-		PayloadReader r(in);
-		GetChunkMsg m;
-		FERRY_ASSIGN(m.chunkIndex, r.u32());
-		FERRY_TRY(r.expectEnd());
-		if (m.chunkIndex >= chunkCount)
-			return protoError(fmt::format("chunk index {} out of range (chunk count {})",
-						      m.chunkIndex, chunkCount));
-		return m;
-	};
-	return body().context("GetChunk");
-}
-
-Result<DirtyListMsg> decodeDirtyList(std::span<const uint8_t> in, uint32_t chunkCount)
-{
-	auto body = [&]() -> Result<DirtyListMsg> {
-		PayloadReader r(in);
-		DirtyListMsg m;
-		FERRY_TRY(readIndexList(r, chunkCount, m.chunks, m.pageMasks));
-		return m;
-	};
-	return body().context("DirtyList");
-}
-
 Result<FinalizedMsg> decodeFinalized(std::span<const uint8_t> in, uint32_t chunkCount)
 {
-	auto body = [&]() -> Result<FinalizedMsg> {
-		PayloadReader r(in);
-		FinalizedMsg m;
+	auto read = [&](PayloadReader &r, FinalizedMsg &m) -> Status {
 		FERRY_ASSIGN(m.suspendedAtUnixNs, r.u64());
-		FERRY_TRY(readIndexList(r, chunkCount, m.chunks, m.pageMasks));
-		return m;
+		return readIndexList(r, chunkCount, m.chunks, m.pageMasks);
 	};
-	return body().context("Finalized");
-}
-
-Result<ErrorMsg> decodeError(std::span<const uint8_t> in)
-{
-	auto body = [&]() -> Result<ErrorMsg> {
-		PayloadReader r(in);
-		ErrorMsg m;
-		FERRY_ASSIGN(m.errnoValue, r.i32());
-		FERRY_ASSIGN(m.message, r.string(kMaxErrorMessageLen));
-		FERRY_TRY(r.expectEnd());
-		return m;
-	};
-	return body().context("Error");
-}
-
-Result<PingMsg> decodePing(std::span<const uint8_t> in)
-{
-	auto body = [&]() -> Result<PingMsg> {
-		PayloadReader r(in);
-		PingMsg m;
-		FERRY_ASSIGN(m.sendTimeNs, r.u64());
-		FERRY_TRY(r.expectEnd());
-		return m;
-	};
-	return body().context("Ping");
+	return decodePayload<FinalizedMsg>(in, "Finalized", read, noCheck);
 }
 
 Result<uint32_t> decodeChunkPrefix(const FrameHeader &h, std::span<const uint8_t> prefix,
@@ -411,15 +400,7 @@ Result<uint32_t> decodeChunkPrefix(const FrameHeader &h, std::span<const uint8_t
 {
 	if (h.type != MsgType::Chunk && h.type != MsgType::ChunkZero)
 		return protoError(fmt::format("expected a Chunk frame, got {}", msgTypeName(h.type)));
-	PayloadReader r(prefix);
-	auto idx = r.u32();
-	if (!idx.ok())
-		return idx.error().context("Chunk");
-	uint32_t index = *idx;
-	uint32_t count = g.chunkCount();
-	if (index >= count)
-		return protoError(fmt::format("{}: chunk index {} out of range (chunk count {})",
-					      msgTypeName(h.type), index, count));
+	FERRY_ASSIGN(uint32_t index, readChunkIndex(h, prefix, g, "Chunk"));
 	if (h.type == MsgType::ChunkZero)
 		return index; // decodeHeader already checked the exact length
 	uint64_t expect = kChunkPrefixSize + uint64_t(g.chunkLength(index));
@@ -435,14 +416,7 @@ Result<uint32_t> decodeChunkZstdPrefix(const FrameHeader &h, std::span<const uin
 {
 	if (h.type != MsgType::ChunkZstd)
 		return protoError(fmt::format("expected a ChunkZstd frame, got {}", msgTypeName(h.type)));
-	PayloadReader r(prefix);
-	auto idx = r.u32();
-	if (!idx.ok())
-		return idx.error().context("ChunkZstd");
-	uint32_t index = *idx;
-	if (index >= g.chunkCount())
-		return protoError(fmt::format("ChunkZstd: chunk index {} out of range (chunk count {})",
-					      index, g.chunkCount()));
+	FERRY_ASSIGN(uint32_t index, readChunkIndex(h, prefix, g, "ChunkZstd"));
 	uint64_t raw = kChunkPrefixSize + uint64_t(g.chunkLength(index));
 	if (h.payloadLen <= kChunkPrefixSize || h.payloadLen >= raw)
 		return protoError(fmt::format("ChunkZstd {}: payload is {} bytes; a compressed chunk of {} "
@@ -528,29 +502,6 @@ Result<uint32_t> pagesInMask(const ChunkGeometry &g, uint32_t index, uint64_t ma
 	return uint32_t(__builtin_popcountll(mask));
 }
 
-std::vector<uint8_t> encode(const GetPagesMsg &m)
-{
-	std::vector<uint8_t> out;
-	PayloadWriter w(out);
-	w.u32(m.chunkIndex);
-	w.u64(m.pageMask);
-	return out;
-}
-
-Result<GetPagesMsg> decodeGetPages(std::span<const uint8_t> in, const ChunkGeometry &g)
-{
-	auto body = [&]() -> Result<GetPagesMsg> {
-		PayloadReader r(in);
-		GetPagesMsg m;
-		FERRY_ASSIGN(m.chunkIndex, r.u32());
-		FERRY_ASSIGN(m.pageMask, r.u64());
-		FERRY_TRY(r.expectEnd());
-		FERRY_TRY(pagesInMask(g, m.chunkIndex, m.pageMask));
-		return m;
-	};
-	return body().context("GetPages");
-}
-
 Result<GetPagesMsg> decodePagesPrefix(const FrameHeader &h, std::span<const uint8_t> prefix,
 				      const ChunkGeometry &g)
 {
@@ -565,33 +516,6 @@ Result<GetPagesMsg> decodePagesPrefix(const FrameHeader &h, std::span<const uint
 		return m;
 	};
 	return body().context("Pages");
-}
-
-std::vector<uint8_t> encode(const GetRangeMsg &m)
-{
-	std::vector<uint8_t> out;
-	PayloadWriter w(out);
-	w.u32(m.firstChunk);
-	w.u32(m.count);
-	return out;
-}
-
-Result<GetRangeMsg> decodeGetRange(std::span<const uint8_t> in, uint32_t chunkCount)
-{
-	auto body = [&]() -> Result<GetRangeMsg> {
-		PayloadReader r(in);
-		GetRangeMsg m;
-		FERRY_ASSIGN(m.firstChunk, r.u32());
-		FERRY_ASSIGN(m.count, r.u32());
-		FERRY_TRY(r.expectEnd());
-		if (m.count == 0 || m.count > kMaxRangeChunks)
-			return protoError(fmt::format("count {} outside 1..{}", m.count, kMaxRangeChunks));
-		if (uint64_t(m.firstChunk) + m.count > chunkCount)
-			return protoError(fmt::format("chunks {}..{} beyond the chunk count {}", m.firstChunk,
-						      uint64_t(m.firstChunk) + m.count - 1, chunkCount));
-		return m;
-	};
-	return body().context("GetRange");
 }
 
 } // namespace ferry

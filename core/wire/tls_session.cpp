@@ -429,4 +429,6 @@ Result<size_t> TlsSession::recv(void *dst, size_t len, int64_t deadlineMs)
 	}
 }
 
+size_t TlsSession::pending() const { return gnutls_record_check_pending(session_); }
+
 } // namespace ferry

@@ -52,6 +52,8 @@ public:
 	// Receiver side. At most len plaintext bytes (one record's worth at most); 0 when the peer
 	// closed, with or without close_notify. deadlineMs: absolute monotonic ms, -1 none.
 	Result<size_t> recv(void *dst, size_t len, int64_t deadlineMs);
+	// Decrypted bytes waiting in the session: a recv() returns them without touching the socket.
+	size_t pending() const;
 
 	const std::string &peerIdentity() const { return peer_; }
 

@@ -33,6 +33,7 @@
 #include "ferry/sys/fd.h"
 #include "ferry/sys/kernel_compat.h"
 #include "ferry/sys/mapping.h"
+#include "ferry/sys/read.h"
 #include "ferry/sys/scm.h"
 #include "ferry/sys/userfaultfd.h"
 
@@ -73,15 +74,10 @@ Result<std::string> readFile(const char *path)
 	std::string out;
 	char buf[16384];
 	for (;;) {
-		ssize_t n = ::read(fd.get(), buf, sizeof(buf));
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return Error::fromErrno(fmt::format("read {}", path));
-		}
+		FERRY_ASSIGN(size_t n, readSome(fd, buf, path));
 		if (n == 0)
 			return out;
-		out.append(buf, static_cast<size_t>(n));
+		out.append(buf, n);
 	}
 }
 

@@ -32,12 +32,14 @@ int runAbort(const AbortArgs &a)
 
 CommandRunner addAbortCommand(CLI::App &app)
 {
-	auto a = std::make_shared<AbortArgs>();
-	auto *c = app.add_subcommand("abort", "Source host: end a ferry-mode migration of DOMAIN before its switch-over "
-					      "(libvirt's migration fails, the guest keeps running here)");
-	c->add_option("domain", a->domain, "The domain")->required();
-	a->daemon.addTo(c);
-	return [a] { return runAbort(*a); };
+	auto options = [](CLI::App *c, AbortArgs &a) {
+		c->add_option("domain", a.domain, "The domain")->required();
+		a.daemon.addTo(c);
+	};
+	return addCommand<AbortArgs>(app, "abort",
+				     "Source host: end a ferry-mode migration of DOMAIN before its switch-over "
+				     "(libvirt's migration fails, the guest keeps running here)",
+				     runAbort, options);
 }
 
 } // namespace ferry

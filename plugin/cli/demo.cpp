@@ -202,19 +202,20 @@ int runDemo(DemoArgs a)
 
 CommandRunner addDemoCommand(CLI::App &app)
 {
-	auto a = std::make_shared<DemoArgs>();
-	auto *c = app.add_subcommand("demo", "Migrate a live region between two local processes and verify it");
-	c->add_option("--rtt-ms", a->rttMs, "Emulated round-trip time (link emulator)")->capture_default_str()->check(CLI::Range(0.0, 60000.0));
-	c->add_option("--mbit", a->mbit, "Emulated bandwidth cap, Mbit/s (0 = none)")->capture_default_str()->check(CLI::Range(0.0, 1000000.0));
-	c->add_option("--tracker", a->tracker, "uffd or xxh3")->capture_default_str()->check(CLI::IsMember({"uffd", "xxh3"}));
-	c->add_option("--read-mbps", a->readMbps, "Destination application's read rate after resume")->capture_default_str()->check(CLI::Range(0.0, 100000.0));
-	a->app.addTo(c);
-	a->seeder.addTo(c, false);
-	a->leecher.addTo(c, nullptr, false); // the demo always verifies, unless --no-verify
-	c->add_flag("--tls", a->tls, "Mutual TLS 1.3 between seeder and leecher, with a throwaway CA and certificates "
-				     "made for this run (without it the demo's loopback link is plaintext)");
-	c->add_flag("--no-verify", a->noVerify, "Skip the byte-for-byte check");
-	return [a] { return runDemo(*a); };
+	auto options = [](CLI::App *c, DemoArgs &a) {
+		c->add_option("--rtt-ms", a.rttMs, "Emulated round-trip time (link emulator)")->capture_default_str()->check(CLI::Range(0.0, 60000.0));
+		c->add_option("--mbit", a.mbit, "Emulated bandwidth cap, Mbit/s (0 = none)")->capture_default_str()->check(CLI::Range(0.0, 1000000.0));
+		c->add_option("--tracker", a.tracker, "uffd or xxh3")->capture_default_str()->check(CLI::IsMember({"uffd", "xxh3"}));
+		c->add_option("--read-mbps", a.readMbps, "Destination application's read rate after resume")->capture_default_str()->check(CLI::Range(0.0, 100000.0));
+		a.app.addTo(c);
+		a.seeder.addTo(c, false);
+		a.leecher.addTo(c, nullptr, false); // the demo always verifies, unless --no-verify
+		c->add_flag("--tls", a.tls, "Mutual TLS 1.3 between seeder and leecher, with a throwaway CA and certificates "
+					     "made for this run (without it the demo's loopback link is plaintext)");
+		c->add_flag("--no-verify", a.noVerify, "Skip the byte-for-byte check");
+	};
+	return addCommand<DemoArgs>(app, "demo", "Migrate a live region between two local processes and verify it",
+				    runDemo, options);
 }
 
 } // namespace ferry

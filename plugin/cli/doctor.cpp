@@ -194,14 +194,16 @@ int runDoctor(const DoctorArgs &a)
 
 CommandRunner addDoctorCommand(CLI::App &app)
 {
-	auto a = std::make_shared<DoctorArgs>();
-	auto *c = app.add_subcommand("doctor", "What this host still lacks for `virsh migrate` through ferry "
-					       "(ferryd, TLS, sockets, userfaultfd, peers, domains)");
-	c->add_option("domains", a->domains, "Domains to check for ferry mode");
-	c->add_option("--config", a->config, "ferryd's configuration")->capture_default_str();
-	c->add_option("--qemu-conf", a->qemuConf, "libvirt's qemu.conf (for QEMU's user)")->capture_default_str();
-	c->add_flag("--skip-peers", a->skipPeers, "Do not call the peers");
-	return [a] { return runDoctor(*a); };
+	auto options = [](CLI::App *c, DoctorArgs &a) {
+		c->add_option("domains", a.domains, "Domains to check for ferry mode");
+		c->add_option("--config", a.config, "ferryd's configuration")->capture_default_str();
+		c->add_option("--qemu-conf", a.qemuConf, "libvirt's qemu.conf (for QEMU's user)")->capture_default_str();
+		c->add_flag("--skip-peers", a.skipPeers, "Do not call the peers");
+	};
+	return addCommand<DoctorArgs>(app, "doctor",
+				      "What this host still lacks for `virsh migrate` through ferry "
+				      "(ferryd, TLS, sockets, userfaultfd, peers, domains)",
+				      runDoctor, options);
 }
 
 } // namespace ferry

@@ -42,12 +42,14 @@ int runLeech(const LeechArgs &a)
 
 CommandRunner addLeechCommand(CLI::App &app)
 {
-	auto a = std::make_shared<LeechArgs>();
-	auto *c = app.add_subcommand("leech", "Destination side: pull the region, finalize, serve faults, run the application");
-	c->add_option("--connect", a->connect, "Seeder endpoint: tcp:HOST:PORT or unix:/path")->required()->check(endpointValidator());
-	a->leecher.addTo(c, "Compare the region byte for byte with the suspended source at the end");
-	c->add_option("--read-mbps", a->readMbps, "Destination application's random read rate after resume")->capture_default_str()->check(CLI::Range(0.0, 100000.0));
-	return [a] { return runLeech(*a); };
+	auto options = [](CLI::App *c, LeechArgs &a) {
+		c->add_option("--connect", a.connect, "Seeder endpoint: tcp:HOST:PORT or unix:/path")->required()->check(endpointValidator());
+		a.leecher.addTo(c, "Compare the region byte for byte with the suspended source at the end");
+		c->add_option("--read-mbps", a.readMbps, "Destination application's random read rate after resume")->capture_default_str()->check(CLI::Range(0.0, 100000.0));
+	};
+	return addCommand<LeechArgs>(app, "leech",
+				     "Destination side: pull the region, finalize, serve faults, run the application",
+				     runLeech, options);
 }
 
 } // namespace ferry

@@ -77,15 +77,17 @@ int runLink(const LinkArgs &a)
 
 CommandRunner addLinkCommand(CLI::App &app)
 {
-	auto a = std::make_shared<LinkArgs>();
-	auto *c = app.add_subcommand("link", "Relay TCP connections adding delay and a bandwidth cap (no netem needed)");
-	c->add_option("--listen", a->listen, "tcp:HOST:PORT to accept on")->required()->check(endpointValidator());
-	c->add_option("--connect", a->connect, "upstream endpoint")->required()->check(endpointValidator());
-	c->add_option("--rtt-ms", a->rttMs, "Round-trip time to add")->capture_default_str()->check(CLI::Range(0.0, 60000.0));
-	c->add_option("--mbit", a->mbit, "Bandwidth cap per direction, Mbit/s (0 = none)")->capture_default_str()->check(CLI::Range(0.0, 1000000.0));
-	c->add_option("--cut-after-s", a->cutAfterS, "Reset every relayed connection this long after start (also: SIGUSR1, any time)")->check(CLI::Range(0.0, 86400.0));
-	c->add_option("--block-after-s", a->blockAfterS, "Take the link down this long after start: cut, and refuse new connections (also: SIGUSR2 toggles)")->check(CLI::Range(0.0, 86400.0));
-	return [a] { return runLink(*a); };
+	auto options = [](CLI::App *c, LinkArgs &a) {
+		c->add_option("--listen", a.listen, "tcp:HOST:PORT to accept on")->required()->check(endpointValidator());
+		c->add_option("--connect", a.connect, "upstream endpoint")->required()->check(endpointValidator());
+		c->add_option("--rtt-ms", a.rttMs, "Round-trip time to add")->capture_default_str()->check(CLI::Range(0.0, 60000.0));
+		c->add_option("--mbit", a.mbit, "Bandwidth cap per direction, Mbit/s (0 = none)")->capture_default_str()->check(CLI::Range(0.0, 1000000.0));
+		c->add_option("--cut-after-s", a.cutAfterS, "Reset every relayed connection this long after start (also: SIGUSR1, any time)")->check(CLI::Range(0.0, 86400.0));
+		c->add_option("--block-after-s", a.blockAfterS, "Take the link down this long after start: cut, and refuse new connections (also: SIGUSR2 toggles)")->check(CLI::Range(0.0, 86400.0));
+	};
+	return addCommand<LinkArgs>(app, "link",
+				    "Relay TCP connections adding delay and a bandwidth cap (no netem needed)", runLink,
+				    options);
 }
 
 } // namespace ferry

@@ -14,22 +14,16 @@ int main(int argc, char **argv)
 	std::string level = "info";
 	app.add_option("--log-level", level, "debug, info, warn, error or off")->capture_default_str();
 
+	// In the order of `ferry --help`.
+	const auto commands = {ferry::addDemoCommand,	       ferry::addSeedCommand,	 ferry::addLeechCommand,
+			       ferry::addLinkCommand,	       ferry::addMonitorCommand, ferry::addMigrateCommand,
+			       ferry::addReceiveCommand,       ferry::addMakePkiCommand, ferry::addStatusCommand,
+			       ferry::addPrepareDomainCommand, ferry::addDoctorCommand,	 ferry::addAbortCommand};
 	std::vector<std::pair<CLI::App *, ferry::CommandRunner>> cmds;
-	auto track = [&](ferry::CommandRunner r) {
-		cmds.emplace_back(app.get_subcommands({}).back(), std::move(r));
-	};
-	track(ferry::addDemoCommand(app));
-	track(ferry::addSeedCommand(app));
-	track(ferry::addLeechCommand(app));
-	track(ferry::addLinkCommand(app));
-	track(ferry::addMonitorCommand(app));
-	track(ferry::addMigrateCommand(app));
-	track(ferry::addReceiveCommand(app));
-	track(ferry::addMakePkiCommand(app));
-	track(ferry::addStatusCommand(app));
-	track(ferry::addPrepareDomainCommand(app));
-	track(ferry::addDoctorCommand(app));
-	track(ferry::addAbortCommand(app));
+	for (auto add : commands) {
+		ferry::CommandRunner run = add(app);
+		cmds.emplace_back(app.get_subcommands({}).back(), std::move(run));
+	}
 	ferry::CommandRunner destApp;
 	ferry::CommandRunner sourceApp = ferry::addAppCommands(app, &destApp);
 	cmds.emplace_back(app.get_subcommand("__app-source"), sourceApp);

@@ -7,8 +7,8 @@
 #include <cstdlib>
 
 #include "cli/commands.h"
+#include "cli/vm_args.h"
 #include "cli/serving.h"
-#include "vm/vm_migration.h"
 
 namespace ferry {
 
@@ -23,7 +23,8 @@ SeederArgs smallChunks()
 }
 
 struct MigrateArgs {
-	std::string qmp, agent, listen = "tcp:0.0.0.0:7070", deviceUri, ramMatch = "memory-backend-memfd";
+	VmArgs vm;
+	std::string listen = "tcp:0.0.0.0:7070", deviceUri;
 	bool keepSource = false;
 	SeederArgs seeder = smallChunks();
 };
@@ -33,12 +34,12 @@ int runMigrate(const MigrateArgs &a)
 	auto setup = SeederSetup::start(a.listen, a.seeder);
 	if (!setup.ok())
 		return reportError("migrate", setup.error());
-	auto qmp = QmpClient::connect(a.qmp, std::chrono::seconds(10));
+	auto qmp = QmpClient::connect(a.vm.qmp, std::chrono::seconds(10));
 	if (!qmp.ok())
 		return reportError("migrate", qmp.error().context("source QMP"));
 	pid_t pid;
 	{
-		auto agent = AgentClient::connect(a.agent, std::chrono::seconds(10));
+		auto agent = AgentClient::connect(a.vm.agent, std::chrono::seconds(10));
 		if (!agent.ok())
 			return reportError("migrate", agent.error().context("source agent"));
 		auto p = agent->ping();
@@ -46,7 +47,7 @@ int runMigrate(const MigrateArgs &a)
 			return reportError("migrate", p.error().context("source agent"));
 		pid = *p;
 	}
-	auto seeder = VmSeeder::create({&*qmp, a.agent, a.ramMatch}, pid, a.deviceUri, setup->options, !a.keepSource);
+	auto seeder = VmSeeder::create(a.vm.handle(*qmp), pid, a.deviceUri, setup->options, !a.keepSource);
 	if (!seeder.ok())
 		return reportError("migrate", seeder.error());
 	auto listener = Listener::listen(setup->listen);
@@ -61,17 +62,18 @@ int runMigrate(const MigrateArgs &a)
 
 CommandRunner addMigrateCommand(CLI::App &app)
 {
-	auto a = std::make_shared<MigrateArgs>();
-	auto *c = app.add_subcommand("migrate", "Source host: serve a running QEMU's RAM to `ferry receive`, stop it at finalize, "
-						"send device state at the switch-over");
-	c->add_option("--qmp", a->qmp, "Source QEMU's QMP socket")->required();
-	c->add_option("--agent", a->agent, "Source QEMU's agent socket (FERRY_AGENT_SOCKET)")->required();
-	c->add_option("--listen", a->listen, "Where `ferry receive` connects")->capture_default_str()->check(endpointValidator());
-	c->add_option("--device-uri", a->deviceUri, "Destination QEMU's incoming URI for device state (e.g. tcp:dest:4444)")->required();
-	c->add_option("--ram-match", a->ramMatch, "Substring of guest RAM's mapping path")->capture_default_str();
-	c->add_flag("--keep-source", a->keepSource, "Leave the source QEMU paused at the end instead of quitting it");
-	a->seeder.addTo(c);
-	return [a] { return runMigrate(*a); };
+	auto options = [](CLI::App *c, MigrateArgs &a) {
+		a.vm.addTo(c, "Source");
+		c->add_option("--listen", a.listen, "Where `ferry receive` connects")->capture_default_str()->check(endpointValidator());
+		c->add_option("--device-uri", a.deviceUri, "Destination QEMU's incoming URI for device state (e.g. tcp:dest:4444)")->required();
+		c->add_flag("--keep-source", a.keepSource, "Leave the source QEMU paused at the end instead of quitting it");
+		a.seeder.addTo(c);
+	};
+	return addCommand<MigrateArgs>(
+		app, "migrate",
+		"Source host: serve a running QEMU's RAM to `ferry receive`, stop it at finalize, "
+		"send device state at the switch-over",
+		runMigrate, options);
 }
 
 } // namespace ferry

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -24,6 +25,17 @@ using CommandRunner = std::function<int()>;
 
 // Prints "ferry CMD: error: ..." on stderr; returns exit code 1.
 int reportError(std::string_view cmd, const Error &e);
+
+// Adds subcommand `name`: `options(c, args)` registers its options on it, and the runner
+// returned calls run(args). CLI11 fills args while parsing, after this returns, so the runner
+// shares them.
+template <typename Args, typename Run, typename Options>
+CommandRunner addCommand(CLI::App &app, std::string name, std::string description, Run run, Options options)
+{
+	auto args = std::make_shared<Args>();
+	options(app.add_subcommand(std::move(name), std::move(description)), *args);
+	return [args, run] { return run(*args); };
+}
 
 // The last stdout line of a command that ran a role: its JSON summary.
 void printSummary(const JsonValue &summary);

@@ -140,18 +140,20 @@ int run(const PrepareArgs &a)
 
 CommandRunner addPrepareDomainCommand(CLI::App &app)
 {
-	auto a = std::make_shared<PrepareArgs>();
-	auto *c = app.add_subcommand("prepare-domain",
-				     "Make a libvirt domain's definition ferry-ready: shared memfd RAM, the agent shim, a private QMP socket");
-	c->add_option("domain", a->domain, "Name of the libvirt domain")->required();
-	c->add_option("--connect,-c", a->uri, "libvirt URI (default qemu:///system)");
-	c->add_flag("--dry-run", a->dryRun, "Show the change as a unified diff; define nothing");
-	c->add_option("--socket-dir", a->opts.socketDir, "Directory of the domain's QMP and agent sockets")
-		->capture_default_str();
-	c->add_option("--agent-lib", a->opts.agentLib,
-		      fmt::format("The agent shim QEMU preloads (default {})", agentLibraryPath()));
-	c->footer("A running domain keeps its old definition until it is shut down and started again.");
-	return [a] { return run(*a); };
+	auto options = [](CLI::App *c, PrepareArgs &a) {
+		c->add_option("domain", a.domain, "Name of the libvirt domain")->required();
+		c->add_option("--connect,-c", a.uri, "libvirt URI (default qemu:///system)");
+		c->add_flag("--dry-run", a.dryRun, "Show the change as a unified diff; define nothing");
+		c->add_option("--socket-dir", a.opts.socketDir, "Directory of the domain's QMP and agent sockets")
+			->capture_default_str();
+		c->add_option("--agent-lib", a.opts.agentLib,
+			      fmt::format("The agent shim QEMU preloads (default {})", agentLibraryPath()));
+		c->footer("A running domain keeps its old definition until it is shut down and started again.");
+	};
+	return addCommand<PrepareArgs>(app, "prepare-domain",
+				       "Make a libvirt domain's definition ferry-ready: shared memfd RAM, the agent "
+				       "shim, a private QMP socket",
+				       run, options);
 }
 
 } // namespace ferry

@@ -4,7 +4,7 @@
 #include <cstdio>
 
 #include "cli/commands.h"
-#include "vm/vm_migration.h"
+#include "cli/vm_args.h"
 
 namespace ferry {
 
@@ -19,7 +19,8 @@ LeecherArgs deeperPipeline()
 }
 
 struct ReceiveArgs {
-	std::string qmp, agent, connect, incoming, ramMatch = "memory-backend-memfd";
+	VmArgs vm;
+	std::string connect, incoming;
 	LeecherArgs leecher = deeperPipeline();
 };
 
@@ -28,7 +29,7 @@ int runReceive(const ReceiveArgs &a)
 	auto lo = a.leecher.build(a.connect);
 	if (!lo.ok())
 		return reportError("receive", lo.error());
-	auto qmp = QmpClient::connect(a.qmp, std::chrono::seconds(10));
+	auto qmp = QmpClient::connect(a.vm.qmp, std::chrono::seconds(10));
 	if (!qmp.ok())
 		return reportError("receive", qmp.error().context("destination QMP"));
 	if (auto st = configureFerryCapabilities(*qmp); !st.ok())
@@ -38,7 +39,7 @@ int runReceive(const ReceiveArgs &a)
 	VmReceiveOptions ro;
 	ro.verify = a.leecher.verify;
 	ro.configure = false;
-	auto rep = receiveVm({&*qmp, a.agent, a.ramMatch}, *lo, ro);
+	auto rep = receiveVm(a.vm.handle(*qmp), *lo, ro);
 	if (!rep.ok())
 		return reportError("receive", rep.error());
 	return finishLeecher(*rep);
@@ -48,15 +49,15 @@ int runReceive(const ReceiveArgs &a)
 
 CommandRunner addReceiveCommand(CLI::App &app)
 {
-	auto a = std::make_shared<ReceiveArgs>();
-	auto *c = app.add_subcommand("receive", "Destination host: pull a running VM's RAM into a waiting QEMU (-incoming defer -S)");
-	c->add_option("--qmp", a->qmp, "Destination QEMU's QMP socket")->required();
-	c->add_option("--agent", a->agent, "Destination QEMU's agent socket (FERRY_AGENT_SOCKET)")->required();
-	c->add_option("--connect", a->connect, "`ferry migrate` endpoint")->required()->check(endpointValidator());
-	c->add_option("--incoming", a->incoming, "URI the destination QEMU listens on for device state")->required();
-	c->add_option("--ram-match", a->ramMatch, "Substring of guest RAM's mapping path")->capture_default_str();
-	a->leecher.addTo(c, "Keep the guest paused until its RAM was compared byte for byte with the source");
-	return [a] { return runReceive(*a); };
+	auto options = [](CLI::App *c, ReceiveArgs &a) {
+		a.vm.addTo(c, "Destination");
+		c->add_option("--connect", a.connect, "`ferry migrate` endpoint")->required()->check(endpointValidator());
+		c->add_option("--incoming", a.incoming, "URI the destination QEMU listens on for device state")->required();
+		a.leecher.addTo(c, "Keep the guest paused until its RAM was compared byte for byte with the source");
+	};
+	return addCommand<ReceiveArgs>(
+		app, "receive", "Destination host: pull a running VM's RAM into a waiting QEMU (-incoming defer -S)",
+		runReceive, options);
 }
 
 } // namespace ferry

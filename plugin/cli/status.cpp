@@ -68,13 +68,15 @@ int runStatus(const StatusArgs &a)
 
 CommandRunner addStatusCommand(CLI::App &app)
 {
-	auto a = std::make_shared<StatusArgs>();
-	auto *c = app.add_subcommand("status", "What this host's ferryd is migrating (virsh migrate through ferry): "
-					       "phase, bytes and rate per domain");
-	c->add_option("domain", a->domain, "Only this domain's migrations");
-	a->daemon.addTo(c);
-	c->add_flag("--json", a->json, "Print ferryd's reply as JSON");
-	return [a] { return runStatus(*a); };
+	auto options = [](CLI::App *c, StatusArgs &a) {
+		c->add_option("domain", a.domain, "Only this domain's migrations");
+		a.daemon.addTo(c);
+		c->add_flag("--json", a.json, "Print ferryd's reply as JSON");
+	};
+	return addCommand<StatusArgs>(app, "status",
+				      "What this host's ferryd is migrating (virsh migrate through ferry): "
+				      "phase, bytes and rate per domain",
+				      runStatus, options);
 }
 
 } // namespace ferry

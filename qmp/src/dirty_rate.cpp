@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <ctime>
+#include <utility>
 #include <poll.h>
 
 namespace ferry {
@@ -40,25 +41,28 @@ Error classifyCalcError(const Error &e)
 	return e;
 }
 
+// QEMU's name of each mode (calc-dirty-rate's argument, query-dirty-rate's reply): the one
+// list both directions read, so a mode added here is printed and parsed alike.
+constexpr std::pair<DirtyRateMode, std::string_view> kModeNames[] = {
+	{DirtyRateMode::PageSampling, "page-sampling"},
+	{DirtyRateMode::DirtyBitmap, "dirty-bitmap"},
+	{DirtyRateMode::DirtyRing, "dirty-ring"},
+};
+
 } // namespace
 
 std::string_view dirtyRateModeName(DirtyRateMode mode)
 {
-	switch (mode) {
-	case DirtyRateMode::PageSampling:
-		return "page-sampling";
-	case DirtyRateMode::DirtyBitmap:
-		return "dirty-bitmap";
-	case DirtyRateMode::DirtyRing:
-		return "dirty-ring";
-	}
+	for (const auto &[m, name] : kModeNames)
+		if (m == mode)
+			return name;
 	return "?";
 }
 
 Result<DirtyRateMode> parseDirtyRateMode(std::string_view name)
 {
-	for (DirtyRateMode m : {DirtyRateMode::PageSampling, DirtyRateMode::DirtyBitmap, DirtyRateMode::DirtyRing})
-		if (dirtyRateModeName(m) == name)
+	for (const auto &[m, n] : kModeNames)
+		if (n == name)
 			return m;
 	return Error::format(EINVAL, "unknown dirty-rate mode '{}' (page-sampling, dirty-bitmap or dirty-ring)",
 			     name.substr(0, 64));

@@ -318,6 +318,32 @@ TEST(Leecher, DestinationReadsStaleChunksBeforeBackgroundPullThroughA20msLink)
 	ASSERT_TRUE(rep.ok()) << rep.error().message();
 	EXPECT_GT(rep->staleChunksAtFinalize, 0u);
 	EXPECT_GT(rep->faults, 0u) << "the destination should have faulted on stale chunks";
+	EXPECT_GT(rep->faultChannelChunks, 0u) << "faulted chunks should come on the fault channel";
+	ASSERT_TRUE(rep->verified.has_value());
+	EXPECT_TRUE(*rep->verified);
+}
+
+// The fault channel is an optimisation, not a dependency: when every connection drops in
+// post-copy, the faults it owed go to the (reconnecting) data connections, and the copy
+// completes byte for byte.
+TEST(Leecher, FaultsOwedByALostFaultChannelArriveOnTheDataConnections)
+{
+	requireKernelFeatures();
+	Migration m;
+	ASSERT_OK(m.start(sourceApp(32ull << 20, 0), linkOf(2, 100)));
+	m.dest.appOpts.readMBps = 50; // faults keep arriving while the link is cut
+	auto opts = m.options(MigrationMode::Hybrid);
+	opts.postcopyOnly = true;
+	opts.backgroundPull = false; // every chunk comes by fault
+	auto [rep, cut] = runInjecting(
+		m, opts,
+		[](const LeecherProgress &p) { return p.state == LeecherState::PostCopy && p.chunksLocal > 16; },
+		[&](const LeecherProgress &) { m.link->cutAll(); });
+	ASSERT_TRUE(cut) << "post-copy never got going";
+	ASSERT_TRUE(rep.ok()) << rep.error().message();
+	EXPECT_GE(rep->reconnects, 1u);
+	EXPECT_GT(rep->faultChannelChunks, 0u) << "the channel served faults before the cut";
+	EXPECT_LT(rep->faultChannelChunks, rep->faults) << "after the cut, faults must have taken the data connections";
 	ASSERT_TRUE(rep->verified.has_value());
 	EXPECT_TRUE(*rep->verified);
 }

@@ -2,9 +2,11 @@
 #include "roles/leecher/fault_service.h"
 
 #include <poll.h>
+#include <sched.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include "ferry/base/clock.h"
 #include "ferry/base/log.h"
 
 namespace ferry {
@@ -12,6 +14,10 @@ namespace ferry {
 namespace {
 
 constexpr size_t kPage = 4096;
+// How long the fault thread spins (yielding between looks) after its last event before it
+// blocks: a vCPU's next fault, or the reply it waits for, usually comes sooner than a blocked
+// thread wakes on this kind of machine.
+constexpr int64_t kSpinNs = 200'000;
 
 Error applicationGone() { return Error(ESRCH, "application exited"); }
 
@@ -25,9 +31,14 @@ FaultService::FaultService(LocalRegion &region, ChunkMap &map, FailureLatch &fai
 
 FaultService::~FaultService() { stop(); }
 
-Status FaultService::start(FaultTarget target)
+Status FaultService::start(FaultTarget target, std::optional<Connection> channel)
 {
 	uffd_.emplace(std::move(target.uffd));
+	if (channel) {
+		channel_ = std::move(channel);
+		channel_->setBusyPoll(std::chrono::microseconds(kSpinNs / 1000)); // the rest of a reply
+		channelReplies_.emplace(region_);
+	}
 	appBase_ = target.base;
 	stopFd_.reset(::eventfd(0, EFD_CLOEXEC));
 	if (!stopFd_)
@@ -114,55 +125,139 @@ void FaultService::onChunkLocal(uint32_t index)
 void FaultService::faultLoop()
 {
 	std::vector<uffd_msg> msgs;
-	pollfd fds[2] = {{uffd_->fd(), POLLIN, 0}, {stopFd_.get(), POLLIN, 0}};
+	int64_t lastEventNs = monotonicNs();
 	for (;;) {
-		int n = ::poll(fds, 2, -1);
-		if (n < 0 && errno == EINTR)
+		if (stopping_)
+			return;
+		bool active = false;
+		// Replies first: a vCPU waits on each.
+		while (channel_) {
+			auto ready = channel_->readable();
+			if (ready.ok() && !*ready)
+				break;
+			Status st = ready.ok() ? receiveOnChannel() : Status(ready.error());
+			if (!st.ok())
+				dropChannel(st.error());
+			active = true;
+		}
+		if (!uffd_->valid())
+			return;
+		active |= serveFaults(msgs);
+		if (failure_.get())
+			return;
+		const int64_t now = monotonicNs();
+		if (active) {
+			lastEventNs = now;
 			continue;
-		if (n < 0) {
+		}
+		const bool spin = channel_ && now - lastEventNs < kSpinNs;
+		pollfd fds[3] = {{uffd_->fd(), POLLIN, 0}, {stopFd_.get(), POLLIN, 0}, {channel_ ? channel_->fd() : -1, POLLIN, 0}};
+		int n = ::poll(fds, 3, spin ? 0 : -1);
+		if (n < 0 && errno != EINTR) {
 			failure_.fail(Error::fromErrno("fault service: poll"));
 			return;
 		}
 		if (fds[1].revents & POLLIN)
 			return;
-		auto r = uffd_->readEvents(msgs);
-		if (!r.ok()) {
-			failure_.fail(r.error().context("fault service"));
-			map_.close();
-			return;
-		}
-		std::vector<uint32_t> toRequest;
-		for (const uffd_msg &m : msgs) {
-			if (m.event != UFFD_EVENT_PAGEFAULT)
-				continue;
-			uintptr_t addr = m.arg.pagefault.address & ~uintptr_t(kPage - 1);
-			if (addr < appBase_ || addr >= appBase_ + region_.size) {
-				FERRY_LOG_RATELIMITED(Warn, name_, "fault outside the region at {:#x}", addr);
-				continue;
-			}
-			uint32_t index = static_cast<uint32_t>((addr - appBase_) / region_.chunkSize);
-			std::lock_guard g(faultLock_);
-			ChunkState s = map_.state(index);
-			if (s == ChunkState::Local) {
-				localFaults_++;
-				uintptr_t w[1] = {addr};
-				Status st = resolveChunk(index, w);
-				if (!st.ok())
-					FERRY_LOG_RATELIMITED(Warn, name_, "[chunk {}] {}", index, st.error().message());
-			} else {
-				faults_++;
-				FERRY_LOG_RATELIMITED(Debug, name_, "[chunk {}] fault ({})", index,
-						      s == ChunkState::Stale ? "stale" : "not yet pulled");
-				waiters_[index].push_back(addr);
-				if (s != ChunkState::InFlight)
-					toRequest.push_back(index);
-			}
-		}
-		// Outside faultLock_: a send may block until the receiver (which takes faultLock_
-		// when a chunk lands) has drained the socket.
-		for (uint32_t index : toRequest)
-			request_(index);
+		if (n == 0)
+			::sched_yield();
 	}
+}
+
+bool FaultService::serveFaults(std::vector<uffd_msg> &msgs)
+{
+	auto r = uffd_->readEvents(msgs);
+	if (!r.ok()) {
+		failure_.fail(r.error().context("fault service"));
+		map_.close();
+		return false;
+	}
+	std::vector<uint32_t> toRequest;
+	for (const uffd_msg &m : msgs) {
+		if (m.event != UFFD_EVENT_PAGEFAULT)
+			continue;
+		uintptr_t addr = m.arg.pagefault.address & ~uintptr_t(kPage - 1);
+		if (addr < appBase_ || addr >= appBase_ + region_.size) {
+			FERRY_LOG_RATELIMITED(Warn, name_, "fault outside the region at {:#x}", addr);
+			continue;
+		}
+		uint32_t index = static_cast<uint32_t>((addr - appBase_) / region_.chunkSize);
+		std::lock_guard g(faultLock_);
+		ChunkState s = map_.state(index);
+		if (s == ChunkState::Local) {
+			localFaults_++;
+			uintptr_t w[1] = {addr};
+			Status st = resolveChunk(index, w);
+			if (!st.ok())
+				FERRY_LOG_RATELIMITED(Warn, name_, "[chunk {}] {}", index, st.error().message());
+		} else {
+			faults_++;
+			FERRY_LOG_RATELIMITED(Debug, name_, "[chunk {}] fault ({})", index,
+					      s == ChunkState::Stale ? "stale" : "not yet pulled");
+			waiters_[index].push_back(addr);
+			if (s != ChunkState::InFlight)
+				toRequest.push_back(index);
+		}
+	}
+	// Outside faultLock_: a send may block until the receiver (which takes faultLock_ when a
+	// chunk lands) has drained the socket.
+	for (uint32_t index : toRequest)
+		requestFault(index);
+	return !msgs.empty();
+}
+
+void FaultService::requestFault(uint32_t index)
+{
+	if (!channel_)
+		return request_(index);
+	std::optional<ChunkRequest> req = map_.claim(index);
+	if (!req)
+		return; // in flight on a data connection (or local meanwhile): it is installed on arrival
+	narrowToPages(*req, region_);
+	const uint64_t id = nextChannelId_++;
+	channelPending_[id] = *req;
+	Status st = sendChunkRequest(*channel_, id, *req, false);
+	if (!st.ok())
+		dropChannel(st.error());
+}
+
+Status FaultService::receiveOnChannel()
+{
+	FERRY_ASSIGN(FrameHeader h, channel_->recvHeader(region_.chunkSize + 64));
+	FERRY_TRY(channelReplies_->accept(*channel_, h, false));
+	auto it = channelPending_.find(h.requestId);
+	if (it == channelPending_.end())
+		return Error::format(EPROTO, "reply to unknown request {}", h.requestId);
+	FERRY_ASSIGN(LandedChunk landed, channelReplies_->read(*channel_, h, it->second, it->second.index));
+	channelPending_.erase(it);
+	channelChunks_++;
+	std::lock_guard g(faultLock_);
+	if (!map_.completed(landed.index, landed.whole))
+		return {}; // written again at the source meanwhile: requested again
+	std::vector<uintptr_t> waiters = takeWaiters(landed.index);
+	Status st = resolveChunk(landed.index, waiters);
+	if (!st.ok() && st.error().code() == ESRCH)
+		return st;
+	if (!st.ok())
+		FERRY_LOG_RATELIMITED(Warn, name_, "[chunk {}] map into application: {}", landed.index, st.error().message());
+	return {};
+}
+
+void FaultService::dropChannel(const Error &e)
+{
+	channel_.reset();
+	if (e.code() == EPROTO || e.code() == ESRCH) {
+		failure_.fail(e.context("fault channel"));
+		map_.close();
+		return;
+	}
+	FERRY_LOG(Warn, name_, "fault channel lost ({}); {} fault(s) go to the data connections", e.message(),
+		  channelPending_.size());
+	for (auto &[id, req] : channelPending_) {
+		map_.requestFailed(req.index);
+		request_(req.index);
+	}
+	channelPending_.clear();
 }
 
 // Maps every chunk that was already local at switch-over into the application, in large

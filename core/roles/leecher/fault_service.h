@@ -2,9 +2,12 @@
 // The leecher's post-copy fault service (internal). After the switch-over the application
 // runs on a region it mapped itself, guarded by a userfaultfd (MISSING|MINOR) it handed over:
 // a page of a chunk that is not yet Local faults, and the fault thread requests that chunk at
-// once (through `request`, the puller's fault path); when the chunk arrives, onChunkLocal
-// installs all of it (UFFDIO_CONTINUE) and wakes the waiters. A premap thread installs the
-// chunks that were already Local at the switch-over, in large batches.
+// once. With a fault channel (a connection of its own, opened before the switch-over), the
+// fault thread sends the request and reads the reply itself, busy-polling the userfaultfd and
+// the channel for a moment after each event, so a fault costs one round trip and no thread
+// hand-off; without one (or once it broke), the request goes through `request` (the puller).
+// A chunk that arrives on a data connection is installed by onChunkLocal. A premap thread
+// installs the chunks that were already Local at the switch-over, in large batches.
 //
 // Threads: start()/finish()/stop() from run()'s thread; onChunkLocal() from the puller's
 // receivers. A fault-thread error is latched in the FailureLatch (the migration fails).
@@ -27,6 +30,7 @@
 #include "ferry/roles/leecher.h"
 #include "ferry/sys/fd.h"
 #include "roles/leecher/local_region.h"
+#include "roles/leecher/replies.h"
 
 namespace ferry {
 
@@ -38,7 +42,8 @@ public:
 	FaultService(const FaultService &) = delete;
 	FaultService &operator=(const FaultService &) = delete;
 
-	Status start(FaultTarget target);
+	// channel: a connection of the session opened with HelloMsg::kFeatureFaultChannel, or none.
+	Status start(FaultTarget target, std::optional<Connection> channel = std::nullopt);
 	void onChunkLocal(uint32_t index);
 	// Every chunk is Local: installs what is still unmapped, stops the threads and unregisters
 	// the region (the application then never faults to us again).
@@ -48,9 +53,19 @@ public:
 
 	uint64_t faults() const { return faults_.load(); }
 	uint64_t localFaults() const { return localFaults_.load(); }
+	uint64_t channelChunks() const { return channelChunks_.load(); }
 
 private:
 	void faultLoop();
+	// Reads the pending fault events and asks for what they wait on; returns whether there
+	// were any.
+	bool serveFaults(std::vector<uffd_msg> &msgs);
+	void requestFault(uint32_t index); // the fault thread
+	// One reply on the fault channel: into the region, then into the application.
+	Status receiveOnChannel();
+	// The channel failed: what it owed goes back to the map (first in line), and faults take
+	// the puller's path from now on. A seeder speaking nonsense fails the migration.
+	void dropChannel(const Error &e);
 	void premapLoop();
 	// Installs chunk `index` in the application and wakes the faulting addresses.
 	Status resolveChunk(uint32_t index, std::span<const uintptr_t> waiters);
@@ -68,7 +83,12 @@ private:
 	UniqueFd stopFd_;
 	std::mutex faultLock_; // orders fault registration against chunk completion
 	std::unordered_map<uint32_t, std::vector<uintptr_t>> waiters_;
-	std::atomic<uint64_t> faults_{0}, localFaults_{0};
+	// The fault channel and what it owes (the fault thread only).
+	std::optional<Connection> channel_;
+	std::optional<ChunkReplyReader> channelReplies_;
+	std::unordered_map<uint64_t, ChunkRequest> channelPending_;
+	uint64_t nextChannelId_ = 1;
+	std::atomic<uint64_t> faults_{0}, localFaults_{0}, channelChunks_{0};
 	std::atomic<bool> stopping_{false};
 	std::thread faultThread_;
 	std::thread premapThread_;

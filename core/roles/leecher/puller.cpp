@@ -1,13 +1,14 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 #include "roles/leecher/puller.h"
 
+#include <algorithm>
 #include <cstring>
 #include <optional>
 #include <unordered_map>
 
 #include "ferry/base/clock.h"
 #include "ferry/base/log.h"
-#include "ferry/wire/compress.h"
+#include "roles/leecher/replies.h"
 
 namespace ferry {
 
@@ -34,18 +35,18 @@ struct Puller::Worker {
 	int borrowers = 0;                             // threads sending on *current outside lock
 	bool dead = false;                             // current connection is going away
 	std::atomic<bool> zstd{false};                 // current connection may send ChunkZstd
-	ChunkDecompressor decompressor;                // receiver thread only
-	std::vector<uint8_t> zbuf;                     // receiver thread only: one compressed frame
+	ChunkReplyReader replies;                      // receiver thread only
+
+	Worker(unsigned id, LocalRegion &region) : id(id), replies(region) {}
 };
 
 Puller::Puller(SeederSession &session, LocalRegion &region, ChunkMap &map, FailureLatch &failure,
 	       const LeecherOptions &opts)
-	: session_(session), region_(region), map_(map), failure_(failure), opts_(opts)
+	: session_(session), region_(region), map_(map), failure_(failure), opts_(opts),
+	  refill_(std::clamp(opts.depth / 4, 1u, 16u))
 {
 	for (unsigned i = 0; i < std::max(1u, opts_.connections); i++) {
-		auto w = std::make_unique<Worker>();
-		w->id = i;
-		workers_.push_back(std::move(w));
+		workers_.push_back(std::make_unique<Worker>(i, region_));
 	}
 }
 
@@ -117,14 +118,14 @@ void Puller::senderLoop(Worker *w, Connection *conn, std::atomic<bool> *dead)
 	for (;;) {
 		{
 			std::unique_lock g(w->lock);
-			w->cv.wait(g, [&] { return *dead || stopping_ || w->inflightChunks < opts_.depth; });
+			w->cv.wait(g, [&] { return *dead || stopping_ || w->inflightChunks + refill_ <= opts_.depth; });
 			if (*dead || stopping_)
 				return;
 		}
 		std::optional<ChunkRequest> req = map_.next(true, dead);
 		if (!req)
 			return; // map closed
-		normalize(*req);
+		narrowToPages(*req, region_);
 		uint64_t id;
 		{
 			std::lock_guard g(w->lock);
@@ -137,33 +138,12 @@ void Puller::senderLoop(Worker *w, Connection *conn, std::atomic<bool> *dead)
 			w->pending[id] = {*req, 0};
 			w->inflightChunks += req->count;
 		}
-		if (!sendRequest(*conn, id, *req, w->zstd).ok()) {
+		if (!sendChunkRequest(*conn, id, *req, w->zstd).ok()) {
 			// The receiver sees the broken connection too and fails every pending request.
 			conn->shutdown();
 			return;
 		}
 	}
-}
-
-// Asks for only the written pages when some (not all) pages of a locally whole chunk are
-// stale and the chunk can be addressed by pages; otherwise for the whole chunk (mask 0).
-void Puller::normalize(ChunkRequest &req) const
-{
-	if (!req.pageMask)
-		return;
-	auto pages = pagesInMask(region_.geometry(), req.index, req.pageMask);
-	uint32_t all = uint32_t((region_.length(req.index) + kWirePageSize - 1) / kWirePageSize);
-	if (!pages.ok() || *pages >= all)
-		req.pageMask = 0;
-}
-
-Status Puller::sendRequest(Connection &conn, uint64_t id, const ChunkRequest &req, bool compressible)
-{
-	if (req.count > 1 || (compressible && !req.pageMask))
-		return conn.send(MsgType::GetRange, id, encode(GetRangeMsg{req.index, req.count}));
-	if (req.pageMask)
-		return conn.send(MsgType::GetPages, id, encode(GetPagesMsg{req.index, req.pageMask}));
-	return conn.send(MsgType::GetChunk, id, encode(GetChunkMsg{req.index}));
 }
 
 Status Puller::receiveLoop(Worker *w, Connection &conn)
@@ -177,28 +157,10 @@ Status Puller::receiveLoop(Worker *w, Connection &conn)
 	}
 }
 
-// One reply: checked against what its request asked, read straight into the region. The
-// application cannot see the bytes while they are written: before the switch-over it is not
-// running; after it, the pages of a chunk that is not Local are not mapped in its address
-// space (the minor-fault guard) until the fault service installs them.
+// One reply: checked against what its request asked, read straight into the region.
 Status Puller::receiveReply(Worker *w, Connection &conn, const FrameHeader &h)
 {
-	switch (h.type) {
-	case MsgType::Chunk:
-	case MsgType::ChunkZero:
-	case MsgType::ChunkZstd:
-	case MsgType::Pages:
-		break;
-	case MsgType::Error: {
-		FERRY_ASSIGN(std::vector<uint8_t> p, conn.recvPayload(h));
-		Error e = peerError(p);
-		return Error(EPROTO, e.message()); // a seeder refusing a request is not a network hiccup
-	}
-	default:
-		return Error::format(EPROTO, "unexpected {} on a data connection", msgTypeName(h.type));
-	}
-	if (h.type == MsgType::ChunkZstd && !w->zstd)
-		return Error(EPROTO, "ChunkZstd on a connection that did not negotiate compression");
+	FERRY_TRY(w->replies.accept(conn, h, w->zstd));
 	ChunkRequest asked;
 	uint32_t expectIndex;
 	{
@@ -209,64 +171,24 @@ Status Puller::receiveReply(Worker *w, Connection &conn, const FrameHeader &h)
 		asked = it->second.req;
 		expectIndex = asked.index + it->second.received;
 	}
-	const ChunkGeometry geo = region_.geometry();
-	uint32_t index;
-	bool whole = true;
-	if (h.type == MsgType::Pages) {
-		uint8_t prefix[kPagesPrefixSize];
-		FERRY_TRY(conn.recvExact(prefix, sizeof prefix));
-		FERRY_ASSIGN(GetPagesMsg m, decodePagesPrefix(h, prefix, geo));
-		if (m.chunkIndex != asked.index || m.pageMask != asked.pageMask)
-			return Error::format(EPROTO, "request {} asked chunk {} pages {:#x}, reply carries chunk {} pages {:#x}",
-					     h.requestId, asked.index, asked.pageMask, m.chunkIndex, m.pageMask);
-		index = m.chunkIndex;
-		uint8_t *chunk = region_.chunk(index);
-		for (unsigned p = 0; p < 64;) { // runs of pages, each read in one piece
-			if (!(m.pageMask >> p & 1)) {
-				p++;
-				continue;
-			}
-			unsigned q = p;
-			while (q < 64 && (m.pageMask >> q & 1))
-				q++;
-			FERRY_TRY_CTX(conn.recvExact(chunk + size_t(p) * kWirePageSize, size_t(q - p) * kWirePageSize),
-				      "chunk {} pages", index);
-			p = q;
-		}
-		whole = false;
-	} else {
-		uint8_t prefix[kChunkPrefixSize];
-		FERRY_TRY(conn.recvExact(prefix, sizeof prefix));
-		FERRY_ASSIGN(index, decodeWholeChunkPrefix(h, prefix, geo));
-		if (index != expectIndex || asked.pageMask != 0)
-			return Error::format(EPROTO, "request {} expects chunk {}, reply carries whole chunk {}",
-					     h.requestId, expectIndex, index);
-		const size_t len = region_.length(index);
-		uint8_t *dst = region_.chunk(index);
-		if (h.type == MsgType::Chunk) {
-			region_.absent[index] = 0;
-			FERRY_TRY_CTX(conn.recvExact(dst, len), "chunk {}", index);
-		} else if (h.type == MsgType::ChunkZstd) {
-			w->zbuf.resize(h.payloadLen - kChunkPrefixSize);
-			FERRY_TRY_CTX(conn.recvExact(w->zbuf.data(), w->zbuf.size()), "chunk {}", index);
-			region_.absent[index] = 0;
-			FERRY_TRY_CTX(w->decompressor.decompress(w->zbuf, {dst, len}), "chunk {}", index);
-			compressedChunks_++;
-			compressedRawBytes_ += len;
-		} else if (!region_.absent[index]) {
-			std::memset(dst, 0, len); // ChunkZero over bytes stored earlier
-		}
+	FERRY_ASSIGN(LandedChunk landed, w->replies.read(conn, h, asked, expectIndex));
+	if (landed.decompressedBytes) {
+		compressedChunks_++;
+		compressedRawBytes_ += landed.decompressedBytes;
 	}
+	bool room;
 	{
 		std::lock_guard g(w->lock);
 		auto it = w->pending.find(h.requestId);
 		w->inflightChunks--;
 		if (++it->second.received == it->second.req.count)
 			w->pending.erase(it);
+		room = w->inflightChunks + refill_ <= opts_.depth;
 	}
-	w->cv.notify_one();
-	if (map_.completed(index, whole) && notifyLocal_.load(std::memory_order_acquire))
-		onChunkLocal_(index);
+	if (room)
+		w->cv.notify_one();
+	if (map_.completed(landed.index, landed.whole) && notifyLocal_.load(std::memory_order_acquire))
+		onChunkLocal_(landed.index);
 	{
 		std::lock_guard g(idleLock_); // pairs with waitIdle's predicate check
 	}
@@ -351,7 +273,7 @@ void Puller::requestNow(uint32_t index)
 		uint64_t id;
 		// Decide GetPages vs GetChunk before the request is visible to the receiver.
 		ChunkRequest sent = *req;
-		normalize(sent);
+		narrowToPages(sent, region_);
 		{
 			std::lock_guard g(w->lock);
 			if (!w->current || w->dead)
@@ -362,7 +284,7 @@ void Puller::requestNow(uint32_t index)
 			w->pending[id] = {sent, 0};
 			w->inflightChunks += sent.count;
 		}
-		Status st = sendRequest(*conn, id, sent, false); // a vCPU waits: no compressor on the way
+		Status st = sendChunkRequest(*conn, id, sent, false); // a vCPU waits: no compressor on the way
 		{
 			std::lock_guard g(w->lock);
 			w->borrowers--;

@@ -62,10 +62,6 @@ private:
 	Status receiveLoop(Worker *w, Connection &conn);
 	Status receiveReply(Worker *w, Connection &conn, const FrameHeader &h);
 	void senderLoop(Worker *w, Connection *conn, std::atomic<bool> *dead);
-	void normalize(ChunkRequest &req) const;
-	// compressible: ask with GetRange (whose replies the seeder may compress) rather than
-	// GetChunk (always raw: the fault path).
-	Status sendRequest(Connection &conn, uint64_t id, const ChunkRequest &req, bool compressible);
 	// A worker's failure that no reconnect can mend: latch it and close the map.
 	void giveUp(Error e);
 
@@ -74,6 +70,9 @@ private:
 	ChunkMap &map_;
 	FailureLatch &failure_;
 	const LeecherOptions &opts_;
+	// A sender waits until this many chunks of its window have arrived, then refills: a
+	// wake-up per refill, not per chunk (waking a thread costs tens of microseconds here).
+	const uint32_t refill_;
 
 	std::atomic<bool> stopping_{false};
 	std::atomic<uint64_t> closedBytes_{0}; // bytes received on data connections already closed

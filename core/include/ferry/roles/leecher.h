@@ -92,6 +92,9 @@ struct LeecherOptions {
 	// switch-over with no background pull. Both exist to measure the fault path alone.
 	bool postcopyOnly = false;
 	bool backgroundPull = true;
+	// Post-copy faults on a connection of their own, which the fault thread and the seeder
+	// busy-poll (false: faults borrow a data connection, as before; for comparison).
+	bool faultChannel = true;
 	std::function<void(const LeecherProgress &)> onProgress; // called every sample
 	// Client credentials every connection authenticates with (mutual TLS, or PSK), and the
 	// seeder must prove; null: plaintext (tests, loopback benchmarks).
@@ -106,6 +109,7 @@ struct LeecherReport {
 	double firstPassMs = 0;         // first chunk request to every chunk received once
 	uint64_t faults = 0;            // faults on chunks that were not local yet
 	uint64_t localFaults = 0;       // first touches of local chunks not yet mapped
+	uint64_t faultChannelChunks = 0; // chunks the fault channel brought (the rest came on data connections)
 	uint64_t staleChunksAtFinalize = 0;
 	uint64_t dirtyChunksAtFinalize = 0;
 	uint64_t reconnects = 0;

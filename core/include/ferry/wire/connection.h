@@ -4,6 +4,7 @@
 
 #include <sys/uio.h>
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -94,6 +95,16 @@ public:
 	// Applies a timeout to every blocking send and recvExact (SO_SNDTIMEO/SO_RCVTIMEO);
 	// expiry is ETIMEDOUT. 0 disables. Lets a caller notice a peer that vanished without FIN.
 	Status setIoTimeout(int timeoutMs);
+
+	// Busy-polling: every receive that would block first spins (non-blocking readiness checks,
+	// yielding the CPU to any runnable thread between them) for up to `window`, then blocks as
+	// usual. On a machine where waking a blocked thread costs tens of microseconds this takes
+	// the wake-up out of a request/reply round trip; it costs a CPU while it spins, so turn it
+	// on only where a reply or request is due soon (0, the default, turns it off).
+	void setBusyPoll(std::chrono::microseconds window);
+	// Whether a receive would find data without blocking: read-ahead, a decrypted TLS record,
+	// or bytes (or EOF) on the socket.
+	Result<bool> readable();
 
 	// shutdown(SHUT_RDWR): wakes a receiver (and a blocked sender) in another thread; both
 	// then fail. The fd stays open until destruction, so this never races with their syscalls.

@@ -161,6 +161,9 @@ struct HelloMsg {
 	// What this connection's receiver can take beyond the base protocol. An optional trailing
 	// u32 on the wire: a Hello without it has features 0, and encode() omits it when 0.
 	static constexpr uint32_t kFeatureZstd = 1u << 0; // ChunkZstd replies to GetRange
+	// A post-copy fault channel: its requests are few, small and latency-bound, so the seeder
+	// busy-polls it while the source is suspended (its CPUs are idle then).
+	static constexpr uint32_t kFeatureFaultChannel = 1u << 1;
 
 	uint32_t minVersion = kMinProtocolVersion;
 	uint32_t maxVersion = kProtocolVersion;

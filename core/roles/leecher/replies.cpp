@@ -1,0 +1,103 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+#include "roles/leecher/replies.h"
+
+#include <cstring>
+
+namespace ferry {
+
+void narrowToPages(ChunkRequest &req, const LocalRegion &region)
+{
+	if (!req.pageMask)
+		return;
+	auto pages = pagesInMask(region.geometry(), req.index, req.pageMask);
+	uint32_t all = uint32_t((region.length(req.index) + kWirePageSize - 1) / kWirePageSize);
+	if (!pages.ok() || *pages >= all)
+		req.pageMask = 0;
+}
+
+Status sendChunkRequest(Connection &conn, uint64_t id, const ChunkRequest &req, bool compressible)
+{
+	if (req.count > 1 || (compressible && !req.pageMask))
+		return conn.send(MsgType::GetRange, id, encode(GetRangeMsg{req.index, req.count}));
+	if (req.pageMask)
+		return conn.send(MsgType::GetPages, id, encode(GetPagesMsg{req.index, req.pageMask}));
+	return conn.send(MsgType::GetChunk, id, encode(GetChunkMsg{req.index}));
+}
+
+Status ChunkReplyReader::accept(Connection &conn, const FrameHeader &h, bool zstd)
+{
+	switch (h.type) {
+	case MsgType::Chunk:
+	case MsgType::ChunkZero:
+	case MsgType::Pages:
+		return {};
+	case MsgType::ChunkZstd:
+		if (!zstd)
+			return Error(EPROTO, "ChunkZstd on a connection that did not negotiate compression");
+		return {};
+	case MsgType::Error: {
+		FERRY_ASSIGN(std::vector<uint8_t> p, conn.recvPayload(h));
+		return Error(EPROTO, peerError(p).message());
+	}
+	default:
+		return Error::format(EPROTO, "unexpected {} on a data connection", msgTypeName(h.type));
+	}
+}
+
+// The application cannot see the bytes while they are written: before the switch-over it is
+// not running; after it, the pages of a chunk that is not Local are not mapped in its address
+// space (the minor-fault guard) until the fault service installs them.
+Result<LandedChunk> ChunkReplyReader::read(Connection &conn, const FrameHeader &h, const ChunkRequest &asked,
+					   uint32_t expectIndex)
+{
+	const ChunkGeometry geo = region_.geometry();
+	LandedChunk landed;
+	if (h.type == MsgType::Pages) {
+		uint8_t prefix[kPagesPrefixSize];
+		FERRY_TRY(conn.recvExact(prefix, sizeof prefix));
+		FERRY_ASSIGN(GetPagesMsg m, decodePagesPrefix(h, prefix, geo));
+		if (m.chunkIndex != asked.index || m.pageMask != asked.pageMask)
+			return Error::format(EPROTO, "request {} asked chunk {} pages {:#x}, reply carries chunk {} pages {:#x}",
+					     h.requestId, asked.index, asked.pageMask, m.chunkIndex, m.pageMask);
+		landed.index = m.chunkIndex;
+		landed.whole = false;
+		uint8_t *chunk = region_.chunk(m.chunkIndex);
+		for (unsigned p = 0; p < 64;) { // runs of pages, each read in one piece
+			if (!(m.pageMask >> p & 1)) {
+				p++;
+				continue;
+			}
+			unsigned q = p;
+			while (q < 64 && (m.pageMask >> q & 1))
+				q++;
+			FERRY_TRY_CTX(conn.recvExact(chunk + size_t(p) * kWirePageSize, size_t(q - p) * kWirePageSize),
+				      "chunk {} pages", m.chunkIndex);
+			p = q;
+		}
+		return landed;
+	}
+	uint8_t prefix[kChunkPrefixSize];
+	FERRY_TRY(conn.recvExact(prefix, sizeof prefix));
+	FERRY_ASSIGN(landed.index, decodeWholeChunkPrefix(h, prefix, geo));
+	if (landed.index != expectIndex || asked.pageMask != 0)
+		return Error::format(EPROTO, "request {} expects chunk {}, reply carries whole chunk {}", h.requestId,
+				     expectIndex, landed.index);
+	const uint32_t index = landed.index;
+	const size_t len = region_.length(index);
+	uint8_t *dst = region_.chunk(index);
+	if (h.type == MsgType::Chunk) {
+		region_.absent[index] = 0;
+		FERRY_TRY_CTX(conn.recvExact(dst, len), "chunk {}", index);
+	} else if (h.type == MsgType::ChunkZstd) {
+		zbuf_.resize(h.payloadLen - kChunkPrefixSize);
+		FERRY_TRY_CTX(conn.recvExact(zbuf_.data(), zbuf_.size()), "chunk {}", index);
+		region_.absent[index] = 0;
+		FERRY_TRY_CTX(decompressor_.decompress(zbuf_, {dst, len}), "chunk {}", index);
+		landed.decompressedBytes = len;
+	} else if (!region_.absent[index]) {
+		std::memset(dst, 0, len); // ChunkZero over bytes stored earlier
+	}
+	return landed;
+}
+
+} // namespace ferry
