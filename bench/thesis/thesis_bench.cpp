@@ -161,8 +161,8 @@ struct FileRegion {
 
 enum class Backing { Memory, FileCold, FileWarm };
 
-// A seeder over a region of this process (memory, or an mmap'd file), served from a thread,
-// with a hash tracker (an application in this process writes it through the mapping).
+// A seeder over a region of this process (memory, or an mmap'd file), served from a thread;
+// an application in this process would write it through the mapping.
 struct LocalSeeder {
 	std::optional<MemfdMapping> memory;
 	std::optional<FileRegion> file;
@@ -189,8 +189,12 @@ struct LocalSeeder {
 				FERRY_TRY(file->evict());
 			data = file->map.data();
 		}
+		// Memory is tracked exactly, as in a migration; a file by hashing, as `ferry seed
+		// --file` does (userfaultfd write-protect does not cover regular files). The hash
+		// tracker rehashes the region at every sample, which competes with the pull for CPU.
 		TrackedRegion r{0, reinterpret_cast<uintptr_t>(data), size, chunk};
-		FERRY_ASSIGN(auto tracker, makeHashTracker(r));
+		FERRY_ASSIGN(auto tracker,
+			     backing == Backing::Memory ? makeUffdWpTracker(r, Userfaultfd()) : makeHashTracker(r));
 		SeederOptions so;
 		so.chunkSize = chunk;
 		seeder = std::make_unique<Seeder>(data, size, std::move(tracker),
