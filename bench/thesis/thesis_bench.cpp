@@ -352,10 +352,12 @@ void latencyCounters(benchmark::State &state, const std::vector<double> &lat)
 	state.counters["touches"] = double(lat.size());
 }
 
-// #1: args rtt µs, kind (0 served by post-copy faults, 1 already pulled), chunk KiB.
+// #1: args rtt µs (-1: no link emulator, the leecher connects to the seeder directly), kind
+// (0 served by post-copy faults, 1 already pulled), chunk KiB.
 void BM_FirstTouch(benchmark::State &state)
 {
-	const double rttMs = double(state.range(0)) / 1000;
+	const bool direct = state.range(0) < 0;
+	const double rttMs = direct ? 0 : double(state.range(0)) / 1000;
 	const bool pulled = state.range(1) != 0;
 	const uint32_t chunk = uint32_t(state.range(2)) * 1024;
 	const uint64_t chunks = gQuick ? 32 : 64;
@@ -368,15 +370,19 @@ void BM_FirstTouch(benchmark::State &state)
 		LocalSeeder src;
 		if (skipOn(state, src.start(size, chunk)))
 			return;
-		auto link = linkTo(src, rttMs);
-		if (skipOn(state, statusOf(link)))
-			return;
+		std::unique_ptr<LinkEmulator> link;
+		if (!direct) {
+			auto l = linkTo(src, rttMs);
+			if (skipOn(state, statusOf(l)))
+				return;
+			link = std::move(l).value();
+		}
 		HybridSpec spec;
 		spec.postcopyOnly = !pulled;
 		spec.backgroundPull = pulled;
 		spec.chunk = chunk;
 		std::vector<double> run;
-		auto rep = runHybrid(src, (*link)->endpoint(), spec,
+		auto rep = runHybrid(src, link ? link->endpoint() : src.listener->boundEndpoint(), spec,
 				     [&](uint8_t *app) { run = touchChunks(app, size, chunk, 7); });
 		if (skipOn(state, statusOf(rep)))
 			return;
@@ -1028,6 +1034,10 @@ void registerAll()
 	manual(RegisterBenchmark("BM_FirstTouch", BM_FirstTouch)
 		       ->ArgNames({"rtt_us", "pulled", "chunk_kib"})
 		       ->ArgsProduct({touchRtts, {0, 1}, {64}}),
+	       reps);
+	manual(RegisterBenchmark("BM_FirstTouchDirect", BM_FirstTouch)
+		       ->ArgNames({"rtt_us", "pulled", "chunk_kib"})
+		       ->ArgsProduct({{-1}, {0, 1}, {4, 64}}),
 	       reps);
 	manual(RegisterBenchmark("BM_FirstTouchLocal", BM_FirstTouchLocal)
 		       ->ArgNames({"backing", "chunk_kib"})
