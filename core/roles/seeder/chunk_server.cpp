@@ -41,10 +41,19 @@ void CompressionChoice::rangeServed(bool compressed, uint64_t regionBytes, int64
 	// nothing about the link.
 	const int64_t from = lastEndNs_ && startNs - lastEndNs_ < kMaxWaitNs ? lastEndNs_ : startNs;
 	lastEndNs_ = endNs;
-	if (compressed || regionBytes == 0 || endNs <= from)
+	if (regionBytes == 0 || endNs <= from)
 		return decide();
-	raw_.add(double(regionBytes), double(endNs - from));
-	rawRanges_++;
+	if (compressed) {
+		// Serving time only: compressed, the pull can go no faster than this, whatever
+		// the link does (and the wait before it belongs to the raw ranges still draining).
+		compressed_.add(double(regionBytes), double(endNs - startNs));
+		compressedRanges_++;
+	} else {
+		raw_.add(double(regionBytes), double(endNs - from));
+		rawRanges_++;
+	}
+	if (holdOff_ > 0)
+		holdOff_--;
 	decide();
 }
 
@@ -65,10 +74,24 @@ void CompressionChoice::decide()
 	// What compression could deliver: no faster than the compressor, nor than the link
 	// (here taken as the raw rate: the bottleneck when compression pays) over the ratio.
 	const double promise = std::min(compressorRate, rawRate / std::max(ratio_, 0.01));
-	if (!compressing_)
-		compressing_ = ratio_ < kUsefulRatio && promise > kSwitchMargin * rawRate;
-	else
-		compressing_ = ratio_ < kUsefulRatio && compressorRate > rawRate;
+	if (!compressing_) {
+		if (holdOff_ == 0 && ratio_ < kUsefulRatio && promise > kSwitchMargin * rawRate) {
+			compressing_ = true;
+			compressed_ = {};
+			compressedRanges_ = 0;
+		}
+		return;
+	}
+	// Compressing: the promise must hold where it is kept (the compressor may have been
+	// measured alone, then share the CPU with the pull): when serving compressed ranges is
+	// slower than the raw pull delivered, raw again, and each broken promise waits longer
+	// before the next try.
+	const bool broken = compressedRanges_ >= 1 && compressed_.rate() < rawRate;
+	if (ratio_ >= kUsefulRatio || broken) {
+		compressing_ = false;
+		holdOffNext_ = std::min<uint32_t>(holdOffNext_ * 2, 1024);
+		holdOff_ = holdOffNext_;
+	}
 }
 
 namespace {

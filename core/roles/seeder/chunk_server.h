@@ -29,7 +29,8 @@ namespace ferry {
 // second of compressing), and the ratio it achieves (a trial chunk now and then while raw).
 // Compressed, the pull can go no faster than the compressor, nor than the link divided by the
 // ratio; it switches to compression when that beats the raw rate by a margin, and back when
-// the data stops compressing or the compressor falls below the raw rate it replaced.
+// the data stops compressing or serving compressed ranges is slower than the raw pull
+// delivered (each such broken promise waits twice as long before compression is tried again).
 class CompressionChoice {
 public:
 	// Whether the next range is compressed, and whether its first data chunk should be
@@ -55,6 +56,9 @@ private:
 	bool compressing_ = false;
 	Rate raw_;        // region bytes per ns, raw, waits included
 	Rate compressor_; // input bytes per ns of compressing
+	Rate compressed_; // region bytes per ns of serving compressed ranges (since the switch)
+	uint32_t compressedRanges_ = 0;
+	uint32_t holdOff_ = 0, holdOffNext_ = 8; // ranges before compression may be tried again
 	double ratio_ = 1;          // bytes after / before (EWMA)
 	uint32_t rawRanges_ = 0, trials_ = 0, rangesSinceTrial_ = 0;
 	int64_t lastEndNs_ = 0;
