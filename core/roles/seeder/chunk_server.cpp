@@ -18,7 +18,7 @@ void ChunkServer::enableCompression(CompressionSpec spec)
 
 namespace {
 
-constexpr double kSwitchMargin = 1.15; // compressed must promise this much more than raw
+constexpr double kSwitchMargin = 1.5; // compressed must promise this much more than raw
 constexpr double kUsefulRatio = 0.9;   // data that shrinks less than this is not worth it
 constexpr uint32_t kTrialEvery = 16;   // ranges between trial compressions while raw
 constexpr int64_t kMaxWaitNs = 200'000'000;

@@ -58,7 +58,7 @@ private:
 	Rate compressor_; // input bytes per ns of compressing
 	Rate compressed_; // region bytes per ns of serving compressed ranges (since the switch)
 	uint32_t compressedRanges_ = 0;
-	uint32_t holdOff_ = 0, holdOffNext_ = 8; // ranges before compression may be tried again
+	uint32_t holdOff_ = 0, holdOffNext_ = 16; // ranges before compression may be tried again
 	double ratio_ = 1;          // bytes after / before (EWMA)
 	uint32_t rawRanges_ = 0, trials_ = 0, rangesSinceTrial_ = 0;
 	int64_t lastEndNs_ = 0;
