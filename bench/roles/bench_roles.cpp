@@ -414,11 +414,11 @@ void BM_PullCompressed(benchmark::State &state)
 {
 	const double mbit = double(state.range(0));
 	const bool text = state.range(1) != 0;
-	const bool zstd = state.range(2) != 0;
+	const int mode = int(state.range(2)); // 0 none, 1 zstd, 2 auto
 	const uint64_t size = 128ull << 20;
 	runPulls(
 		state, size, true,
-		[&](LocalSeeder &src) { return src.start(size, 64 * 1024, text, CompressionSpec{zstd ? 1 : 0}); },
+		[&](LocalSeeder &src) { return src.start(size, 64 * 1024, text, mode == 2 ? CompressionSpec::automatic() : CompressionSpec{mode}); },
 		[&](LocalSeeder &src) { return pullOnce(src, 0, mbit, 2, 64); });
 }
 
@@ -697,8 +697,8 @@ BENCHMARK(BM_Pull)
 	->ArgsProduct({{0, 2, 10, 20, 40}, {256}, {0}, {4}})
 	->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(2);
 BENCHMARK(BM_PullCompressed)
-	->ArgNames({"mbit", "text", "zstd"})
-	->ArgsProduct({{1000, 0}, {0, 1}, {0, 1}})
+	->ArgNames({"mbit", "text", "zstd"}) // zstd: 0 none, 1 zstd, 2 auto
+	->ArgsProduct({{1000, 0}, {0, 1}, {0, 1, 2}})
 	->UseManualTime()
 	->Unit(benchmark::kMillisecond)
 	->Iterations(3);

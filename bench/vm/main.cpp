@@ -79,7 +79,7 @@ int main(int argc, char **argv)
 	vm->add_option("--finalize", ferryParams.finalize, "ferry modes: finalize policy")->capture_default_str();
 	vm->add_option("--finalize-deadline-s", ferryParams.deadlineSec, "ferry modes: finalize anyway after this long")->capture_default_str();
 	vm->add_flag("--ferry-verify", ferryParams.verify, "ferry modes: compare guest RAM byte for byte before resuming");
-	std::string compress = "zstd";
+	std::string compress = "auto";
 	vm->add_option("--compress", compress, "ferry modes: compression of the pre-copy pull (none|zstd|zstd:LEVEL)")
 		->capture_default_str()
 		->check(ferry::compressionValidator());

@@ -221,7 +221,7 @@ Status Seeder::handleFrame(Worker &w, ConnState &cs, const FrameHeader &h)
 		FERRY_TRY(admitHello(w, cs, hello));
 		HelloReplyMsg reply{kProtocolVersion, sessionId_.load(), size_, opts_.chunkSize, 0};
 		if ((hello.features & HelloMsg::kFeatureZstd) && opts_.compression.enabled()) {
-			cs.chunks.enableCompression(opts_.compression.level);
+			cs.chunks.enableCompression(opts_.compression);
 			reply.flags |= HelloReplyMsg::kFlagZstd;
 		}
 		cs.faultChannel = (hello.features & HelloMsg::kFeatureFaultChannel) != 0;

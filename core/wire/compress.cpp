@@ -11,6 +11,8 @@ std::string CompressionSpec::toString() const
 {
 	if (!enabled())
 		return "none";
+	if (adaptive)
+		return "auto";
 	return level == 1 ? "zstd" : fmt::format("zstd:{}", level);
 }
 
@@ -20,6 +22,8 @@ Result<CompressionSpec> parseCompressionSpec(std::string_view spec)
 		return CompressionSpec{0};
 	if (spec == "zstd")
 		return CompressionSpec{1};
+	if (spec == "auto")
+		return CompressionSpec::automatic();
 	if (spec.starts_with("zstd:")) {
 		std::string_view n = spec.substr(5);
 		int level = 0;
@@ -27,7 +31,7 @@ Result<CompressionSpec> parseCompressionSpec(std::string_view spec)
 		if (ec == std::errc() && end == n.data() + n.size() && level >= 1 && level <= 19)
 			return CompressionSpec{level};
 	}
-	return Error::format(EINVAL, "bad compression '{}' (expected none, zstd or zstd:LEVEL with LEVEL 1..19)",
+	return Error::format(EINVAL, "bad compression '{}' (expected auto, none, zstd or zstd:LEVEL with LEVEL 1..19)",
 			     spec);
 }
 

@@ -22,8 +22,10 @@ constexpr const char *kFinalizeHelp =
 	"analyser warms up, then the recently written ones outside low windows)";
 
 constexpr const char *kCompressHelp =
-	"Compression of the pre-copy pull: zstd (level 1), zstd:LEVEL (1..19) or none. Chunks that "
-	"do not shrink by 1/32 go raw; fault replies are never compressed";
+	"Compression of the pre-copy pull: auto (zstd level 1 on a connection only while that moves "
+	"the region faster, i.e. the link and not the CPU is the bottleneck), zstd (level 1), "
+	"zstd:LEVEL (1..19) or none. Chunks that do not shrink by 1/32 go raw; fault replies are "
+	"never compressed";
 
 std::chrono::milliseconds msFromSec(double s) { return std::chrono::milliseconds(int64_t(s * 1000)); }
 
@@ -106,7 +108,7 @@ void LeecherArgs::addTo(CLI::App *c, const char *verifyHelp, bool linkOptions)
 	if (linkOptions)
 		tls.addTo(c);
 	if (linkOptions)
-		c->add_option("--compress", compress, "Ask the seeder to compress the pre-copy pull: zstd (any level) or none")->capture_default_str()->check(compressionValidator());
+		c->add_option("--compress", compress, "Let the seeder compress the pre-copy pull: auto, zstd (any level) or none (the seeder's --compress decides how)")->capture_default_str()->check(compressionValidator());
 }
 
 Result<LeecherOptions> LeecherArgs::build(std::string_view connect) const

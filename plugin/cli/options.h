@@ -67,7 +67,7 @@ struct LeecherArgs {
 	double sampleMs = 100;
 	double reconnectTimeoutS = 15;
 	bool verify = false;
-	std::string compress = "zstd";
+	std::string compress = "auto";
 	bool quiet = false; // no progress lines on stderr
 	TlsArgs tls;
 
@@ -83,7 +83,7 @@ struct SeederArgs {
 	unsigned chunkKib = 64;
 	double rollbackTimeoutS = 10;
 	double reconnectTimeoutS = 15;
-	std::string compress = "zstd";
+	std::string compress = "auto";
 	TlsArgs tls;
 
 	// linkOptions false: the command registers --tls and --reconnect-timeout-s itself (demo).

@@ -58,11 +58,15 @@ TEST(CompressionSpec, ParsesWhatOperatorsType)
 	EXPECT_EQ(parseCompressionSpec("zstd:19")->level, 19);
 	EXPECT_EQ(parseCompressionSpec("zstd:3")->toString(), "zstd:3");
 	EXPECT_EQ(parseCompressionSpec("zstd")->toString(), "zstd");
+	EXPECT_FALSE(parseCompressionSpec("zstd")->adaptive);
+	EXPECT_TRUE(parseCompressionSpec("auto")->adaptive);
+	EXPECT_TRUE(parseCompressionSpec("auto")->enabled());
+	EXPECT_EQ(parseCompressionSpec("auto")->toString(), "auto");
 	for (const char *bad : {"", "lz4", "zstd:", "zstd:0", "zstd:20", "zstd:3x", "zstd:-1"}) {
 		auto r = parseCompressionSpec(bad);
 		ASSERT_FALSE(r.ok()) << bad;
 		EXPECT_EQ(r.error().code(), EINVAL);
-		EXPECT_NE(r.error().message().find("expected none, zstd or zstd:LEVEL"), std::string::npos);
+		EXPECT_NE(r.error().message().find("expected auto, none, zstd or zstd:LEVEL"), std::string::npos);
 	}
 }
 

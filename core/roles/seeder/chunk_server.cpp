@@ -4,13 +4,94 @@
 #include <sys/uio.h>
 
 #include "base/bytes.h"
+#include "ferry/base/clock.h"
 
 namespace ferry {
 
-void ChunkServer::enableCompression(int level)
+void ChunkServer::enableCompression(CompressionSpec spec)
 {
 	if (!compressor_)
-		compressor_.emplace(level);
+		compressor_.emplace(spec.level);
+	if (spec.adaptive && !choice_)
+		choice_.emplace();
+}
+
+namespace {
+
+constexpr double kSwitchMargin = 1.5; // compressed must promise this much more than raw
+constexpr double kUsefulRatio = 0.9;   // data that shrinks less than this is not worth it
+constexpr uint32_t kTrialEvery = 16;   // ranges between trial compressions while raw
+constexpr int64_t kMaxWaitNs = 200'000'000;
+
+
+} // namespace
+
+bool CompressionChoice::trialNext()
+{
+	if (compressing_ || (trials_ >= 2 && ++rangesSinceTrial_ < kTrialEvery))
+		return false;
+	rangesSinceTrial_ = 0;
+	return true;
+}
+
+void CompressionChoice::rangeServed(bool compressed, uint64_t regionBytes, int64_t startNs, int64_t endNs)
+{
+	// From the previous range's end: the wait for this request belongs to the rate.
+	// A longer wait (the destination paused its pull, or asked for its dirty set) says
+	// nothing about the link.
+	const int64_t from = lastEndNs_ && startNs - lastEndNs_ < kMaxWaitNs ? lastEndNs_ : startNs;
+	lastEndNs_ = endNs;
+	if (regionBytes == 0 || endNs <= from)
+		return decide();
+	if (compressed) {
+		// Serving time only: compressed, the pull can go no faster than this, whatever
+		// the link does (and the wait before it belongs to the raw ranges still draining).
+		compressed_.add(double(regionBytes), double(endNs - startNs));
+		compressedRanges_++;
+	} else {
+		raw_.add(double(regionBytes), double(endNs - from));
+		rawRanges_++;
+	}
+	if (holdOff_ > 0)
+		holdOff_--;
+	decide();
+}
+
+void CompressionChoice::chunkCompressed(size_t before, size_t after, int64_t ns)
+{
+	if (before == 0 || ns <= 0)
+		return;
+	compressor_.add(double(before), double(ns));
+	ratio_ = trials_ == 0 ? double(after) / double(before) : 0.75 * ratio_ + 0.25 * double(after) / double(before);
+	trials_++;
+}
+
+void CompressionChoice::decide()
+{
+	if (rawRanges_ < 3 || trials_ < 2)
+		return; // not measured yet: raw
+	const double rawRate = raw_.rate(), compressorRate = compressor_.rate();
+	// What compression could deliver: no faster than the compressor, nor than the link
+	// (here taken as the raw rate: the bottleneck when compression pays) over the ratio.
+	const double promise = std::min(compressorRate, rawRate / std::max(ratio_, 0.01));
+	if (!compressing_) {
+		if (holdOff_ == 0 && ratio_ < kUsefulRatio && promise > kSwitchMargin * rawRate) {
+			compressing_ = true;
+			compressed_ = {};
+			compressedRanges_ = 0;
+		}
+		return;
+	}
+	// Compressing: the promise must hold where it is kept (the compressor may have been
+	// measured alone, then share the CPU with the pull): when serving compressed ranges is
+	// slower than the raw pull delivered, raw again, and each broken promise waits longer
+	// before the next try.
+	const bool broken = compressedRanges_ >= 1 && compressed_.rate() < rawRate;
+	if (ratio_ >= kUsefulRatio || broken) {
+		compressing_ = false;
+		holdOffNext_ = std::min<uint32_t>(holdOffNext_ * 2, 1024);
+		holdOff_ = holdOffNext_;
+	}
 }
 
 namespace {
@@ -31,7 +112,11 @@ Result<SeederStats> ChunkServer::range(Connection &conn, uint64_t reqId, uint32_
 		const uint8_t *raw = nullptr;
 		size_t arenaOff = 0, len = 0;
 	};
-	ChunkCompressor *comp = compress && compressor_ ? &*compressor_ : nullptr;
+	const bool adaptive = compress && compressor_ && choice_;
+	const bool compressThis = compress && compressor_ && (!choice_ || choice_->compressNext());
+	bool trial = adaptive && !compressThis && choice_->trialNext();
+	ChunkCompressor *comp = compressThis || trial ? &*compressor_ : nullptr;
+	const int64_t startNs = adaptive ? monotonicNs() : 0;
 	const size_t bound = comp ? ChunkCompressor::bound(chunkSize_) : 0;
 	if (comp && arena_.size() < kCompressBatchBytes + bound)
 		arena_.resize(kCompressBatchBytes + bound);
@@ -76,8 +161,16 @@ Result<SeederStats> ChunkServer::range(Connection &conn, uint64_t reqId, uint32_
 				// finder reading changing bytes could emit a frame that decodes to
 				// neither version): compress a copy. A torn copy is fine: the write
 				// is in the dirty set and the chunk is fetched again.
+				const int64_t t0 = adaptive ? monotonicNs() : 0;
 				snapshot_.assign(p, p + len);
 				z = comp->compress(snapshot_, {arena_.data() + arenaUsed, bound});
+				if (adaptive)
+					choice_->chunkCompressed(len, z ? *z : len, monotonicNs() - t0);
+				if (trial) { // measured; this range still goes raw
+					z.reset();
+					trial = false;
+					comp = nullptr;
+				}
 			}
 			if (z) {
 				type = MsgType::ChunkZstd;
@@ -96,6 +189,13 @@ Result<SeederStats> ChunkServer::range(Connection &conn, uint64_t reqId, uint32_
 		prefixes[k] = encodeChunkFramePrefix(type, reqId, index, uint32_t(bodies[k].len));
 	}
 	FERRY_TRY(flush(count));
+	if (adaptive) {
+		uint64_t regionBytes = 0;
+		for (uint32_t k = 0; k < count; k++)
+			if (bodies[k].raw || bodies[k].len)
+				regionBytes += std::min<uint64_t>(chunkSize_, size_ - uint64_t(first + k) * chunkSize_);
+		choice_->rangeServed(compressThis, regionBytes, startNs, monotonicNs());
+	}
 	return add;
 }
 

@@ -21,13 +21,56 @@
 
 namespace ferry {
 
+// "auto" compression of one connection: compress only while that moves the region faster,
+// i.e. while the link, not the CPU, is the bottleneck, and only data that compresses. It
+// measures three things: the connection's delivery rate in raw mode (region bytes over the
+// wall time from one range's end to the next's, waiting for requests included: with a
+// window-limited pull that wait is the link's), the compressor's speed (input bytes per
+// second of compressing), and the ratio it achieves (a trial chunk now and then while raw).
+// Compressed, the pull can go no faster than the compressor, nor than the link divided by the
+// ratio; it switches to compression when that beats the raw rate by a margin, and back when
+// the data stops compressing or serving compressed ranges is slower than the raw pull
+// delivered (each such broken promise waits twice as long before compression is tried again).
+class CompressionChoice {
+public:
+	// Whether the next range is compressed, and whether its first data chunk should be
+	// compressed on trial (to measure; the range goes raw).
+	bool compressNext() const { return compressing_; }
+	bool trialNext();
+	// A range was served (region bytes in data chunks, its end time).
+	void rangeServed(bool compressed, uint64_t regionBytes, int64_t startNs, int64_t endNs);
+	// A chunk was compressed: its size before and after (after = before when it did not
+	// shrink enough to be sent compressed), and how long that took.
+	void chunkCompressed(size_t before, size_t after, int64_t ns);
+
+private:
+	void decide();
+
+	// A rate over recent samples, weighted by their time (a burst into an empty socket
+	// buffer weighs as little as it lasted).
+	struct Rate {
+		double bytes = 0, ns = 0;
+		void add(double b, double t) { bytes = 0.75 * bytes + b, ns = 0.75 * ns + t; }
+		double rate() const { return ns > 0 ? bytes / ns : 0; }
+	};
+	bool compressing_ = false;
+	Rate raw_;        // region bytes per ns, raw, waits included
+	Rate compressor_; // input bytes per ns of compressing
+	Rate compressed_; // region bytes per ns of serving compressed ranges (since the switch)
+	uint32_t compressedRanges_ = 0;
+	uint32_t holdOff_ = 0, holdOffNext_ = 16; // ranges before compression may be tried again
+	double ratio_ = 1;          // bytes after / before (EWMA)
+	uint32_t rawRanges_ = 0, trials_ = 0, rangesSinceTrial_ = 0;
+	int64_t lastEndNs_ = 0;
+};
+
 class ChunkServer {
 public:
 	ChunkServer(const uint8_t *data, uint64_t size, uint32_t chunkSize, bool zeroMarkers)
 		: data_(data), size_(size), chunkSize_(chunkSize), zeroMarkers_(zeroMarkers) {}
 
 	// The connection negotiated compression of its pulls (idempotent).
-	void enableCompression(int level);
+	void enableCompression(CompressionSpec spec);
 	// compress: the pull (GetRange); false for a fault's chunk, which must not wait for zstd.
 	Result<SeederStats> range(Connection &conn, uint64_t reqId, uint32_t first, uint32_t count, bool compress);
 	Result<SeederStats> pages(Connection &conn, uint64_t reqId, uint32_t index, uint64_t mask);
@@ -38,6 +81,7 @@ private:
 	uint32_t chunkSize_;
 	bool zeroMarkers_;
 	std::optional<ChunkCompressor> compressor_;
+	std::optional<CompressionChoice> choice_; // "auto": whether a range is compressed
 	std::vector<uint8_t> arena_;    // compressed frames of the batch being built
 	std::vector<uint8_t> snapshot_; // the chunk being compressed, copied out first
 };

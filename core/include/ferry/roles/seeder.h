@@ -59,10 +59,11 @@ struct SeederOptions {
 	uint32_t chunkSize = 64 * 1024;
 	std::chrono::milliseconds rollbackTimeout{10000};
 	bool sendZeroChunksAsMarkers = true;
-	// Compress GetRange replies (the pre-copy pull) on connections whose Hello asks for it.
-	// Replies to GetChunk (a destination's page fault) and GetPages stay raw: a fault must
-	// not wait for a compressor.
-	CompressionSpec compression;
+	// Compress GetRange replies (the pre-copy pull) on connections whose Hello asks for it;
+	// adaptive (the default, "auto"): only while that moves the region faster on this
+	// connection. Replies to GetChunk (a destination's page fault) and GetPages stay raw: a
+	// fault must not wait for a compressor.
+	CompressionSpec compression = CompressionSpec::automatic();
 
 	// Connections served at once, in total and from one peer address (host); more are
 	// refused at accept with an Error frame (EMFILE, EBUSY) and get no thread.

@@ -18,9 +18,12 @@
 
 namespace ferry {
 
-// What an operator asks for: "none", "zstd" (level 1) or "zstd:N" (N in 1..19).
+// What an operator asks for: "none", "zstd" (level 1), "zstd:N" (N in 1..19), or "auto":
+// level 1 while it pays, decided per connection (the seeder measures; see ChunkServer).
 struct CompressionSpec {
 	int level = 1; // 0: off
+	bool adaptive = false;
+	static CompressionSpec automatic() { return {1, true}; }
 	bool enabled() const { return level > 0; }
 	std::string toString() const;
 };
