@@ -695,6 +695,7 @@ BENCHMARK(BM_Pull)
 	->ArgsProduct({{0, 2, 10, 20, 40}, {64}, {1000}, {2}})
 	->ArgsProduct({{0, 40}, {1, 8, 64, 256}, {1000}, {2}})
 	->ArgsProduct({{0, 2, 10, 20, 40}, {256}, {0}, {4}})
+	->ArgsProduct({{0}, {256}, {0}, {1, 2}})
 	->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(2);
 BENCHMARK(BM_PullCompressed)
 	->ArgNames({"mbit", "text", "zstd"}) // zstd: 0 none, 1 zstd, 2 auto

@@ -347,7 +347,7 @@ Status Seeder::handleConnection(Worker &w)
 {
 	Connection &conn = w.conn;
 	const int64_t frameNs = toNs(opts_.frameTimeout), idleNs = toNs(opts_.idleTimeout);
-	ConnState cs{false, ChunkServer(data_, size_, opts_.chunkSize, opts_.sendZeroChunksAsMarkers)};
+	ConnState cs{false, ChunkServer(data_, size_, opts_.chunkSize, opts_.sendZeroChunksAsMarkers, opts_.regionFd)};
 	Status result = conn.setIoTimeout(int(opts_.frameTimeout.count()));
 	if (result.ok() && opts_.tls) {
 		// Before anything of the region is said: a peer without valid credentials learns

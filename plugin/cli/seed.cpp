@@ -120,7 +120,9 @@ int runSeed(const SeedArgs &a)
 		return reportError("seed", listener.error().context("listen"));
 	SourceAppHandle *s = &src.value();
 	SeederHooks hooks{[s] { return s->suspend(); }, [s] { return s->resume(); }, [s] { s->quit(); }, {}};
-	Seeder seeder(s->mapping().data(), s->size(), std::move(tracker).value(), hooks, setup->options);
+	SeederOptions so = setup->options;
+	so.regionFd = s->memfd();
+	Seeder seeder(s->mapping().data(), s->size(), std::move(tracker).value(), hooks, so);
 	// A signal from here on stops the seeder (exit 1, "stopped"), never the process outright.
 	Status st = setup->serve(seeder, *listener, [&] { return seeder.serve(*listener); });
 	return SeederSetup::finish("seed", seeder, st, "seeder", [&](JsonValue &s) { s.set("tracker", kind); });

@@ -63,6 +63,7 @@ public:
 	uint64_t size() const { return size_; }
 	// The region mapped read-only in this process, and the app's tracking uffd (taken once).
 	const Mapping &mapping() const { return map_; }
+	int memfd() const { return memfd_.get(); } // the region's file, for SeederOptions::regionFd
 	Result<Userfaultfd> takeUffd();
 
 private:

@@ -56,6 +56,8 @@ Result<std::unique_ptr<VmSeeder>> VmSeeder::createWithHooks(VmHandle vm, pid_t q
 	FERRY_ASSIGN(auto tracker, makeUffdWpTracker(region, std::move(uffd)));
 	FERRY_TRY_CTX(configureFerryCapabilities(*vm.qmp), "source QEMU");
 	FERRY_LOG(Info, opts.name, "guest RAM {} MiB at {:#x} in QEMU pid {}", ram.size >> 20, ram.base, qemuPid);
+	s->ramFile_ = std::move(ram.file);
+	opts.regionFd = s->ramFile_.get(); // untouched guest RAM is a hole: sent as zero, never read
 	s->seeder_ = std::make_unique<Seeder>(s->map_.data(), ram.size, std::move(tracker), std::move(hooks),
 					      std::move(opts));
 	return s;

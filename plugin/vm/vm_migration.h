@@ -64,6 +64,7 @@ private:
 	VmSeeder() = default;
 	VmHandle vm_;
 	std::optional<AgentClient> agent_;
+	UniqueFd ramFile_; // the guest RAM's memfd (the seeder looks for its holes)
 	Mapping map_;
 	std::unique_ptr<Seeder> seeder_;
 };

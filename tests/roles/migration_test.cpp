@@ -5,6 +5,10 @@
 // whose page faults the leecher serves. Every test checks the result byte for byte.
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+
+#include <cstring>
+#include <thread>
 
 #include <functional>
 #include <optional>
@@ -12,6 +16,9 @@
 #include "support/result_checks.h"
 #include "support/roles_rig.h"
 #include "ferry/link/link_emulator.h"
+#include "ferry/dirty/tracker.h"
+#include "ferry/roles/seeder.h"
+#include "ferry/sys/mapping.h"
 #include "ferry/sys/userfaultfd.h"
 #include "ferry/wire/connection.h"
 #include "ferry/wire/protocol.h"
@@ -542,6 +549,45 @@ TEST(Seeder, ResendsADirtyListLostWithItsConnectionWhileTheSourceKeepsWriting)
 // link goes down for good, the leecher gives up after its reconnect window with a clear error,
 // and the seeder keeps the suspended source and goes on serving (for a new leecher with the
 // session id) instead of rolling back or releasing it.
+// The seeder never reads a hole of the file its region maps (reading one through a mapping
+// allocates it: an idle guest's untouched RAM would grow the source to its full size): a
+// sparse region arrives byte for byte, and the source file still holds only what was written.
+TEST(Seeder, SendsHolesOfItsRegionFileAsZeroWithoutAllocatingThem)
+{
+	requireKernelFeatures();
+	constexpr uint64_t kSize = 64ull << 20;
+	auto src = MemfdMapping::create("sparse-source", kSize);
+	ASSERT_OK(src);
+	const uint64_t written[] = {0, 5ull << 20, (33ull << 20) + 4096, kSize - 4096};
+	for (uint64_t off : written)
+		std::memset(src->data() + off, 0xab, 4096);
+	TrackedRegion r{0, reinterpret_cast<uintptr_t>(src->data()), kSize, kChunk};
+	auto tracker = makeUffdWpTracker(r, Userfaultfd());
+	ASSERT_OK(tracker);
+	SeederOptions so;
+	so.chunkSize = kChunk;
+	so.regionFd = src->fd.get();
+	Seeder seeder(src->data(), kSize, std::move(*tracker), SeederHooks{[] { return Status(); }, [] { return Status(); }, [] {}, {}},
+		      so);
+	auto l = Listener::listen(Endpoint::tcp("127.0.0.1", 0));
+	ASSERT_OK(l);
+	std::thread serving([&] { (void)seeder.serve(*l); });
+	MemfdMapping dest;
+	LeecherOptions lo = leecherOptions(l->boundEndpoint(), MigrationMode::PreCopy);
+	lo.verify = false; // the verifier would read (and so allocate) the source's holes
+	Leecher leecher(LeecherHooks::intoMemory(dest, "sparse-destination"), lo);
+	auto rep = leecher.run();
+	seeder.stop();
+	serving.join();
+	ASSERT_TRUE(rep.ok()) << rep.error().message();
+	struct stat st {};
+	ASSERT_EQ(::fstat(src->fd.get(), &st), 0);
+	// The chunks holding the written pages are read whole; nothing else.
+	EXPECT_LE(uint64_t(st.st_blocks) * 512, std::size(written) * kChunk) << "the seeder read holes of the source";
+	// Only now (this reads, and so fills, the source's holes): byte for byte.
+	EXPECT_EQ(std::memcmp(dest.data(), src->data(), kSize), 0);
+}
+
 TEST(Seeder, KeepsTheSuspendedSourceWhenTheLinkDiesForGoodInPostCopy)
 {
 	requireKernelFeatures();

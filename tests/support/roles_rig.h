@@ -63,6 +63,7 @@ struct SeederRig {
 		so.chunkSize = chunkSize;
 		so.rollbackTimeout = rollback;
 		so.compression = compression;
+		so.regionFd = app->memfd(); // as `ferry seed` does
 		seeder = std::make_unique<Seeder>(app->mapping().data(), app->size(), std::move(tracker), hooks, so);
 		FERRY_ASSIGN(Listener l, Listener::listen(Endpoint::tcp("127.0.0.1", 0)));
 		listener.emplace(std::move(l));

@@ -2,6 +2,7 @@
 #include "roles/seeder/chunk_server.h"
 
 #include <sys/uio.h>
+#include <unistd.h>
 
 #include "base/bytes.h"
 #include "ferry/base/clock.h"
@@ -102,6 +103,28 @@ constexpr size_t kCompressBatchBytes = 4u << 20;
 
 } // namespace
 
+bool ChunkServer::inHole(uint64_t off, size_t len)
+{
+	if (regionFd_ < 0)
+		return false;
+	if (off < knownFrom_ || off >= dataEnd_) {
+		knownFrom_ = off;
+		off_t d = ::lseek(regionFd_, off_t(off), SEEK_DATA);
+		if (d < 0 && errno == ENXIO) { // no data from here to the end
+			dataStart_ = dataEnd_ = UINT64_MAX;
+			return true;
+		}
+		off_t h = d < 0 ? -1 : ::lseek(regionFd_, d, SEEK_HOLE);
+		if (d < 0 || h < 0) {
+			regionFd_ = -1; // holes cannot be found in this file: read every chunk
+			return false;
+		}
+		dataStart_ = uint64_t(d);
+		dataEnd_ = uint64_t(h);
+	}
+	return off + len <= dataStart_;
+}
+
 // A run of chunks in one gathered write: per chunk a Chunk, ChunkZstd or ChunkZero frame with
 // the request's id, in order. One syscall for many small frames is what makes a mostly-zero
 // region (a freshly booted guest) cheap to pull.
@@ -148,7 +171,7 @@ Result<SeederStats> ChunkServer::range(Connection &conn, uint64_t reqId, uint32_
 		size_t len = std::min<uint64_t>(chunkSize_, size_ - off);
 		const uint8_t *p = data_ + off;
 		MsgType type;
-		if (zeroMarkers_ && isZero(p, len)) {
+		if (zeroMarkers_ && (inHole(off, len) || isZero(p, len))) {
 			type = MsgType::ChunkZero;
 			add.zeroChunksServed++;
 		} else {

@@ -66,8 +66,9 @@ private:
 
 class ChunkServer {
 public:
-	ChunkServer(const uint8_t *data, uint64_t size, uint32_t chunkSize, bool zeroMarkers)
-		: data_(data), size_(size), chunkSize_(chunkSize), zeroMarkers_(zeroMarkers) {}
+	// regionFd: see SeederOptions::regionFd (-1: none).
+	ChunkServer(const uint8_t *data, uint64_t size, uint32_t chunkSize, bool zeroMarkers, int regionFd = -1)
+		: data_(data), size_(size), chunkSize_(chunkSize), zeroMarkers_(zeroMarkers), regionFd_(regionFd) {}
 
 	// The connection negotiated compression of its pulls (idempotent).
 	void enableCompression(CompressionSpec spec);
@@ -80,6 +81,12 @@ private:
 	uint64_t size_;
 	uint32_t chunkSize_;
 	bool zeroMarkers_;
+	// Whether [off, off + len) lies in a hole of regionFd_ (then it is zero, unread). What the
+	// last lookup found saves one per chunk: a hole [knownFrom_, dataStart_), then data up to
+	// dataEnd_.
+	bool inHole(uint64_t off, size_t len);
+	int regionFd_;
+	uint64_t knownFrom_ = 0, dataStart_ = 0, dataEnd_ = 0;
 	std::optional<ChunkCompressor> compressor_;
 	std::optional<CompressionChoice> choice_; // "auto": whether a range is compressed
 	std::vector<uint8_t> arena_;    // compressed frames of the batch being built

@@ -64,6 +64,11 @@ struct SeederOptions {
 	// connection. Replies to GetChunk (a destination's page fault) and GetPages stay raw: a
 	// fault must not wait for a compressor.
 	CompressionSpec compression = CompressionSpec::automatic();
+	// The file the region maps from offset 0 (a memfd; borrowed, open while the seeder runs),
+	// or -1. Its holes are zero chunks found with SEEK_DATA, never read: reading a hole of a
+	// shared memory file through a mapping allocates it, which would inflate the source
+	// (an idle guest's untouched RAM) to its full size and cost the time of clearing it.
+	int regionFd = -1;
 
 	// Connections served at once, in total and from one peer address (host); more are
 	// refused at accept with an Error frame (EMFILE, EBUSY) and get no thread.
