@@ -1,16 +1,20 @@
 $d0 << EOD
--0.18 9.242391918357573
-0.8200000000000001 7.99904038497312
-1.82 12.341276062467886
-2.82 1.3725879487781516
-3.82 0.6560471985490717
+-0.18 8.516290994393932
+0.8200000000000001 8.59713637875594
+1.82 13.282367578258711
+2.82 1.4018715339381207
+3.82 0.756265683435668
 EOD
 $d1 << EOD
-0.18 8.000529991926731
-1.18 8.375124990966105
-2.18 14.300641611245682
-3.18 1.3636658514860962
-4.18 0.7248597754145931
+0.18 8.277454359337899
+1.18 8.741794528919565
+2.18 15.112250612961773
+3.18 1.399270301233863
+4.18 0.7594648541699615
+5.18 2.004251094204886
+EOD
+$d2 << EOD
+5.36 2.350092162412612
 EOD
 set terminal pngcairo noenhanced size 900,640 font 'DejaVu Sans,10'
 set output '/work/wt-thesis/docs/thesis/img/3-chunk-vs-whole.png'
@@ -22,7 +26,8 @@ set key below left Left reverse maxcols 2 height 1
 set logscale y
 set style fill solid 0.6
 set boxwidth 0.35
-set xtics ("XXH3-64" 0, "XXH3-128" 1, "CRC32C" 2, "SHA-256" 3, "BLAKE2b-256" 4)
-set xrange [-0.6:4.6]
+set xtics ("XXH3-64" 0, "XXH3-128" 1, "CRC32C" 2, "SHA-256" 3, "BLAKE2b-256" 4, "BLAKE3 (b3sum)" 5) rotate by -20
+set xrange [-0.6:5.6]
 plot $d0 using 1:2 with boxes  title "per 64 KiB chunk", \
-  $d1 using 1:2 with boxes  title "whole region, one digest"
+  $d1 using 1:2 with boxes  title "whole region, one digest (b3sum: 1 thread)", \
+  $d2 using 1:2 with points pt 7 ps 1.5 title "b3sum, all cores"
