@@ -93,7 +93,11 @@ int runSeedFile(const SeedArgs &a)
 		return reportError("seed", listener.error().context("listen"));
 	// Nothing to suspend or resume: the file stays as it is, and ferry never writes it.
 	SeederHooks hooks{[] { return Status(); }, [] { return Status(); }, [] {}, {}};
-	Seeder seeder(file->map.data(), file->size, std::move(tracker).value(), hooks, setup->options);
+	// The mapping starts at offset 0 of the file: the seeder finds a sparse file's holes with
+	// SEEK_DATA and sends them as zero chunks without reading them.
+	SeederOptions so = setup->options;
+	so.regionFd = file->fd.get();
+	Seeder seeder(file->map.data(), file->size, std::move(tracker).value(), hooks, so);
 	Status st = setup->serve(seeder, *listener, [&] { return seeder.serve(*listener); });
 	return SeederSetup::finish("seed", seeder, st, "seeder", [&](JsonValue &s) {
 		s.set("tracker", "xxh3");

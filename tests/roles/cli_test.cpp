@@ -244,6 +244,45 @@ TEST(SeedFile, ServesTheFileByteForByte)
 	std::system(("rm -rf " + dir).c_str());
 }
 
+// A sparse file: its holes are sent as zero chunks (found with SEEK_DATA, never read), its
+// data as data; the leecher still verifies it byte for byte.
+TEST(SeedFile, ServesASparseFileByteForByte)
+{
+	REQUIRE_FERRY();
+	std::string dir = tempDir();
+	ASSERT_FALSE(dir.empty());
+	const std::string path = dir + "/sparse.bin";
+	{
+		FILE *f = std::fopen(path.c_str(), "wb");
+		ASSERT_NE(f, nullptr);
+		ASSERT_EQ(std::fseek(f, 1 << 20, SEEK_SET), 0); // 1 MiB hole, then 256 KiB of data
+		for (size_t i = 0; i < (256u << 10); i++)
+			std::fputc(int((i * 2654435761u) >> 13) & 0xff, f);
+		ASSERT_EQ(std::fclose(f), 0);
+		ASSERT_EQ(::truncate(path.c_str(), 4 << 20), 0); // and a hole to 4 MiB
+	}
+	auto seed = Background::start({"--log-level", "warn", "seed", "--tls", "insecure", "--listen",
+				       "tcp:127.0.0.1:0", "--file", path});
+	ASSERT_TRUE(seed.ok()) << seed.error().message();
+	auto ep = listeningOn(*seed);
+	ASSERT_TRUE(ep.ok()) << ep.error().message();
+	CommandResult leech = runFerry("--log-level warn leech --quiet --mode precopy --verify --tls insecure --connect " +
+				       ep->str());
+	EXPECT_EQ(leech.exitCode, 0) << leech.output;
+	EXPECT_NE(leech.output.find("\"verified\":true"), std::string::npos) << leech.output;
+	auto rc = seed->process.waitFor(20000);
+	ASSERT_TRUE(rc.ok()) << rc.error().message();
+	EXPECT_EQ(*rc, 0);
+	auto summary = seed->line(5000);
+	ASSERT_TRUE(summary.ok()) << summary.error().message();
+	auto j = JsonValue::parse(*summary);
+	ASSERT_TRUE(j.ok()) << *summary;
+	auto zeros = j->getInt("zero_chunks_served");
+	ASSERT_TRUE(zeros.ok()) << *summary;
+	EXPECT_GT(*zeros, 0) << "the holes went as zero chunks: " << *summary;
+	std::system(("rm -rf " + dir).c_str());
+}
+
 TEST(SeedFile, RefusesTheExactTrackerAndAMissingFile)
 {
 	REQUIRE_FERRY();
