@@ -15,6 +15,8 @@ namespace ferry {
 namespace {
 
 constexpr auto kReconnectBackoff = std::chrono::milliseconds(100);
+// Window units per chunk (a zero chunk is charged 1, a data chunk kUnits).
+constexpr uint32_t kUnits = 8;
 
 } // namespace
 
@@ -26,9 +28,16 @@ struct Puller::Worker {
 	struct Pending {
 		ChunkRequest req;
 		uint32_t received = 0; // replies so far (a range gets one per chunk, in order)
+		uint32_t units = kUnits; // charged per chunk
 	};
 	std::unordered_map<uint64_t, Pending> pending; // requestId -> what was asked
 	uint32_t inflightChunks = 0;                   // chunks asked for, not yet received
+	// The window in units of 1/kUnits chunk: a chunk asked for is charged what recent replies
+	// suggest it will weigh (zero chunks cost a frame header, not a chunk), at least one unit,
+	// so a mostly-zero region (an idle guest) is not paced at `depth` chunks per round trip.
+	uint32_t inflightUnits = 0;
+	uint32_t unitsPerChunk = kUnits;               // from denseShare, at the last request
+	double denseShare = 1;                         // replies that carried data (moving average)
 	uint64_t nextId = 1;
 	std::atomic<uint64_t> liveBytes{0};            // bytes received on the current connection
 	Connection *current = nullptr;                 // guarded by lock
@@ -75,6 +84,8 @@ void Puller::stop()
 			w->thread.join();
 }
 
+bool Puller::hasRoom(const Worker &w) const { return w.inflightUnits + refill_ * kUnits <= opts_.depth * kUnits; }
+
 void Puller::setOnChunkLocal(std::function<void(uint32_t)> fn)
 {
 	onChunkLocal_ = std::move(fn);
@@ -118,7 +129,7 @@ void Puller::senderLoop(Worker *w, Connection *conn, std::atomic<bool> *dead)
 	for (;;) {
 		{
 			std::unique_lock g(w->lock);
-			w->cv.wait(g, [&] { return *dead || stopping_ || w->inflightChunks + refill_ <= opts_.depth; });
+			w->cv.wait(g, [&] { return *dead || stopping_ || hasRoom(*w); });
 			if (*dead || stopping_)
 				return;
 		}
@@ -135,8 +146,9 @@ void Puller::senderLoop(Worker *w, Connection *conn, std::atomic<bool> *dead)
 				return;
 			}
 			id = w->nextId++;
-			w->pending[id] = {*req, 0};
+			w->pending[id] = {*req, 0, w->unitsPerChunk};
 			w->inflightChunks += req->count;
+			w->inflightUnits += req->count * w->unitsPerChunk;
 		}
 		if (!sendChunkRequest(*conn, id, *req, w->zstd).ok()) {
 			// The receiver sees the broken connection too and fails every pending request.
@@ -181,9 +193,12 @@ Status Puller::receiveReply(Worker *w, Connection &conn, const FrameHeader &h)
 		std::lock_guard g(w->lock);
 		auto it = w->pending.find(h.requestId);
 		w->inflightChunks--;
+		w->inflightUnits -= it->second.units;
+		w->denseShare = 0.95 * w->denseShare + (h.type == MsgType::ChunkZero ? 0 : 0.05);
+		w->unitsPerChunk = std::clamp<uint32_t>(uint32_t(w->denseShare * kUnits + 0.5), 1, kUnits);
 		if (++it->second.received == it->second.req.count)
 			w->pending.erase(it);
-		room = w->inflightChunks + refill_ <= opts_.depth;
+		room = hasRoom(*w);
 	}
 	if (room)
 		w->cv.notify_one();
@@ -244,6 +259,7 @@ void Puller::workerLoop(Worker *w)
 					map_.requestFailed(p.req.index + k);
 			w->pending.clear();
 			w->inflightChunks = 0;
+			w->inflightUnits = 0;
 		}
 		w->cv.notify_all();
 		map_.wakeAll(); // a sender blocked in next() sees `dead`
@@ -281,8 +297,9 @@ void Puller::requestNow(uint32_t index)
 			conn = w->current;
 			id = w->nextId++;
 			w->borrowers++;
-			w->pending[id] = {sent, 0};
+			w->pending[id] = {sent, 0, kUnits};
 			w->inflightChunks += sent.count;
+			w->inflightUnits += sent.count * kUnits;
 		}
 		Status st = sendChunkRequest(*conn, id, sent, false); // a vCPU waits: no compressor on the way
 		{

@@ -62,6 +62,8 @@ private:
 	Status receiveLoop(Worker *w, Connection &conn);
 	Status receiveReply(Worker *w, Connection &conn, const FrameHeader &h);
 	void senderLoop(Worker *w, Connection *conn, std::atomic<bool> *dead);
+	// Whether w's sender may ask for more (w->lock held): a refill's worth of its window free.
+	bool hasRoom(const Worker &w) const;
 	// A worker's failure that no reconnect can mend: latch it and close the map.
 	void giveUp(Error e);
 
