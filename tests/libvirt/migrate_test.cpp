@@ -107,11 +107,16 @@ protected:
 
 	Shell virsh(const std::string &host, const std::string &args) { return shell(testbed("virsh " + host + " " + args)); }
 
-	// Defines and starts `domain` on `host` and waits for its workload's heartbeat.
+	// Defines and starts `domain` on `host` and waits for its workload's heartbeat. Its guest
+	// writes (and verifies) 20 MB/s in 32 MiB when prepared (ferry mode moves the RAM), and
+	// 5 MB/s otherwise: stream mode carries QEMU's own migration, and QEMU 7.2's TCG
+	// migration of a guest writing 20 MB/s crashed the destination's guest kernel in about
+	// one CI run in three (QEMU's bug, docs/libvirt.md "Limits"; the test would measure it,
+	// not ferryd).
 	void boot(const std::string &host, const std::string &domain, bool prepared = false)
 	{
 		Shell def = shell(testbed(fmt::format("define {} {} --memory-mib 256{}", host, domain,
-						      prepared ? " --prepared" : "")));
+						      prepared ? " --prepared" : " --rate 5")));
 		ASSERT_EQ(def.status, 0) << def.output;
 		Shell start = virsh(host, "start " + domain);
 		ASSERT_EQ(start.status, 0) << start.output;
@@ -460,7 +465,7 @@ TEST_F(LibvirtMigration, FerryAbortEndsAFerryMigrationBeforeItsSwitchOver)
 // what is missing, and arrives.
 TEST_F(LibvirtMigration, PartlyPreparedDomainFallsBackToStreamMode)
 {
-	Shell def = shell(testbed("define a lv-partial --memory-mib 256 --prepared"));
+	Shell def = shell(testbed("define a lv-partial --memory-mib 256 --prepared --rate 5"));
 	ASSERT_EQ(def.status, 0) << def.output;
 	Shell xml = virsh("a", "dumpxml lv-partial");
 	ASSERT_EQ(xml.status, 0);
