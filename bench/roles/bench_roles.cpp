@@ -140,23 +140,12 @@ void runFaultService(benchmark::State &state, uint32_t chunk, int threads, int r
 		std::mutex m;
 		std::condition_variable cv;
 		bool go = false;
-		LeecherHooks hooks;
-		hooks.prepare = [&](uint64_t sz, uint32_t) -> Result<uint8_t *> {
-			FERRY_ASSIGN(dest, MemfdMapping::create("bench-destination", sz));
-			return dest.data();
-		};
-		hooks.armFaults = [&]() -> Result<FaultTarget> {
-			FERRY_ASSIGN(appMap, Mapping::map(dest.fd.get(), size, PROT_READ | PROT_WRITE, MAP_SHARED));
-			FERRY_ASSIGN(Userfaultfd u, Userfaultfd::create(UFFD_FEATURE_MINOR_SHMEM | UFFD_FEATURE_MISSING_SHMEM));
-			FERRY_TRY(u.registerRange(appMap.data(), size, UffdMode::Missing | UffdMode::Minor));
-			return FaultTarget{std::move(u), reinterpret_cast<uintptr_t>(appMap.data())};
-		};
-		hooks.resume = [&]() -> Status {
+		LeecherHooks hooks = LeecherHooks::intoGuardedMemory(dest, appMap, "bench-destination", [&]() -> Status {
 			std::lock_guard g(m);
 			go = true;
 			cv.notify_all();
 			return {};
-		};
+		});
 		LeecherOptions lo;
 		std::unique_ptr<LinkEmulator> link;
 		if (rttMs > 0) {

@@ -239,23 +239,12 @@ Result<LeecherReport> runHybrid(LocalSeeder &src, const Endpoint &via, const Hyb
 	std::mutex m;
 	std::condition_variable cv;
 	bool go = false;
-	LeecherHooks hooks;
-	hooks.prepare = [&](uint64_t sz, uint32_t) -> Result<uint8_t *> {
-		FERRY_ASSIGN(dest, MemfdMapping::create("thesis-destination", sz));
-		return dest.data();
-	};
-	hooks.armFaults = [&]() -> Result<FaultTarget> {
-		FERRY_ASSIGN(appMap, Mapping::map(dest.fd.get(), size, PROT_READ | PROT_WRITE, MAP_SHARED));
-		FERRY_ASSIGN(Userfaultfd u, Userfaultfd::create(UFFD_FEATURE_MINOR_SHMEM | UFFD_FEATURE_MISSING_SHMEM));
-		FERRY_TRY(u.registerRange(appMap.data(), size, UffdMode::Missing | UffdMode::Minor));
-		return FaultTarget{std::move(u), reinterpret_cast<uintptr_t>(appMap.data())};
-	};
-	hooks.resume = [&]() -> Status {
+	LeecherHooks hooks = LeecherHooks::intoGuardedMemory(dest, appMap, "thesis-destination", [&]() -> Status {
 		std::lock_guard g(m);
 		go = true;
 		cv.notify_all();
 		return {};
-	};
+	});
 	LeecherOptions lo;
 	lo.name = "thesis";
 	lo.seeder = via;
@@ -423,15 +412,8 @@ struct LocalRegion {
 
 const char *backingName(Backing b)
 {
-	switch (b) {
-	case Backing::Memory:
-		return "memory";
-	case Backing::FileCold:
-		return "file-cold";
-	case Backing::FileWarm:
-		return "file-warm";
-	}
-	return "?";
+	static constexpr const char *kNames[] = {"memory", "file-cold", "file-warm"}; // Backing's order
+	return kNames[size_t(b)];
 }
 
 // #1 baselines: args backing (0 memory, 1 file cold, 2 file warm), chunk KiB.
@@ -685,19 +667,8 @@ enum class Hash { Xxh3_64, Xxh3_128, Crc32c, Sha256, Blake2b };
 
 const char *hashName(Hash h)
 {
-	switch (h) {
-	case Hash::Xxh3_64:
-		return "XXH3-64";
-	case Hash::Xxh3_128:
-		return "XXH3-128";
-	case Hash::Crc32c:
-		return "CRC32C";
-	case Hash::Sha256:
-		return "SHA-256";
-	case Hash::Blake2b:
-		return "BLAKE2b-256";
-	}
-	return "?";
+	static constexpr const char *kNames[] = {"XXH3-64", "XXH3-128", "CRC32C", "SHA-256", "BLAKE2b-256"}; // Hash's order
+	return kNames[size_t(h)];
 }
 
 bool hashAvailable(Hash h)

@@ -4,6 +4,8 @@
 // (post-copy) and the verifier.
 #include "ferry/roles/leecher.h"
 
+#include <sys/mman.h>
+
 #include "ferry/base/clock.h"
 #include "ferry/base/log.h"
 #include "ferry/base/state_machine.h"
@@ -60,6 +62,21 @@ LeecherHooks LeecherHooks::intoMemory(MemfdMapping &region, const char *memfdNam
 		return region.data();
 	};
 	h.resume = [] { return okStatus(); };
+	return h;
+}
+
+LeecherHooks LeecherHooks::intoGuardedMemory(MemfdMapping &region, Mapping &app, const char *memfdName,
+					       std::function<Status()> resume)
+{
+	LeecherHooks h = intoMemory(region, memfdName);
+	h.armFaults = [&region, &app]() -> Result<FaultTarget> {
+		const size_t size = region.map.size();
+		FERRY_ASSIGN(app, Mapping::map(region.fd.get(), size, PROT_READ | PROT_WRITE, MAP_SHARED));
+		FERRY_ASSIGN(Userfaultfd u, Userfaultfd::create(UFFD_FEATURE_MINOR_SHMEM | UFFD_FEATURE_MISSING_SHMEM));
+		FERRY_TRY(u.registerRange(app.data(), size, UffdMode::Missing | UffdMode::Minor));
+		return FaultTarget{std::move(u), reinterpret_cast<uintptr_t>(app.data())};
+	};
+	h.resume = std::move(resume);
 	return h;
 }
 

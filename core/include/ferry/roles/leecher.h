@@ -62,6 +62,12 @@ struct LeecherHooks {
 	// region afterwards): prepare creates `region`, a memfd named `memfdName`, and resume has
 	// nothing to let run. Pre-copy only: there is no application to arm faults in.
 	static LeecherHooks intoMemory(MemfdMapping &region, const char *memfdName);
+	// The same region with an "application" in this process (benchmarks of post-copy): armFaults
+	// maps the memfd a second time into `app` and guards that mapping with a userfaultfd
+	// (MISSING|MINOR); resume calls `resume`. Touching `app` then faults as a destination
+	// application would.
+	static LeecherHooks intoGuardedMemory(MemfdMapping &region, Mapping &app, const char *memfdName,
+					      std::function<Status()> resume);
 };
 
 struct LeecherProgress {
