@@ -27,6 +27,7 @@
 #include <sys/socket.h>
 #include <thread>
 
+#include "../common/raw_tcp.h"
 #include "ferry/dirty/tracker.h"
 #include "ferry/link/link_emulator.h"
 #include "ferry/roles/leecher.h"
@@ -533,19 +534,7 @@ void BM_RawStream(benchmark::State &state)
 			return;
 		}
 		auto t0 = Clock::now();
-		std::thread sender([&] {
-			auto c = connectTo((*link)->endpoint());
-			if (!c.ok())
-				return;
-			for (uint64_t sent = 0; sent < size;) {
-				ssize_t n = ::send(c->fd(), buf.data(), std::min<uint64_t>(buf.size(), size - sent), MSG_NOSIGNAL);
-				if (n <= 0)
-					return;
-				sent += uint64_t(n);
-			}
-			uint8_t ack;
-			(void)::recv(c->fd(), &ack, 1, 0); // the receiver has everything
-		});
+		std::thread sender([&] { bench::sendRawStream((*link)->endpoint(), buf, size); });
 		auto c = l->accept(10000);
 		uint64_t got = 0;
 		std::vector<uint8_t> rbuf(1 << 20);
