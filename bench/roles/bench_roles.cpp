@@ -19,6 +19,7 @@
 #include <cstring>
 #include <filesystem>
 #include <functional>
+#include <future>
 #include <mutex>
 #include <random>
 #include <sys/mman.h>
@@ -138,13 +139,9 @@ void runFaultService(benchmark::State &state, uint32_t chunk, int threads, int r
 		}
 		MemfdMapping dest; // the leecher's mapping
 		Mapping appMap;    // the "application's" mapping of the same memfd
-		std::mutex m;
-		std::condition_variable cv;
-		bool go = false;
+		std::promise<void> resumed; // the leecher let the application run
 		LeecherHooks hooks = LeecherHooks::intoGuardedMemory(dest, appMap, "bench-destination", [&]() -> Status {
-			std::lock_guard g(m);
-			go = true;
-			cv.notify_all();
+			resumed.set_value();
 			return {};
 		});
 		LeecherOptions lo;
@@ -170,11 +167,7 @@ void runFaultService(benchmark::State &state, uint32_t chunk, int threads, int r
 		Leecher leecher(std::move(hooks), lo);
 		Result<LeecherReport> rep = Error(0, "");
 		std::thread runner([&] { rep = leecher.run(); });
-
-		{
-			std::unique_lock g(m);
-			cv.wait(g, [&] { return go; });
-		}
+		resumed.get_future().wait();
 		const uint32_t chunks = uint32_t(size / chunk);
 		std::vector<std::vector<double>> perThread(threads);
 		auto t0 = Clock::now();
