@@ -220,6 +220,13 @@ Result<std::unique_ptr<LinkEmulator>> linkTo(const LocalSeeder &src, double rttM
 				   LinkParams::symmetric(std::chrono::microseconds(int64_t(rttMs * 1000)), mbit));
 }
 
+// Starts `src` over `size` bytes of memory in `chunk`s and a link of `rttMs` in front of it.
+Result<std::unique_ptr<LinkEmulator>> startBehindLink(LocalSeeder &src, uint64_t size, uint32_t chunk, double rttMs)
+{
+	FERRY_TRY(src.start(size, chunk));
+	return linkTo(src, rttMs);
+}
+
 // One hybrid migration of `src` into a destination application in this process whose mapping
 // is guarded by a userfaultfd; `app` runs once the leecher resumed the application, and the
 // leecher's report is returned once it finished and the destination equals the source.
@@ -465,9 +472,7 @@ void BM_ReadWhilePulling(benchmark::State &state)
 	double totalSec = 0, bytes = 0;
 	for (auto _ : state) {
 		LocalSeeder src;
-		if (skipOn(state, src.start(size, chunk)))
-			return;
-		auto link = linkTo(src, rttMs);
+		auto link = startBehindLink(src, size, chunk, rttMs);
 		if (skipOn(state, statusOf(link)))
 			return;
 		double sec = 0;
@@ -519,9 +524,7 @@ void BM_Startup(benchmark::State &state)
 	std::vector<double> ms, resumeMs, wire;
 	for (auto _ : state) {
 		LocalSeeder src;
-		if (skipOn(state, src.start(size, chunk)))
-			return;
-		auto link = linkTo(src, rttMs);
+		auto link = startBehindLink(src, size, chunk, rttMs);
 		if (skipOn(state, statusOf(link)))
 			return;
 		Clock::time_point t0;
