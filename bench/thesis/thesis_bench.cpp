@@ -657,6 +657,16 @@ void BM_RawStream(benchmark::State &state)
 // the b3sum tool and Rust sources), so BLAKE2b (libb2) stands in for it.
 enum class Hash { Xxh3_64, Xxh3_128, Crc32c, Sha256, Blake2b };
 
+// The write-detection benchmarks' counters: passes over `size` bytes took totalSec in all,
+// and found `detected` bytes written in all.
+void reportRegionPasses(benchmark::State &state, uint64_t size, double totalSec, double detected)
+{
+	const double passes = double(state.iterations());
+	state.counters["GB_per_s"] = passes * double(size) / totalSec / 1e9;
+	state.counters["ms_per_GiB"] = totalSec * 1e3 / passes / (double(size) / double(1ull << 30));
+	state.counters["detected_bytes"] = detected / passes;
+}
+
 const char *hashName(Hash h)
 {
 	static constexpr const char *kNames[] = {"XXH3-64", "XXH3-128", "CRC32C", "SHA-256", "BLAKE2b-256"}; // Hash's order
@@ -835,11 +845,8 @@ void BM_HashChunks(benchmark::State &state)
 		totalSec += sec;
 		detected += double(changed) * chunk;
 	}
-	const double passes = double(state.iterations());
-	state.counters["GB_per_s"] = passes * double(size) / totalSec / 1e9;
-	state.counters["ms_per_GiB"] = totalSec * 1e3 / passes / (double(size) / double(1ull << 30));
-	state.counters["detected_bytes"] = detected / passes;
-	state.counters["written_page_bytes"] = written / passes;
+	reportRegionPasses(state, size, totalSec, detected);
+	state.counters["written_page_bytes"] = written / double(state.iterations());
 	state.SetLabel(hashName(h));
 }
 
@@ -871,10 +878,7 @@ void BM_HashWhole(benchmark::State &state)
 		state.SetIterationTime(sec);
 		totalSec += sec;
 	}
-	const double passes = double(state.iterations());
-	state.counters["GB_per_s"] = passes * double(size) / totalSec / 1e9;
-	state.counters["ms_per_GiB"] = totalSec * 1e3 / passes / (double(size) / double(1ull << 30));
-	state.counters["detected_bytes"] = detected / passes;
+	reportRegionPasses(state, size, totalSec, detected);
 	state.SetLabel(hashName(h));
 }
 
@@ -913,10 +917,7 @@ void BM_ExactPass(benchmark::State &state)
 		state.SetIterationTime(sec);
 		totalSec += sec;
 	}
-	const double passes = double(state.iterations());
-	state.counters["GB_per_s"] = passes * double(size) / totalSec / 1e9;
-	state.counters["ms_per_GiB"] = totalSec * 1e3 / passes / (double(size) / double(1ull << 30));
-	state.counters["detected_bytes"] = detected / passes;
+	reportRegionPasses(state, size, totalSec, detected);
 	state.SetLabel("uffd-wp+PAGEMAP_SCAN");
 }
 
