@@ -45,6 +45,14 @@ struct Field {
 	size_t maxLen = 0;
 	FieldRule rule = FieldRule::Plain;
 };
+// Spelled out: Debian 12's clang (14, the fuzzing build) does not deduce an aggregate's
+// template arguments from its initializer (C++20 P1816) by itself.
+template <typename Msg, typename T>
+Field(T Msg::*) -> Field<Msg, T>;
+template <typename Msg, typename T>
+Field(T Msg::*, size_t) -> Field<Msg, T>;
+template <typename Msg, typename T>
+Field(T Msg::*, size_t, FieldRule) -> Field<Msg, T>;
 
 // Specialised per message, beside its codec: `static constexpr auto fields = std::tuple{...}`.
 template <typename Msg>
