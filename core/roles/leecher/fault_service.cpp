@@ -140,8 +140,6 @@ void FaultService::faultLoop()
 				dropChannel(st.error());
 			active = true;
 		}
-		if (!uffd_->valid())
-			return;
 		active |= serveFaults(msgs);
 		if (failure_.get())
 			return;
