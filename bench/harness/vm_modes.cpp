@@ -11,7 +11,10 @@
 
 namespace ferry {
 
-bool isFerryMode(const std::string &mode) { return mode == "ferry-hybrid" || mode == "ferry-precopy"; }
+bool isFerryMode(const std::string &mode)
+{
+	return mode == "ferry-hybrid" || mode == "ferry-hybrid-acked" || mode == "ferry-precopy";
+}
 
 ScenarioConfig prepareFerryConfig(ScenarioConfig cfg)
 {
@@ -38,7 +41,7 @@ std::string envValue(const std::vector<std::pair<std::string, std::string>> &env
 }
 
 Status runFerryVm(VmPair &pair, const ScenarioConfig &cfg, MigrationRecord &rec, MigrationMode mode,
-		  const FerryVmParams &params)
+		  const FerryVmParams &params, bool switchOverAtFinalize = true)
 {
 	std::string srcAgent = envValue(cfg.sourceEnv, "FERRY_AGENT_SOCKET");
 	std::string dstAgent = envValue(cfg.destEnv, "FERRY_AGENT_SOCKET");
@@ -78,6 +81,7 @@ Status runFerryVm(VmPair &pair, const ScenarioConfig &cfg, MigrationRecord &rec,
 	lo.verify = params.verify;
 	lo.compression = params.compression.enabled();
 	lo.reconnectTimeout = params.reconnectTimeout;
+	lo.switchOverAtFinalize = switchOverAtFinalize;
 	lo.onProgress = [&pair, l = link.get(), &params](const LeecherProgress &p) {
 		FERRY_LOG(Debug, "leecher", "{:6.2f}s {:<10} pull {:5.1f} MB/s dirty {:6.1f} MB/s, {} local {} stale {} missing, {:.1f} MiB in; {}",
 			  p.elapsedSec, leecherStateName(p.state), p.pullBytesPerSec / 1e6, p.dirtyBytesPerSec / 1e6,
@@ -130,6 +134,10 @@ void addFerryModes(ScenarioRunner &runner, FerryVmParams params)
 {
 	runner.addMode("ferry-hybrid", [params](VmPair &p, const ScenarioConfig &c, MigrationRecord &r) {
 		return runFerryVm(p, c, r, MigrationMode::Hybrid, params);
+	});
+	// The two-round-trip handover (Finalize, then SwitchOver), for comparison.
+	runner.addMode("ferry-hybrid-acked", [params](VmPair &p, const ScenarioConfig &c, MigrationRecord &r) {
+		return runFerryVm(p, c, r, MigrationMode::Hybrid, params, false);
 	});
 	runner.addMode("ferry-precopy", [params](VmPair &p, const ScenarioConfig &c, MigrationRecord &r) {
 		return runFerryVm(p, c, r, MigrationMode::PreCopy, params);

@@ -29,7 +29,7 @@ struct FerryVmParams {
 	std::function<void(VmPair &, LinkEmulator *, const LeecherProgress &)> inject;
 };
 
-// True for "ferry-hybrid" and "ferry-precopy".
+// True for "ferry-hybrid", "ferry-hybrid-acked" and "ferry-precopy".
 bool isFerryMode(const std::string &mode);
 // What a ferry mode needs from the VMs: shared memfd RAM, the agent shim preloaded in both
 // QEMUs (unique socket paths), and a destination that stays paused after loading (-S).

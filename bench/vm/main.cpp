@@ -40,7 +40,7 @@ int main(int argc, char **argv)
 	bool kvm = false;
 	std::string ram = "private";
 
-	vm->add_option("--mode", modes, "stock-precopy|stock-postcopy|ferry-hybrid|ferry-precopy (repeatable / comma list)")
+	vm->add_option("--mode", modes, "stock-precopy|stock-postcopy|ferry-hybrid|ferry-hybrid-acked|ferry-precopy (repeatable / comma list; -acked: Finalize, then SwitchOver)")
 		->delimiter(',');
 	vm->add_option("--mem-mib", cfg.memMib, "guest RAM in MiB")->check(CLI::Range(64, 1 << 16));
 	vm->add_option("--workload", cfg.workload.mode, "idle|dirty|verify|cycle")

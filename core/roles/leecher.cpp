@@ -92,6 +92,7 @@ JsonValue LeecherReport::toJson() const
 		.set("faults", faults)
 		.set("local_faults", localFaults)
 		.set("fault_channel_chunks", faultChannelChunks)
+		.set("switch_over", switchedOverAtFinalize ? "at-finalize" : "acked")
 		.set("stale_chunks_at_finalize", staleChunksAtFinalize)
 		.set("dirty_chunks_at_finalize", dirtyChunksAtFinalize)
 		.set("rounds", uint64_t(rounds))
@@ -170,6 +171,7 @@ private:
 	std::unique_ptr<Puller> puller_;
 	std::unique_ptr<FaultService> faults_;
 	std::optional<Connection> faultChannel_; // opened in quiesce(), handed to faults_
+	bool seederSwitchesAtFinalize_ = false;  // its HelloReply offered the one-step handover
 };
 
 // Session set-up: learn the region, prepare the destination memory, ask the seeder to track.
@@ -183,6 +185,7 @@ Status Leecher::Impl::setUp(LeecherReport &rep)
 				     hello.chunkSize);
 	if (hello.flags & HelloReplyMsg::kFlagFinalized)
 		return Error(EALREADY, "seeder was already finalized by another leecher");
+	seederSwitchesAtFinalize_ = (hello.flags & HelloReplyMsg::kFlagSwitchOverAtFinalize) != 0;
 	region_.size = hello.regionSize;
 	region_.chunkSize = hello.chunkSize;
 	region_.chunkCount = static_cast<uint32_t>((region_.size + region_.chunkSize - 1) / region_.chunkSize);
@@ -291,11 +294,16 @@ Status Leecher::Impl::quiesce(LeecherReport &rep, std::optional<FaultTarget> &ta
 	return {};
 }
 
-// The seeder suspends the source and returns the final dirty set.
+// The seeder suspends the source and returns the final dirty set; in hybrid mode it also
+// switches over in the same step when it can (see LeecherOptions::switchOverAtFinalize).
 Result<FinalizedMsg> Leecher::Impl::finalize(LeecherReport &rep)
 {
 	FERRY_TRY(transition(LeecherState::Finalizing));
-	FERRY_ASSIGN(std::vector<uint8_t> fin, session_.request(MsgType::Finalize, MsgType::Finalized));
+	FinalizeMsg ask;
+	if (opts_.mode == MigrationMode::Hybrid && opts_.switchOverAtFinalize && seederSwitchesAtFinalize_)
+		ask.flags |= FinalizeMsg::kFlagSwitchOver;
+	FERRY_ASSIGN(std::vector<uint8_t> fin, session_.request(MsgType::Finalize, MsgType::Finalized, encode(ask)));
+	rep.switchedOverAtFinalize = (ask.flags & FinalizeMsg::kFlagSwitchOver) != 0;
 	FERRY_ASSIGN(FinalizedMsg finalized, decodeFinalized(fin, region_.chunkCount));
 	map_->setOrder(opts_.backgroundPull || opts_.mode == MigrationMode::PreCopy ? ChunkMap::Order::StaleFirst
 										 : ChunkMap::Order::UrgentOnly);
@@ -352,9 +360,11 @@ Result<LeecherReport> Leecher::Impl::runPhases()
 		FERRY_TRY(waitAllLocal("draining stale chunks"));
 		break;
 	}
-	// The switch-over point: once the seeder has acknowledged it, the source will not be
-	// resumed any more; before it, a lost destination makes the seeder roll back.
-	FERRY_TRY_CTX(session_.request(MsgType::SwitchOver, MsgType::SwitchOverAck), "switch over");
+	// The switch-over point: once the seeder has acknowledged it (or answered a Finalize that
+	// asked for it), the source will not be resumed any more; before it, a lost destination
+	// makes the seeder roll back.
+	if (!rep.switchedOverAtFinalize)
+		FERRY_TRY_CTX(session_.request(MsgType::SwitchOver, MsgType::SwitchOverAck), "switch over");
 	FERRY_TRY(hooks_.resume().context("resume the application"));
 	const int64_t resumedNs = monotonicNs();
 	rep.downtimeMs = finalized.suspendedAtUnixNs ? double(realtimeNs() - int64_t(finalized.suspendedAtUnixNs)) / 1e6

@@ -198,6 +198,20 @@ void Seeder::leaveSession(ConnState &cs)
 	sessionLastSeenNs_ = monotonicNs();
 }
 
+// The switch-over point (SwitchOver, or Finalize with kFlagSwitchOver): the application state
+// is handed over and the source will not be resumed any more. Idempotent.
+Status Seeder::switchOver()
+{
+	const SeederState st = state_.get();
+	if (st == SeederState::SwitchedOver)
+		return {};
+	if (st != SeederState::Suspended)
+		return Error::format(EPROTO, "switch-over in state {}", seederStateName(st));
+	if (hooks_.switchOver)
+		FERRY_TRY_CTX(hooks_.switchOver(), "switch-over hook");
+	return transition(SeederState::SwitchedOver);
+}
+
 Status Seeder::handleFrame(Worker &w, ConnState &cs, const FrameHeader &h)
 {
 	Connection &conn = w.conn;
@@ -219,7 +233,8 @@ Status Seeder::handleFrame(Worker &w, ConnState &cs, const FrameHeader &h)
 			return Error(EPROTONOSUPPORT, msg);
 		}
 		FERRY_TRY(admitHello(w, cs, hello));
-		HelloReplyMsg reply{kProtocolVersion, sessionId_.load(), size_, opts_.chunkSize, 0};
+		HelloReplyMsg reply{kProtocolVersion, sessionId_.load(), size_, opts_.chunkSize,
+				    HelloReplyMsg::kFlagSwitchOverAtFinalize};
 		if ((hello.features & HelloMsg::kFeatureZstd) && opts_.compression.enabled()) {
 			cs.chunks.enableCompression(opts_.compression);
 			reply.flags |= HelloReplyMsg::kFlagZstd;
@@ -271,6 +286,7 @@ Status Seeder::handleFrame(Worker &w, ConnState &cs, const FrameHeader &h)
 	case MsgType::Finalize: {
 		if (st == SeederState::Serving)
 			return Error(EPROTO, "Finalize before TrackStart");
+		FERRY_ASSIGN(FinalizeMsg m, decodeFinalize(pl));
 		if (st == SeederState::Tracking) {
 			FERRY_TRY_CTX(hooks_.suspend ? hooks_.suspend() : Status(), "suspend the application");
 			suspendedAtNs_ = realtimeNs();
@@ -287,6 +303,10 @@ Status Seeder::handleFrame(Worker &w, ConnState &cs, const FrameHeader &h)
 			final_ = std::move(dirty);
 			FERRY_TRY(transition(SeederState::Suspended));
 		}
+		// One round trip instead of two: the application state leaves now, concurrently
+		// with the reply, and the source is committed to the destination from here on.
+		if (m.flags & FinalizeMsg::kFlagSwitchOver)
+			FERRY_TRY(switchOver());
 		FinalizedMsg reply;
 		{
 			std::lock_guard g(lock_);
@@ -309,13 +329,7 @@ Status Seeder::handleFrame(Worker &w, ConnState &cs, const FrameHeader &h)
 		return conn.send(MsgType::Finalized, h.requestId, encode(reply));
 	}
 	case MsgType::SwitchOver:
-		if (st != SeederState::Suspended && st != SeederState::SwitchedOver)
-			return Error::format(EPROTO, "SwitchOver in state {}", seederStateName(st));
-		if (st == SeederState::Suspended) {
-			if (hooks_.switchOver)
-				FERRY_TRY_CTX(hooks_.switchOver(), "switch-over hook");
-			FERRY_TRY(transition(SeederState::SwitchedOver));
-		}
+		FERRY_TRY(switchOver());
 		return conn.send(MsgType::SwitchOverAck, h.requestId, {});
 	case MsgType::Done:
 		if (st != SeederState::SwitchedOver && st != SeederState::Released)

@@ -32,12 +32,13 @@ LengthRule lengthRule(MsgType t)
 	case MsgType::TrackStart:
 	case MsgType::TrackStarted:
 	case MsgType::GetDirty:
-	case MsgType::Finalize:
 	case MsgType::Done:
 	case MsgType::DoneAck:
 	case MsgType::SwitchOver:
 	case MsgType::SwitchOverAck:
 		return {0, 0};
+	case MsgType::Finalize:
+		return {0, 4};
 	case MsgType::GetChunk:
 	case MsgType::ChunkZero:
 		return {4, 4};
@@ -340,6 +341,15 @@ Result<GetPagesMsg> decodeGetPages(std::span<const uint8_t> in, const ChunkGeome
 		return {};
 	});
 }
+
+template <>
+struct Layout<FinalizeMsg> {
+	static constexpr auto fields = std::tuple{Field{&FinalizeMsg::flags, 0, FieldRule::OptionalTail}};
+};
+
+std::vector<uint8_t> encode(const FinalizeMsg &m) { return encodeLayout(m); }
+
+Result<FinalizeMsg> decodeFinalize(std::span<const uint8_t> in) { return decodeLayout<FinalizeMsg>(in, "Finalize", noCheck); }
 
 template <>
 struct Layout<ErrorMsg> {

@@ -15,6 +15,10 @@ namespace ferry {
 namespace {
 
 // --help text of every --finalize option (the policies are in core/finalize/policy.h).
+constexpr const char *kSwitchOverHelp =
+	"Hybrid mode: at-finalize hands over in the Finalize round trip (the shortest downtime; a "
+	"destination lost before it resumes leaves the source suspended, as after any switch-over), "
+	"acked waits for a second round trip (SwitchOver) so that such a loss resumes the source";
 constexpr const char *kFinalizeHelp =
 	"Finalize policy: immediate | threshold | local-minimum | cycle, optionally with "
 	"':key=value,...' (deadline, budget, chunks, rounds, max-rounds, patience, margin, "
@@ -102,6 +106,7 @@ void LeecherArgs::addTo(CLI::App *c, const char *verifyHelp, bool linkOptions)
 	c->add_option("--deadline-s", deadlineS, "Finalize anyway this long after the first pass over the region ended (no policy finalizes before it)")->capture_default_str()->check(CLI::Range(0.0, 86400.0));
 	c->add_option("--sample-ms", sampleMs, "Dirty-rate sampling interval")->capture_default_str()->check(CLI::Range(10.0, 1000.0));
 	c->add_option("--reconnect-timeout-s", reconnectTimeoutS, "How long a lost seeder is retried before the migration fails")->capture_default_str()->check(CLI::Range(0.1, 3600.0));
+	c->add_option("--switch-over", switchOver, kSwitchOverHelp)->capture_default_str()->check(CLI::IsMember({"at-finalize", "acked"}));
 	if (verifyHelp)
 		c->add_flag("--verify", verify, verifyHelp);
 	c->add_flag("--quiet", quiet, "No progress lines");
@@ -129,6 +134,7 @@ Result<LeecherOptions> LeecherArgs::build(std::string_view connect) const
 	lo.sampleInterval = std::chrono::milliseconds(int64_t(sampleMs));
 	lo.reconnectTimeout = msFromSec(reconnectTimeoutS);
 	lo.verify = verify;
+	lo.switchOverAtFinalize = switchOver != "acked";
 	FERRY_ASSIGN(CompressionSpec spec, parseCompressionSpec(compress).context("--compress"));
 	lo.compression = spec.enabled();
 	FERRY_ASSIGN(lo.tls, tls.build(TlsRole::Client));
@@ -141,7 +147,8 @@ std::vector<std::string> LeecherArgs::toArgs() const
 				      "--depth", std::to_string(depth), "--finalize", finalize,
 				      "--deadline-s", fmt::format("{}", deadlineS), "--sample-ms",
 				      fmt::format("{}", sampleMs), "--reconnect-timeout-s",
-				      fmt::format("{}", reconnectTimeoutS), "--compress", compress, "--tls", tls.spec};
+				      fmt::format("{}", reconnectTimeoutS), "--compress", compress, "--tls", tls.spec,
+				      "--switch-over", switchOver};
 	if (verify)
 		a.push_back("--verify");
 	if (quiet)

@@ -68,6 +68,7 @@ struct LeecherArgs {
 	double reconnectTimeoutS = 15;
 	bool verify = false;
 	std::string compress = "auto";
+	std::string switchOver = "at-finalize"; // hybrid: "at-finalize" (one round trip) or "acked"
 	bool quiet = false; // no progress lines on stderr
 	TlsArgs tls;
 

@@ -160,6 +160,9 @@ Result<LeecherReport> runFerryDestination(const DaemonConfig &config, const Peer
 			return Error::format(EINVAL, "ferry_mode '{}'", config.ferryMode);
 		lo.depth = 256;
 		lo.finalizePolicy = config.finalizePolicy;
+	// libvirt's own migration is the handover here, and decides rollback itself: ferry's
+	// SwitchOver round trip stays (it costs a LAN round trip, and keeps the tested behaviour).
+	lo.switchOverAtFinalize = false;
 		lo.tls = creds.client;
 		VmReceiveOptions ro;
 		ro.configure = true;

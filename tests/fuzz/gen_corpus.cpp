@@ -178,6 +178,7 @@ void protocolCorpus(CorpusWriter &w)
 		 frame(MsgType::GetDirty, {}, 5),
 		 frame(MsgType::GetPages, encode(GetPagesMsg{3, 0x9}), 6),
 		 frame(MsgType::Finalize, {}, 7), frame(MsgType::SwitchOver, {}, 8),
+		 frame(MsgType::Finalize, encode(FinalizeMsg{FinalizeMsg::kFlagSwitchOver}), 10),
 		 frame(MsgType::Ping, encode(PingMsg{987654321}), 9), frame(MsgType::Done, {}, 10)}));
 	w.put(p, "error", frame(MsgType::Error, encode(ErrorMsg{EIO, "seeder: read chunk 3: Input/output error"})));
 	w.put(p, "error-control-chars", frame(MsgType::Error, encode(ErrorMsg{-5, "line\nbreak\x1b[31m"})));

@@ -139,9 +139,29 @@ TEST_P(MigrationModes, RegionUnderRandomWritesArrivesByteIdentical)
 	// The pull was quiesced before Finalize: nothing was left queued ahead of the reply.
 	EXPECT_EQ(rep->inFlightChunksAtFinalize, 0u) << rep->inFlightChunksAtDecision << " in flight at the decision";
 	EXPECT_GT(m.seed.seeder->stats().dirtyChunksReported, 0u);
+	// Hybrid hands over within the Finalize round trip; pre-copy drains first, then switches.
+	EXPECT_EQ(rep->switchedOverAtFinalize, GetParam() == MigrationMode::Hybrid);
+	EXPECT_EQ(m.seed.switchOvers.load(), 1);
 	ASSERT_TRUE(m.seed.waitFinished(std::chrono::seconds(10))) << "seeder did not finish after Done";
 	EXPECT_TRUE(m.seed.result.ok()) << m.seed.result.error().message();
 	EXPECT_EQ(m.seed.seeder->state(), SeederState::Released);
+}
+
+// The two-round-trip handover (Finalize, then SwitchOver) still works when asked for.
+TEST(Leecher, HybridWithTheAckedSwitchOverArrivesByteIdentical)
+{
+	requireKernelFeatures();
+	Migration m;
+	ASSERT_OK(m.start(sourceApp(32ull << 20, 40)));
+	auto opts = m.options(MigrationMode::Hybrid);
+	opts.switchOverAtFinalize = false;
+	Leecher leecher(m.dest.hooks(MigrationMode::Hybrid), opts);
+	auto rep = leecher.run();
+	ASSERT_TRUE(rep.ok()) << rep.error().message();
+	EXPECT_FALSE(rep->switchedOverAtFinalize);
+	EXPECT_EQ(m.seed.switchOvers.load(), 1);
+	ASSERT_TRUE(rep->verified.has_value());
+	EXPECT_TRUE(*rep->verified) << rep->verifyMismatchedChunks << " chunks differ";
 }
 
 INSTANTIATE_TEST_SUITE_P(, MigrationModes, ::testing::Values(MigrationMode::Hybrid, MigrationMode::PreCopy),
@@ -428,6 +448,41 @@ TEST(Seeder, ResumesSourceWhenDestinationVanishesAfterFinalizeBeforeSwitchOver)
 	// The source application runs again: it obeys a new suspend/resume cycle.
 	EXPECT_TRUE(seed.app->suspend().ok());
 	EXPECT_TRUE(seed.app->resume().ok());
+}
+
+// A Finalize that asks to switch over commits the source before its reply: the switch-over
+// hook has run, a repeat changes nothing, and a destination that vanishes afterwards leaves
+// the source suspended (kept, as after any switch-over), not resumed.
+TEST(Seeder, SwitchesOverInAFinalizeThatAsksAndThenKeepsTheSuspendedSource)
+{
+	requireKernelFeatures();
+	SeederRig seed;
+	ASSERT_OK(seed.start(sourceApp(8ull << 20, 20), kChunk, std::chrono::milliseconds(300)));
+	{
+		auto c = connectTo(seed.endpoint());
+		ASSERT_TRUE(c.ok());
+		HelloMsg hello;
+		hello.clientName = "one-step";
+		ASSERT_TRUE(c->send(MsgType::Hello, 1, encode(hello)).ok());
+		auto reply = recvFrame(*c, 1 << 20, 5000);
+		ASSERT_TRUE(reply.ok());
+		auto hr = decodeHelloReply(reply->payload);
+		ASSERT_TRUE(hr.ok());
+		EXPECT_TRUE(hr->flags & HelloReplyMsg::kFlagSwitchOverAtFinalize);
+		ASSERT_TRUE(c->send(MsgType::TrackStart, 2, {}).ok());
+		ASSERT_TRUE(recvFrame(*c, 1 << 20, 5000).ok());
+		for (uint64_t id : {3, 4}) { // the second one is a retry after a lost reply
+			ASSERT_TRUE(c->send(MsgType::Finalize, id, encode(FinalizeMsg{FinalizeMsg::kFlagSwitchOver})).ok());
+			auto f = recvFrame(*c, 64 << 20, 5000);
+			ASSERT_TRUE(f.ok());
+			EXPECT_EQ(f->header.type, MsgType::Finalized);
+			EXPECT_EQ(seed.seeder->state(), SeederState::SwitchedOver);
+			EXPECT_EQ(seed.switchOvers.load(), 1);
+		}
+	}
+	EXPECT_FALSE(seed.waitFinished(std::chrono::milliseconds(1500))) << "the seeder must keep serving";
+	EXPECT_EQ(seed.seeder->state(), SeederState::SwitchedOver) << "rolled back after the switch-over";
+	EXPECT_TRUE(processAlive(seed.app->pid())) << "the suspended source is kept";
 }
 
 TEST(Leecher, FailsWithClearErrorWhenSeederVanishesMidTransfer)

@@ -4,6 +4,7 @@
 // destination application process.
 #pragma once
 
+#include <atomic>
 #include <cstdlib>
 #include <fstream>
 #include <iterator>
@@ -45,6 +46,7 @@ struct SeederRig {
 	std::future<Status> done;
 	Status result;
 	CompressionSpec compression; // set before start()
+	std::atomic<int> switchOvers{0}; // calls of the seeder's switch-over hook
 
 	~SeederRig() { stop(); }
 
@@ -58,7 +60,11 @@ struct SeederRig {
 		TrackedRegion r{app->pid(), app->base(), app->size(), chunkSize};
 		FERRY_ASSIGN(auto tracker, makeUffdWpTracker(r, std::move(u)));
 		SourceAppHandle *s = &*app;
-		SeederHooks hooks{[s] { return s->suspend(); }, [s] { return s->resume(); }, [s] { s->quit(); }, {}};
+		SeederHooks hooks{[s] { return s->suspend(); }, [s] { return s->resume(); }, [s] { s->quit(); },
+				  [this] {
+					  switchOvers++;
+					  return Status();
+				  }};
 		SeederOptions so;
 		so.chunkSize = chunkSize;
 		so.rollbackTimeout = rollback;

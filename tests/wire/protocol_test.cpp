@@ -294,6 +294,22 @@ TEST(WireMessages, FinalizedRoundTrips)
 	EXPECT_TRUE(failsWith(asStatus(decodeFinalized(b, 100)), EPROTO, "count 3 needs 36 bytes"));
 }
 
+TEST(WireMessages, FinalizeCarriesItsFlagsOnlyWhenSet)
+{
+	EXPECT_TRUE(encode(FinalizeMsg{}).empty()); // as every Finalize before the flags existed
+	auto plain = decodeFinalize({});
+	ASSERT_TRUE(plain.ok()) << plain.error().message();
+	EXPECT_EQ(plain->flags, 0u);
+	auto b = encode(FinalizeMsg{FinalizeMsg::kFlagSwitchOver});
+	EXPECT_EQ(b.size(), 4u);
+	auto d = decodeFinalize(b);
+	ASSERT_TRUE(d.ok()) << d.error().message();
+	EXPECT_EQ(d->flags, FinalizeMsg::kFlagSwitchOver);
+	EXPECT_FALSE(decodeHeader(header(MsgType::Finalize, 5), kLimit).ok()) << "at most the flags word";
+	b.push_back(0);
+	EXPECT_FALSE(decodeFinalize(b).ok());
+}
+
 TEST(WireMessages, DirtyListCarriesPageMasksAndRejectsAnEmptyOne)
 {
 	DirtyListMsg m{{2, 7}, {0x5, 0x8000000000000001ull}};

@@ -52,7 +52,7 @@ Result<HelloReplyMsg> SeederSession::open()
 	return reply;
 }
 
-Result<std::vector<uint8_t>> SeederSession::request(MsgType type, MsgType expect)
+Result<std::vector<uint8_t>> SeederSession::request(MsgType type, MsgType expect, std::span<const uint8_t> payload)
 {
 	const int64_t deadline = monotonicNs() + int64_t(opts_.reconnectTimeout.count()) * 1000000;
 	Error last;
@@ -72,7 +72,7 @@ Result<std::vector<uint8_t>> SeederSession::request(MsgType type, MsgType expect
 			const uint64_t id = nextId_++;
 			bool refused = false; // the seeder answered with an Error: never retried
 			auto attempt = [&]() -> Result<std::vector<uint8_t>> {
-				FERRY_TRY(ctrl_->send(type, id, {}));
+				FERRY_TRY(ctrl_->send(type, id, payload));
 				for (;;) {
 					FERRY_ASSIGN(Frame f, recvFrame(*ctrl_, kMaxControlPayload, kControlReplyTimeoutMs));
 					if (f.header.type == MsgType::Error) {

@@ -33,7 +33,7 @@ public:
 	Result<Connection> connect(const char *role, uint32_t features = 0, HelloReplyMsg *reply = nullptr);
 	// One request/reply on the control connection, reconnecting until the reconnect window
 	// ends. A peer Error or a reply of the wrong type is EPROTO, never retried.
-	Result<std::vector<uint8_t>> request(MsgType type, MsgType expect);
+	Result<std::vector<uint8_t>> request(MsgType type, MsgType expect, std::span<const uint8_t> payload = {});
 	void close();
 	// The seeder's authenticated identity ("x509 CN=..."), or "insecure"; set by open().
 	const std::string &peerIdentity() const { return peerIdentity_; }

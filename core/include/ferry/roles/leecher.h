@@ -101,6 +101,11 @@ struct LeecherOptions {
 	// Post-copy faults on a connection of their own, which the fault thread and the seeder
 	// busy-poll (false: faults borrow a data connection, as before; for comparison).
 	bool faultChannel = true;
+	// Hybrid: finalize and switch over in one round trip (FinalizeMsg::kFlagSwitchOver), so
+	// the downtime holds one round trip, not two. The price: a destination lost between the
+	// Finalize and its resume no longer makes the source resume (as after any switch-over,
+	// the suspended source and its memory are kept). false: Finalize, then SwitchOver.
+	bool switchOverAtFinalize = true;
 	std::function<void(const LeecherProgress &)> onProgress; // called every sample
 	// Client credentials every connection authenticates with (mutual TLS, or PSK), and the
 	// seeder must prove; null: plaintext (tests, loopback benchmarks).
@@ -115,6 +120,7 @@ struct LeecherReport {
 	double firstPassMs = 0;         // first chunk request to every chunk received once
 	uint64_t faults = 0;            // faults on chunks that were not local yet
 	uint64_t localFaults = 0;       // first touches of local chunks not yet mapped
+	bool switchedOverAtFinalize = false; // the one-round-trip handover was used
 	uint64_t faultChannelChunks = 0; // chunks the fault channel brought (the rest came on data connections)
 	uint64_t staleChunksAtFinalize = 0;
 	uint64_t dirtyChunksAtFinalize = 0;

@@ -48,7 +48,8 @@ struct SeederHooks {
 	std::function<Status()> suspend;  // stop the application writing; return once quiescent
 	std::function<Status()> resume;   // undo suspend (rollback before switch-over)
 	std::function<void()> release;    // destination holds everything: shut the source down
-	// Optional, at the switch-over (before it is acknowledged): e.g. start QEMU's own
+	// Optional, at the switch-over (before it is acknowledged, or before the Finalized reply
+	// when the leecher finalizes and switches over in one step): e.g. start QEMU's own
 	// migration of device state. On error the switch-over is refused and, if the
 	// destination then goes away, the source is resumed.
 	std::function<Status()> switchOver;
@@ -139,6 +140,8 @@ private:
 	Status transition(SeederState to) { return state_.moveTo(to, opts_.name); }
 	// The dirty set as a DirtyList (chunks + page masks); see seeder.cpp.
 	Status takeDirty(bool final, DirtyListMsg &out);
+	// The switch-over point (SwitchOver, or Finalize asking for it): see seeder.cpp.
+	Status switchOver();
 
 	const uint8_t *data_;
 	uint64_t size_;

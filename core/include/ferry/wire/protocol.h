@@ -178,6 +178,8 @@ struct HelloReplyMsg {
 	// This connection's GetRange replies may carry ChunkZstd frames (the Hello asked for
 	// kFeatureZstd and the seeder compresses).
 	static constexpr uint32_t kFlagZstd = 1u << 2;
+	// The seeder takes FinalizeMsg::kFlagSwitchOver (a one-round-trip handover).
+	static constexpr uint32_t kFlagSwitchOverAtFinalize = 1u << 3;
 
 	uint32_t version = kProtocolVersion;
 	uint64_t sessionId = 0;
@@ -201,6 +203,17 @@ inline constexpr uint64_t kAllPages = ~uint64_t(0);
 struct DirtyListMsg {
 	std::vector<uint32_t> chunks;    // strictly increasing
 	std::vector<uint64_t> pageMasks; // parallel to chunks, non-zero; empty on encode = kAllPages
+};
+
+// Finalize's payload: an optional u32 of flags (an empty payload is flags 0).
+struct FinalizeMsg {
+	// Switch over in the same step: the seeder suspends the source, hands over its
+	// application state (the switch-over hook) and commits, all before its Finalized reply;
+	// the destination then resumes without a SwitchOver round trip. Hybrid mode only: from
+	// the suspend on, the source is no longer resumed when the destination is lost.
+	static constexpr uint32_t kFlagSwitchOver = 1u << 0;
+
+	uint32_t flags = 0;
 };
 
 struct FinalizedMsg {
@@ -240,6 +253,7 @@ std::vector<uint8_t> encode(const HelloMsg &m);
 std::vector<uint8_t> encode(const HelloReplyMsg &m);
 std::vector<uint8_t> encode(const GetChunkMsg &m);
 std::vector<uint8_t> encode(const DirtyListMsg &m);
+std::vector<uint8_t> encode(const FinalizeMsg &m);
 std::vector<uint8_t> encode(const FinalizedMsg &m);
 std::vector<uint8_t> encode(const ErrorMsg &m);
 std::vector<uint8_t> encode(const PingMsg &m);
@@ -254,6 +268,7 @@ Result<HelloReplyMsg> decodeHelloReply(std::span<const uint8_t> in);
 // chunkCount bounds the index (indices >= chunkCount are an error).
 Result<GetChunkMsg> decodeGetChunk(std::span<const uint8_t> in, uint32_t chunkCount);
 Result<DirtyListMsg> decodeDirtyList(std::span<const uint8_t> in, uint32_t chunkCount);
+Result<FinalizeMsg> decodeFinalize(std::span<const uint8_t> in);
 Result<FinalizedMsg> decodeFinalized(std::span<const uint8_t> in, uint32_t chunkCount);
 Result<ErrorMsg> decodeError(std::span<const uint8_t> in);
 Result<PingMsg> decodePing(std::span<const uint8_t> in);
