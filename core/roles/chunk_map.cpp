@@ -29,12 +29,13 @@ ChunkMap::ChunkMap(uint32_t chunkCount)
 // The moves a chunk may make. Missing and Stale chunks are requested (InFlight); a reply makes
 // a chunk Local, or Stale when it was written while in flight; a failed request makes it
 // Stale (owed again, first in line); a write reported for a Local chunk makes it Stale.
-// Nothing else: a Local chunk is never requested, a Missing one never becomes Local unseen.
+// Nothing else: a Local chunk is never requested, and a Missing one becomes Local unseen only
+// when the seeder reported it zero (markZero).
 bool ChunkMap::legalMove(ChunkState from, ChunkState to)
 {
 	switch (to) {
 	case ChunkState::InFlight: return from == ChunkState::Missing || from == ChunkState::Stale;
-	case ChunkState::Local: return from == ChunkState::InFlight;
+	case ChunkState::Local: return from == ChunkState::InFlight || from == ChunkState::Missing;
 	case ChunkState::Stale: return from == ChunkState::InFlight || from == ChunkState::Local;
 	case ChunkState::Missing: return false;
 	}
@@ -217,6 +218,21 @@ bool ChunkMap::completed(uint32_t index, bool whole)
 	setState(index, ChunkState::Local);
 	localCv_.notify_all();
 	return true;
+}
+
+void ChunkMap::markZero(uint32_t first, uint32_t count)
+{
+	std::lock_guard g(lock_);
+	for (uint32_t i = first; i < first + count && i < state_.size(); i++) {
+		if (state_[i] != ChunkState::Missing)
+			continue;
+		intact_[i] = 1;
+		received_[i] = 1;
+		receivedCount_++;
+		setState(i, ChunkState::Local);
+	}
+	if (receivedCount_ == state_.size())
+		localCv_.notify_all();
 }
 
 void ChunkMap::requestFailed(uint32_t index)

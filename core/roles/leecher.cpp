@@ -92,6 +92,7 @@ JsonValue LeecherReport::toJson() const
 		.set("faults", faults)
 		.set("local_faults", localFaults)
 		.set("fault_channel_chunks", faultChannelChunks)
+		.set("zero_chunks_at_start", zeroChunksAtStart)
 		.set("switch_over", switchedOverAtFinalize ? "at-finalize" : "acked")
 		.set("stale_chunks_at_finalize", staleChunksAtFinalize)
 		.set("dirty_chunks_at_finalize", dirtyChunksAtFinalize)
@@ -194,7 +195,13 @@ Status Leecher::Impl::setUp(LeecherReport &rep)
 	FERRY_ASSIGN(region_.base, hooks_.prepare(region_.size, region_.chunkSize));
 	map_ = std::make_unique<ChunkMap>(region_.chunkCount);
 	puller_ = std::make_unique<Puller>(session_, region_, *map_, failure_, opts_);
-	FERRY_TRY_CTX(session_.request(MsgType::TrackStart, MsgType::TrackStarted), "start tracking");
+	FERRY_ASSIGN(std::vector<uint8_t> started, session_.request(MsgType::TrackStart, MsgType::TrackStarted)
+							   .context("start tracking"));
+	FERRY_ASSIGN(TrackStartedMsg zero, decodeTrackStarted(started, region_.chunkCount));
+	for (const ChunkRun &r : zero.zeroRuns) {
+		map_->markZero(r.first, r.count);
+		rep.zeroChunksAtStart += r.count;
+	}
 	return {};
 }
 

@@ -23,6 +23,7 @@ constexpr int kAcceptPollMs = 100;    // how often serve() looks at the migratio
 constexpr int kRefuseSendTimeoutMs = 1000;
 constexpr int64_t kPostCopyWarnIntervalNs = 10'000'000'000;
 constexpr uint32_t kMaxRequestPayload = 64 * 1024;
+constexpr size_t kMaxZeroRuns = 1u << 20; // 8 MiB of TrackStarted at most
 // How long a fault channel spins for its next request while the source is suspended.
 constexpr auto kFaultChannelSpin = std::chrono::microseconds(500);
 
@@ -251,7 +252,10 @@ Status Seeder::handleFrame(Worker &w, ConnState &cs, const FrameHeader &h)
 			FERRY_TRY_CTX(tracker_->start(), "start dirty tracking");
 			FERRY_TRY(transition(SeederState::Tracking));
 		}
-		return conn.send(MsgType::TrackStarted, h.requestId, {});
+		// Scanned after tracking started (a repeat scans again): a write to a chunk
+		// reported zero here is tracked like any other.
+		return conn.send(MsgType::TrackStarted, h.requestId,
+				 encode(TrackStartedMsg{zeroChunkRuns(opts_.regionFd, size_, opts_.chunkSize, kMaxZeroRuns)}));
 	case MsgType::GetChunk: {
 		if (st == SeederState::Serving)
 			return Error(EPROTO, "GetChunk before TrackStart: data could go stale unnoticed");

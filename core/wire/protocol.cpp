@@ -30,7 +30,6 @@ LengthRule lengthRule(MsgType t)
 	case MsgType::HelloReply:
 		return {kHelloReplySize, kHelloReplySize};
 	case MsgType::TrackStart:
-	case MsgType::TrackStarted:
 	case MsgType::GetDirty:
 	case MsgType::Done:
 	case MsgType::DoneAck:
@@ -54,6 +53,8 @@ LengthRule lengthRule(MsgType t)
 		return {uint32_t(kChunkPrefixSize) + 1, kUnbounded};
 	case MsgType::DirtyList:
 		return {4, kUnbounded};
+	case MsgType::TrackStarted:
+		return {0, kUnbounded};
 	case MsgType::Finalized:
 		return {8 + 4, kUnbounded};
 	case MsgType::Error:
@@ -384,6 +385,50 @@ Result<DirtyListMsg> decodeDirtyList(std::span<const uint8_t> in, uint32_t chunk
 		return readIndexList(r, chunkCount, m.chunks, m.pageMasks);
 	};
 	return decodePayload<DirtyListMsg>(in, "DirtyList", read, noCheck);
+}
+
+std::vector<uint8_t> encode(const TrackStartedMsg &m)
+{
+	std::vector<uint8_t> out;
+	if (m.zeroRuns.empty())
+		return out; // as a seeder without a region file always answered
+	out.reserve(4 + 8 * m.zeroRuns.size());
+	PayloadWriter w(out);
+	w.u32(uint32_t(m.zeroRuns.size()));
+	for (const ChunkRun &r : m.zeroRuns) {
+		w.u32(r.first);
+		w.u32(r.count);
+	}
+	return out;
+}
+
+Result<TrackStartedMsg> decodeTrackStarted(std::span<const uint8_t> in, uint32_t chunkCount)
+{
+	if (in.empty())
+		return TrackStartedMsg{};
+	auto read = [&](PayloadReader &r, TrackStartedMsg &m) -> Status {
+		FERRY_ASSIGN(uint32_t count, r.u32());
+		if (count == 0 || uint64_t(count) * 8 != r.remaining())
+			return protoError(fmt::format("count {} needs {} bytes of runs, payload has {}", count,
+						      uint64_t(count) * 8, r.remaining()));
+		m.zeroRuns.reserve(count);
+		uint64_t end = 0; // of the previous run
+		for (uint32_t i = 0; i < count; i++) {
+			ChunkRun run;
+			FERRY_ASSIGN(run.first, r.u32());
+			FERRY_ASSIGN(run.count, r.u32());
+			if (run.count == 0 || uint64_t(run.first) + run.count > chunkCount)
+				return protoError(fmt::format("run {} ({}+{}) outside 1..{} chunks", i, run.first,
+							      run.count, chunkCount));
+			if (i > 0 && run.first <= end)
+				return protoError(fmt::format("run {} starts at chunk {}, not after the previous run's end {}",
+							      i, run.first, end));
+			end = uint64_t(run.first) + run.count;
+			m.zeroRuns.push_back(run);
+		}
+		return {};
+	};
+	return decodePayload<TrackStartedMsg>(in, "TrackStarted", read, noCheck);
 }
 
 std::vector<uint8_t> encode(const FinalizedMsg &m)

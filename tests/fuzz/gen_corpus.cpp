@@ -160,7 +160,7 @@ void protocolCorpus(CorpusWriter &w)
 
 	// A leecher's view of a session, and a seeder's.
 	w.put(p, "session-from-seeder",
-	    cat({replyFrame, frame(MsgType::TrackStarted),
+	    cat({replyFrame, frame(MsgType::TrackStarted, encode(TrackStartedMsg{{{6, 2}, {10, 4}}})),
 		 frame(MsgType::Chunk, cat({u32(3), data3}), 2),
 		 frame(MsgType::ChunkZero, u32(4), 3),
 		 frame(MsgType::ChunkZstd, cat({u32(5), packed5}), 4),

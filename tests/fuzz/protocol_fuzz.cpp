@@ -179,6 +179,21 @@ void errorFrame(std::span<const uint8_t> payload)
 		FUZZ_CHECK(static_cast<unsigned char>(c) >= 0x20 && c != 0x7f);
 }
 
+// TrackStarted: valid runs ascend within the region, and re-encode to the same bytes.
+void trackStarted(std::span<const uint8_t> payload, const ChunkGeometry &g)
+{
+	auto m = decodeTrackStarted(payload, g.chunkCount());
+	if (!m.ok())
+		return checkRejected(m.error());
+	uint64_t end = 0;
+	for (const ChunkRun &r : m->zeroRuns) {
+		FUZZ_CHECK(r.count >= 1 && uint64_t(r.first) + r.count <= g.chunkCount());
+		FUZZ_CHECK(end == 0 || r.first > end);
+		end = uint64_t(r.first) + r.count;
+	}
+	FUZZ_CHECK(sameBytes(encode(*m), payload));
+}
+
 // Finalize: an optional flags word; four zero bytes are its one non-canonical form (encode()
 // omits a zero tail).
 void finalize(std::span<const uint8_t> payload)
@@ -307,12 +322,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		case MsgType::GetPages: getPages(payload, g); break;
 		case MsgType::DirtyList: dirtyList(payload, g); break;
 		case MsgType::Finalize: finalize(payload); break;
+		case MsgType::TrackStarted: trackStarted(payload, g); break;
 		case MsgType::Finalized: finalized(payload, g); break;
 		case MsgType::Error: errorFrame(payload); break;
 		case MsgType::Ping:
 		case MsgType::Pong: ping(payload); break;
 		case MsgType::TrackStart:
-		case MsgType::TrackStarted:
 		case MsgType::GetDirty:
 		case MsgType::Done:
 		case MsgType::DoneAck:

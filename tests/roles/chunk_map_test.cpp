@@ -227,3 +227,34 @@ TEST(ChunkMap, LenientHotHoldServesHotChunksLastNeverPulledOnesFirst)
 	EXPECT_EQ(drain(m), (std::vector<uint32_t>{1, 2, 3, 4, 6, 7, 5, 0}));
 	EXPECT_EQ(m.counts().inFlight, 8u);
 }
+
+TEST(ChunkMap, ChunksReportedZeroAreLocalUnrequestedAndCanGoStale)
+{
+	ChunkMap m(8);
+	auto first = m.next(false);
+	ASSERT_TRUE(first.has_value());
+	EXPECT_EQ(first->index, 0u);
+	m.markZero(0, 6); // chunk 0 is in flight: left alone
+	EXPECT_EQ(m.state(0), ChunkState::InFlight);
+	for (uint32_t i = 1; i < 6; i++)
+		EXPECT_EQ(m.state(i), ChunkState::Local) << i;
+	EXPECT_EQ(m.counts().local, 5u);
+	EXPECT_FALSE(m.firstPassDone());
+	EXPECT_TRUE(m.completed(0));
+	// Only the chunks not reported zero are requested.
+	std::vector<uint32_t> asked;
+	while (auto r = m.next(false))
+		for (uint32_t i = 0; i < r->count; i++)
+			asked.push_back(r->index + i);
+	EXPECT_EQ(asked, (std::vector<uint32_t>{6, 7}));
+	m.completed(6);
+	m.completed(7);
+	EXPECT_TRUE(m.firstPassDone());
+	// Written at the source after the report: requested again like any local chunk.
+	const uint32_t dirty[] = {3};
+	m.markDirty(dirty);
+	EXPECT_EQ(m.state(3), ChunkState::Stale);
+	auto again = m.next(false);
+	ASSERT_TRUE(again.has_value());
+	EXPECT_EQ(again->index, 3u);
+}

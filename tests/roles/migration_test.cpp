@@ -630,15 +630,29 @@ TEST(Seeder, SendsHolesOfItsRegionFileAsZeroWithoutAllocatingThem)
 	MemfdMapping dest;
 	LeecherOptions lo = leecherOptions(l->boundEndpoint(), MigrationMode::PreCopy);
 	lo.verify = false; // the verifier would read (and so allocate) the source's holes
+	// A hole written once tracking runs (the first sample comes after TrackStart): reported
+	// zero at the start, then dirty, then pulled.
+	constexpr uint64_t kLateWrite = (17ull << 20) + 8192;
+	std::atomic<bool> lateWritten{false};
+	lo.onProgress = [&](const LeecherProgress &) {
+		if (!lateWritten.exchange(true))
+			std::memset(src->data() + kLateWrite, 0xcd, 4096);
+	};
 	Leecher leecher(LeecherHooks::intoMemory(dest, "sparse-destination"), lo);
 	auto rep = leecher.run();
 	seeder.stop();
 	serving.join();
 	ASSERT_TRUE(rep.ok()) << rep.error().message();
+	ASSERT_TRUE(lateWritten);
+	// The holes were never requested: every chunk but the four written ones came as zero
+	// runs in TrackStarted.
+	EXPECT_EQ(rep->zeroChunksAtStart, kSize / kChunk - std::size(written));
 	struct stat st {};
 	ASSERT_EQ(::fstat(src->fd.get(), &st), 0);
 	// The chunks holding the written pages are read whole; nothing else.
-	EXPECT_LE(uint64_t(st.st_blocks) * 512, std::size(written) * kChunk) << "the seeder read holes of the source";
+	EXPECT_LE(uint64_t(st.st_blocks) * 512, (std::size(written) + 1) * kChunk) << "the seeder read holes of the source";
+	EXPECT_EQ(src->data()[kLateWrite], 0xcd);
+	EXPECT_EQ(dest.data()[kLateWrite], 0xcd) << "a hole written after the scan was not pulled";
 	// Only now (this reads, and so fills, the source's holes): byte for byte.
 	EXPECT_EQ(std::memcmp(dest.data(), src->data(), kSize), 0);
 }

@@ -294,6 +294,28 @@ TEST(WireMessages, FinalizedRoundTrips)
 	EXPECT_TRUE(failsWith(asStatus(decodeFinalized(b, 100)), EPROTO, "count 3 needs 36 bytes"));
 }
 
+TEST(WireMessages, TrackStartedCarriesZeroRunsThatAscendWithinTheRegion)
+{
+	EXPECT_TRUE(encode(TrackStartedMsg{}).empty()); // as seeders without a region file answer
+	auto none = decodeTrackStarted({}, 100);
+	ASSERT_TRUE(none.ok()) << none.error().message();
+	EXPECT_TRUE(none->zeroRuns.empty());
+	TrackStartedMsg m{{{0, 3}, {10, 1}, {50, 50}}};
+	auto d = decodeTrackStarted(encode(m), 100);
+	ASSERT_TRUE(d.ok()) << d.error().message();
+	EXPECT_EQ(d->zeroRuns, m.zeroRuns);
+	auto rejects = [](TrackStartedMsg bad, const char *why) {
+		EXPECT_TRUE(failsWith(asStatus(decodeTrackStarted(encode(bad), 100)), EPROTO, why)) << why;
+	};
+	rejects({{{50, 51}}}, "outside");            // beyond the region
+	rejects({{{5, 0}}}, "outside");              // empty
+	rejects({{{0, 3}, {3, 1}}}, "not after");    // touching: one run
+	rejects({{{10, 3}, {2, 1}}}, "not after");   // descending
+	auto b = encode(m);
+	b.resize(b.size() - 8);
+	EXPECT_TRUE(failsWith(asStatus(decodeTrackStarted(b, 100)), EPROTO, "count 3 needs 24 bytes"));
+}
+
 TEST(WireMessages, FinalizeCarriesItsFlagsOnlyWhenSet)
 {
 	EXPECT_TRUE(encode(FinalizeMsg{}).empty()); // as every Finalize before the flags existed

@@ -103,6 +103,31 @@ constexpr size_t kCompressBatchBytes = 4u << 20;
 
 } // namespace
 
+std::vector<ChunkRun> zeroChunkRuns(int fd, uint64_t size, uint32_t chunkSize, size_t maxRuns)
+{
+	std::vector<ChunkRun> runs;
+	const uint64_t chunks = (size + chunkSize - 1) / chunkSize;
+	for (uint64_t off = 0; fd >= 0 && off < size && runs.size() < maxRuns;) {
+		off_t hole = ::lseek(fd, off_t(off), SEEK_HOLE);
+		if (hole < 0)
+			return {}; // cannot tell: every chunk is pulled
+		off_t data = uint64_t(hole) >= size ? -1 : ::lseek(fd, hole, SEEK_DATA);
+		if (data < 0 && uint64_t(hole) < size && errno != ENXIO)
+			return {};
+		const uint64_t holeEnd = data < 0 ? size : std::min<uint64_t>(uint64_t(data), size);
+		// Whole chunks only; the region's last chunk may be short.
+		const uint64_t first = (uint64_t(hole) + chunkSize - 1) / chunkSize;
+		const uint64_t end = holeEnd == size ? chunks : holeEnd / chunkSize;
+		if (uint64_t(hole) < size && first < end)
+			runs.push_back({uint32_t(first), uint32_t(end - first)});
+		if (data < 0)
+			break;
+		off = uint64_t(data);
+		// Past this data extent: the next hole starts where SEEK_HOLE says.
+	}
+	return runs;
+}
+
 bool ChunkServer::inHole(uint64_t off, size_t len)
 {
 	if (regionFd_ < 0)

@@ -21,6 +21,11 @@
 
 namespace ferry {
 
+// The runs of whole chunks that lie in holes of `fd` (SEEK_DATA/SEEK_HOLE), at most maxRuns
+// (the rest is pulled and sent as ChunkZero as usual). Empty when fd < 0 or the file system
+// cannot say.
+std::vector<ChunkRun> zeroChunkRuns(int fd, uint64_t size, uint32_t chunkSize, size_t maxRuns);
+
 // "auto" compression of one connection: compress only while that moves the region faster,
 // i.e. while the link, not the CPU, is the bottleneck, and only data that compresses. It
 // measures three things: the connection's delivery rate in raw mode (region bytes over the

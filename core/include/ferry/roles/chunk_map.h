@@ -3,6 +3,7 @@
 // dropped connection loses nothing: on reconnect the leecher pulls what is not Local.
 //
 // States:  Missing --request--> InFlight --reply--> Local --dirty--> Stale --request--> InFlight
+//          Missing --reported zero (markZero)--> Local
 // A chunk reported dirty while InFlight is re-queued when its reply lands (the reply may
 // hold data read before the write). Thread-safe: every method takes the map's lock.
 #pragma once
@@ -57,6 +58,10 @@ public:
 	// page-only updates may apply to it). Returns true if it became Local (false when it was
 	// dirtied meanwhile and went back to Stale).
 	bool completed(uint32_t index, bool whole = true);
+	// Never-pulled chunks the seeder reported zero (holes of its region): Local at once, as
+	// if a ChunkZero reply had landed (the destination's fresh memory is zero). Chunks in
+	// any other state are left as they are.
+	void markZero(uint32_t first, uint32_t count);
 	// A request was lost (connection dropped): the chunk goes back to be requested again, in
 	// full (its local bytes may be half-written).
 	void requestFailed(uint32_t index);

@@ -121,6 +121,7 @@ struct LeecherReport {
 	uint64_t faults = 0;            // faults on chunks that were not local yet
 	uint64_t localFaults = 0;       // first touches of local chunks not yet mapped
 	bool switchedOverAtFinalize = false; // the one-round-trip handover was used
+	uint64_t zeroChunksAtStart = 0;      // chunks the seeder reported holes: never requested
 	uint64_t faultChannelChunks = 0; // chunks the fault channel brought (the rest came on data connections)
 	uint64_t staleChunksAtFinalize = 0;
 	uint64_t dirtyChunksAtFinalize = 0;

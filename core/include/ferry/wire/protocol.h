@@ -205,6 +205,18 @@ struct DirtyListMsg {
 	std::vector<uint64_t> pageMasks; // parallel to chunks, non-zero; empty on encode = kAllPages
 };
 
+// TrackStarted's payload (optional: empty = no runs): runs of whole chunks that were holes of
+// the seeder's region file once tracking had started, so zero. The leecher takes them as
+// pulled (its fresh memory is zero too); a write after the scan is tracked like any other.
+struct ChunkRun {
+	uint32_t first = 0;
+	uint32_t count = 0;
+	bool operator==(const ChunkRun &) const = default;
+};
+struct TrackStartedMsg {
+	std::vector<ChunkRun> zeroRuns; // increasing, disjoint, non-adjacent, count >= 1
+};
+
 // Finalize's payload: an optional u32 of flags (an empty payload is flags 0).
 struct FinalizeMsg {
 	// Switch over in the same step: the seeder suspends the source, hands over its
@@ -253,6 +265,7 @@ std::vector<uint8_t> encode(const HelloMsg &m);
 std::vector<uint8_t> encode(const HelloReplyMsg &m);
 std::vector<uint8_t> encode(const GetChunkMsg &m);
 std::vector<uint8_t> encode(const DirtyListMsg &m);
+std::vector<uint8_t> encode(const TrackStartedMsg &m);
 std::vector<uint8_t> encode(const FinalizeMsg &m);
 std::vector<uint8_t> encode(const FinalizedMsg &m);
 std::vector<uint8_t> encode(const ErrorMsg &m);
@@ -268,6 +281,8 @@ Result<HelloReplyMsg> decodeHelloReply(std::span<const uint8_t> in);
 // chunkCount bounds the index (indices >= chunkCount are an error).
 Result<GetChunkMsg> decodeGetChunk(std::span<const uint8_t> in, uint32_t chunkCount);
 Result<DirtyListMsg> decodeDirtyList(std::span<const uint8_t> in, uint32_t chunkCount);
+// Checks that the runs lie within the region, ascend and neither overlap nor touch.
+Result<TrackStartedMsg> decodeTrackStarted(std::span<const uint8_t> in, uint32_t chunkCount);
 Result<FinalizeMsg> decodeFinalize(std::span<const uint8_t> in);
 Result<FinalizedMsg> decodeFinalized(std::span<const uint8_t> in, uint32_t chunkCount);
 Result<ErrorMsg> decodeError(std::span<const uint8_t> in);
