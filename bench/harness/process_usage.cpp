@@ -128,6 +128,8 @@ void ProcessUsageSampler::sample()
 			if (!(sched >> runNs))
 				continue; // exited meanwhile
 			std::string name = readFirstLine(dir + "/comm");
+			if (name.empty())
+				continue; // exited between the two reads
 			auto before = threads_.find(tid);
 			uint64_t from = before == threads_.end() ? 0 : before->second.runNs;
 			usage_.cpuByThreadS[name] += double(runNs - std::min(runNs, from)) / 1e9;
