@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "ferry/base/log.h"
+#include "harness/process_usage.h"
 #include "ferry/link/link_emulator.h"
 #include "vm/vm_migration.h"
 
@@ -55,12 +56,17 @@ Status runFerryVm(VmPair &pair, const ScenarioConfig &cfg, MigrationRecord &rec,
 	so.name = "seeder";
 	so.chunkSize = params.chunkKib * 1024;
 	so.compression = params.compression;
+	// Thread names tell ferry's threads from the harness's (ProcessUsage): every thread a role
+	// starts inherits the name of the thread that started it.
+	std::optional<ScopedThreadName> seederName(std::in_place, "ferry-seeder");
 	FERRY_ASSIGN(auto seeder, VmSeeder::create({&pair.sourceQmp(), srcAgent}, pair.source().pid(), deviceUri, so));
+	seederName.reset();
 	FERRY_ASSIGN(Listener listener, Listener::listen(Endpoint::tcp("127.0.0.1", 0)));
 	Endpoint target = listener.boundEndpoint();
 	std::unique_ptr<LinkEmulator> link;
 	if (cfg.linkRttMs > 0 || cfg.linkMbit > 0) {
 		// ferry's own connections cross the same emulated link as QEMU's stream.
+		ScopedThreadName name("link-ferry");
 		FERRY_ASSIGN(link, LinkEmulator::start(Endpoint::tcp("127.0.0.1", 0), target,
 						       LinkParams::symmetric(std::chrono::microseconds(int64_t(cfg.linkRttMs * 1000)),
 									     cfg.linkMbit)));
@@ -68,7 +74,10 @@ Status runFerryVm(VmPair &pair, const ScenarioConfig &cfg, MigrationRecord &rec,
 	}
 	pair.sourceQmp().drainEvents();
 	pair.destQmp().drainEvents();
-	auto served = std::async(std::launch::async, [&] { return seeder->serve(listener); });
+	auto served = std::async(std::launch::async, [&] {
+		ScopedThreadName name("ferry-seeder");
+		return seeder->serve(listener);
+	});
 
 	LeecherOptions lo;
 	lo.name = "leecher";
@@ -94,7 +103,9 @@ Status runFerryVm(VmPair &pair, const ScenarioConfig &cfg, MigrationRecord &rec,
 	ro.verify = params.verify;
 	ro.configure = false;
 	auto t0 = std::chrono::steady_clock::now();
+	std::optional<ScopedThreadName> leecherName(std::in_place, "ferry-leecher");
 	auto rep = receiveVm({&pair.destQmp(), dstAgent}, lo, ro);
+	leecherName.reset();
 	double wallMs = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
 	if (!rep.ok())
 		seeder->stop(); // before the switch-over this resumes the source

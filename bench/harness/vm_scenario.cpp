@@ -129,6 +129,8 @@ JsonValue MigrationRecord::toJson() const
 	o.set("error_lines", std::move(lines));
 	if (ferryReport)
 		o.set("ferry", ferryReport->toJson());
+	if (benchUsage)
+		o.set("bench_process", benchUsage->toJson());
 	o.set("run_dir", runDir);
 	return o;
 }
@@ -241,6 +243,7 @@ Result<std::string> VmPair::listenIncoming(const ScenarioConfig &cfg)
 						    : Endpoint::tcp("127.0.0.1", 0);
 	auto params = LinkParams::symmetric(
 		std::chrono::microseconds(static_cast<int64_t>(cfg.linkRttMs * 1000)), cfg.linkMbit);
+	ScopedThreadName name("link-qemu"); // the link's threads, for ProcessUsage
 	auto link = LinkEmulator::start(listenAt, destEp, params);
 	if (!link)
 		return link.error().context("link emulator");
@@ -509,7 +512,9 @@ MigrationRecord ScenarioRunner::run(const ScenarioConfig &cfg, int runIndex)
 			rec.error = pair.error().context("start VMs").message();
 		} else {
 			VmPair &p = *pair.value();
+			ProcessUsageSampler sampler;
 			Status s = it->second(p, cfg, rec);
+			rec.benchUsage = sampler.stop();
 			if (!s)
 				rec.error = s.error().context(cfg.mode).message();
 			if (p.link())

@@ -23,6 +23,7 @@
 #include "ferry/base/result.h"
 #include "ferry/roles/leecher.h"
 #include "harness/console_watcher.h"
+#include "harness/process_usage.h"
 #include "ferry/base/json.h"
 #include "harness/qemu_launcher.h"
 #include "ferry/qmp/qmp_client.h"
@@ -121,6 +122,10 @@ struct MigrationRecord {
 	bool verifyOk = false;                 // verify workload: no error line and errors=0
 	std::vector<std::string> errorLines;   // a few, for the reader
 	std::optional<LeecherReport> ferryReport; // ferry modes: the leecher's report
+	// This process (harness, link emulators and, in ferry modes, ferry's roles) while the mode
+	// ran: CPU by thread name ("ferry-seeder", "ferry-leecher", "link-ferry", "link-qemu", the
+	// harness's own), resident memory before and at its peak.
+	std::optional<ProcessUsage> benchUsage;
 	std::string runDir;
 
 	// One JSON object (the record format of ferry-bench's output).
