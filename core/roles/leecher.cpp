@@ -178,7 +178,7 @@ private:
 // Session set-up: learn the region, prepare the destination memory, ask the seeder to track.
 Status Leecher::Impl::setUp(LeecherReport &rep)
 {
-	FERRY_ASSIGN(HelloReplyMsg hello, session_.open());
+	FERRY_ASSIGN(HelloReplyMsg hello, session_.open(HelloMsg::kFeatureZeroRuns));
 	rep.tls = session_.peerIdentity();
 	if (hello.chunkSize == 0 || hello.chunkSize % 4096 || hello.regionSize == 0 ||
 	    (hello.regionSize + hello.chunkSize - 1) / hello.chunkSize > UINT32_MAX)

@@ -136,6 +136,7 @@ struct Seeder::ConnState {
 	bool inSession = false; // said a Hello that admitHello() accepted
 	ChunkServer chunks;
 	bool faultChannel = false; // its Hello asked for kFeatureFaultChannel
+	bool zeroRuns = false;     // its Hello asked for kFeatureZeroRuns
 };
 
 void Seeder::count(const SeederStats &sent)
@@ -241,6 +242,7 @@ Status Seeder::handleFrame(Worker &w, ConnState &cs, const FrameHeader &h)
 			reply.flags |= HelloReplyMsg::kFlagZstd;
 		}
 		cs.faultChannel = (hello.features & HelloMsg::kFeatureFaultChannel) != 0;
+		cs.zeroRuns = (hello.features & HelloMsg::kFeatureZeroRuns) != 0;
 		if (st != SeederState::Serving)
 			reply.flags |= HelloReplyMsg::kFlagTracking;
 		if (st == SeederState::Suspended || st == SeederState::SwitchedOver)
@@ -254,6 +256,8 @@ Status Seeder::handleFrame(Worker &w, ConnState &cs, const FrameHeader &h)
 		}
 		// Scanned after tracking started (a repeat scans again): a write to a chunk
 		// reported zero here is tracked like any other.
+		if (!cs.zeroRuns)
+			return conn.send(MsgType::TrackStarted, h.requestId, {});
 		return conn.send(MsgType::TrackStarted, h.requestId,
 				 encode(TrackStartedMsg{zeroChunkRuns(opts_.regionFd, size_, opts_.chunkSize, kMaxZeroRuns)}));
 	case MsgType::GetChunk: {

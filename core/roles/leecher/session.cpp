@@ -39,10 +39,11 @@ Result<Connection> SeederSession::connect(const char *role, uint32_t features, H
 	return conn;
 }
 
-Result<HelloReplyMsg> SeederSession::open()
+Result<HelloReplyMsg> SeederSession::open(uint32_t features)
 {
 	HelloReplyMsg reply;
-	FERRY_ASSIGN(Connection c, connect("control", 0, &reply));
+	controlFeatures_ = features;
+	FERRY_ASSIGN(Connection c, connect("control", features, &reply));
 	sessionId_ = reply.sessionId;
 	size_ = reply.regionSize;
 	chunkSize_ = reply.chunkSize;
@@ -58,7 +59,7 @@ Result<std::vector<uint8_t>> SeederSession::request(MsgType type, MsgType expect
 	Error last;
 	for (;;) {
 		if (!ctrl_) {
-			auto c = connect("control");
+			auto c = connect("control", controlFeatures_);
 			if (c.ok()) {
 				ctrl_.emplace(std::move(c).value());
 				reconnects_++;

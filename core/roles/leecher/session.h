@@ -27,7 +27,8 @@ public:
 
 	// The first connection: learns the session id and the region (the reply's checks are
 	// the caller's). Keeps the connection as the control connection.
-	Result<HelloReplyMsg> open();
+	// `features` go into the Hello of every control connection, the re-opened ones too.
+	Result<HelloReplyMsg> open(uint32_t features = 0);
 	// A further connection of this session (`role` goes into the Hello's client name).
 	// ESTALE when the seeder restarted or its region changed: nothing can be resumed.
 	Result<Connection> connect(const char *role, uint32_t features = 0, HelloReplyMsg *reply = nullptr);
@@ -47,6 +48,7 @@ private:
 	const LeecherOptions &opts_;
 	const std::atomic<bool> &stopping_;
 	uint64_t sessionId_ = 0;
+	uint32_t controlFeatures_ = 0;
 	uint64_t size_ = 0;
 	uint32_t chunkSize_ = 0;
 	std::string peerIdentity_ = "insecure";

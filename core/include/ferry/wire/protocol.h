@@ -164,6 +164,8 @@ struct HelloMsg {
 	// A post-copy fault channel: its requests are few, small and latency-bound, so the seeder
 	// busy-polls it while the source is suspended (its CPUs are idle then).
 	static constexpr uint32_t kFeatureFaultChannel = 1u << 1;
+	// This (control) connection takes a TrackStarted that lists zero runs.
+	static constexpr uint32_t kFeatureZeroRuns = 1u << 2;
 
 	uint32_t minVersion = kMinProtocolVersion;
 	uint32_t maxVersion = kProtocolVersion;
@@ -205,7 +207,8 @@ struct DirtyListMsg {
 	std::vector<uint64_t> pageMasks; // parallel to chunks, non-zero; empty on encode = kAllPages
 };
 
-// TrackStarted's payload (optional: empty = no runs): runs of whole chunks that were holes of
+// TrackStarted's payload (empty = no runs; never sent to a connection whose Hello did not ask
+// for kFeatureZeroRuns): runs of whole chunks that were holes of
 // the seeder's region file once tracking had started, so zero. The leecher takes them as
 // pulled (its fresh memory is zero too); a write after the scan is tracked like any other.
 struct ChunkRun {
