@@ -6,6 +6,7 @@
 
 #include "base/bytes.h"
 #include "ferry/base/clock.h"
+#include "ferry/base/log.h"
 
 namespace ferry {
 
@@ -19,9 +20,10 @@ void ChunkServer::enableCompression(CompressionSpec spec)
 
 namespace {
 
-constexpr double kSwitchMargin = 1.5; // compressed must promise this much more than raw
+constexpr double kSwitchMargin = 1.2; // compressed must promise this much more than raw
 constexpr double kUsefulRatio = 0.9;   // data that shrinks less than this is not worth it
-constexpr uint32_t kTrialEvery = 16;   // ranges between trial compressions while raw
+constexpr uint32_t kTrialEvery = 4;    // ranges between trial compressions while raw
+constexpr uint32_t kJudgeAfterRanges = 3; // compressed ranges before their rate is trusted
 constexpr int64_t kMaxWaitNs = 200'000'000;
 
 
@@ -49,6 +51,12 @@ void CompressionChoice::rangeServed(bool compressed, uint64_t regionBytes, int64
 		// the link does (and the wait before it belongs to the raw ranges still draining).
 		compressed_.add(double(regionBytes), double(endNs - startNs));
 		compressedRanges_++;
+		// The ratio of a compressed range as one sample: guest memory mixes compressible
+		// and incompressible chunks, and a few of the latter in a row must not switch off
+		// a compression that pays over the range.
+		if (rangeBefore_ > 0)
+			ratio_ = 0.75 * ratio_ + 0.25 * rangeAfter_ / rangeBefore_;
+		rangeBefore_ = rangeAfter_ = 0;
 	} else {
 		raw_.add(double(regionBytes), double(endNs - from));
 		rawRanges_++;
@@ -63,6 +71,11 @@ void CompressionChoice::chunkCompressed(size_t before, size_t after, int64_t ns)
 	if (before == 0 || ns <= 0)
 		return;
 	compressor_.add(double(before), double(ns));
+	if (compressing_) { // folded in per range (rangeServed)
+		rangeBefore_ += double(before);
+		rangeAfter_ += double(after);
+		return;
+	}
 	ratio_ = trials_ == 0 ? double(after) / double(before) : 0.75 * ratio_ + 0.25 * double(after) / double(before);
 	trials_++;
 }
@@ -77,6 +90,8 @@ void CompressionChoice::decide()
 	const double promise = std::min(compressorRate, rawRate / std::max(ratio_, 0.01));
 	if (!compressing_) {
 		if (holdOff_ == 0 && ratio_ < kUsefulRatio && promise > kSwitchMargin * rawRate) {
+			FERRY_LOG(Debug, "compress", "auto: on (raw {:.0f} MB/s, compressor {:.0f} MB/s, ratio {:.2f})",
+				  rawRate * 1e3, compressorRate * 1e3, ratio_);
 			compressing_ = true;
 			compressed_ = {};
 			compressedRanges_ = 0;
@@ -87,11 +102,16 @@ void CompressionChoice::decide()
 	// measured alone, then share the CPU with the pull): when serving compressed ranges is
 	// slower than the raw pull delivered, raw again, and each broken promise waits longer
 	// before the next try.
-	const bool broken = compressedRanges_ >= 1 && compressed_.rate() < rawRate;
+	const bool broken = compressedRanges_ >= kJudgeAfterRanges && compressed_.rate() < rawRate;
 	if (ratio_ >= kUsefulRatio || broken) {
+		FERRY_LOG(Debug, "compress", "auto: off after {} ranges (raw {:.0f} MB/s, compressed {:.0f} MB/s, compressor {:.0f} MB/s, ratio {:.2f})",
+			  compressedRanges_, rawRate * 1e3, compressed_.rate() * 1e3, compressorRate * 1e3, ratio_);
 		compressing_ = false;
-		holdOffNext_ = std::min<uint32_t>(holdOffNext_ * 2, 1024);
-		holdOff_ = holdOffNext_;
+		rangeBefore_ = rangeAfter_ = 0;
+		if (broken) { // data that stops compressing is no broken promise: trials go on
+			holdOffNext_ = std::min<uint32_t>(holdOffNext_ * 2, 1024);
+			holdOff_ = holdOffNext_;
+		}
 	}
 }
 
@@ -209,11 +229,15 @@ Result<SeederStats> ChunkServer::range(Connection &conn, uint64_t reqId, uint32_
 				// finder reading changing bytes could emit a frame that decodes to
 				// neither version): compress a copy. A torn copy is fine: the write
 				// is in the dirty set and the chunk is fetched again.
-				const int64_t t0 = adaptive ? monotonicNs() : 0;
+				// The compressor's speed in CPU time: a trial is one chunk (tens of
+				// microseconds), and one preemption on a busy host would make its wall
+				// time say the compressor is ten times slower than it is. What the
+				// compressed pull really delivers is checked in wall time (rangeServed).
+				const int64_t t0 = adaptive ? threadCpuNs() : 0;
 				snapshot_.assign(p, p + len);
 				z = comp->compress(snapshot_, {arena_.data() + arenaUsed, bound});
 				if (adaptive)
-					choice_->chunkCompressed(len, z ? *z : len, monotonicNs() - t0);
+					choice_->chunkCompressed(len, z ? *z : len, threadCpuNs() - t0);
 				if (trial) { // measured; this range still goes raw
 					z.reset();
 					trial = false;

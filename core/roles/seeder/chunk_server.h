@@ -64,7 +64,8 @@ private:
 	Rate compressed_; // region bytes per ns of serving compressed ranges (since the switch)
 	uint32_t compressedRanges_ = 0;
 	uint32_t holdOff_ = 0, holdOffNext_ = 16; // ranges before compression may be tried again
-	double ratio_ = 1;          // bytes after / before (EWMA)
+	double ratio_ = 1;          // bytes after / before (EWMA of trial chunks and compressed ranges)
+	double rangeBefore_ = 0, rangeAfter_ = 0; // the compressed range being served
 	uint32_t rawRanges_ = 0, trials_ = 0, rangesSinceTrial_ = 0;
 	int64_t lastEndNs_ = 0;
 };
