@@ -119,7 +119,7 @@ namespace {
 
 // Compressed frames are gathered into one write per batch; a batch is flushed when its
 // compressed bytes would outgrow this, so a 1024-chunk range never needs 64 MiB of buffer.
-constexpr size_t kCompressBatchBytes = 4u << 20;
+constexpr size_t kCompressBatchBytes = 1u << 20;
 
 } // namespace
 
