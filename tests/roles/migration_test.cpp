@@ -120,6 +120,27 @@ InjectedRun runInjecting(Migration &m, LeecherOptions opts, const std::function<
 	return {std::move(report), injected.load()};
 }
 
+// A bare destination's control connection: Hello as `name`, then TrackStart. Returns the
+// connection and the seeder's HelloReply.
+struct RawControl {
+	Connection conn;
+	HelloReplyMsg hello;
+};
+Result<RawControl> openTracking(const Endpoint &ep, const char *name)
+{
+	FERRY_ASSIGN(Connection c, connectTo(ep));
+	HelloMsg hello;
+	hello.clientName = name;
+	FERRY_TRY(c.send(MsgType::Hello, 1, encode(hello)));
+	FERRY_ASSIGN(Frame reply, recvFrame(c, 1 << 20, 5000));
+	FERRY_ASSIGN(HelloReplyMsg hr, decodeHelloReply(reply.payload));
+	FERRY_TRY(c.send(MsgType::TrackStart, 2, {}));
+	FERRY_ASSIGN(Frame started, recvFrame(c, 1 << 20, 5000));
+	if (started.header.type != MsgType::TrackStarted)
+		return Error::format(EPROTO, "expected TrackStarted, got {}", msgTypeName(started.header.type));
+	return RawControl{std::move(c), hr};
+}
+
 } // namespace
 
 class MigrationModes : public ::testing::TestWithParam<MigrationMode> {};
@@ -428,16 +449,10 @@ TEST(Seeder, ResumesSourceWhenDestinationVanishesAfterFinalizeBeforeSwitchOver)
 	ASSERT_OK(seed.start(sourceApp(8ull << 20, 20), kChunk, std::chrono::milliseconds(300)));
 	{
 		// A destination that asks to finalize and then dies.
-		auto c = connectTo(seed.endpoint());
-		ASSERT_TRUE(c.ok());
-		HelloMsg hello;
-		hello.clientName = "vanishing";
-		ASSERT_TRUE(c->send(MsgType::Hello, 1, encode(hello)).ok());
-		ASSERT_TRUE(recvFrame(*c, 1 << 20, 5000).ok());
-		ASSERT_TRUE(c->send(MsgType::TrackStart, 2, {}).ok());
-		ASSERT_TRUE(recvFrame(*c, 1 << 20, 5000).ok());
-		ASSERT_TRUE(c->send(MsgType::Finalize, 3, {}).ok());
-		auto f = recvFrame(*c, 64 << 20, 5000);
+		auto ctl = openTracking(seed.endpoint(), "vanishing");
+		ASSERT_OK(ctl);
+		ASSERT_TRUE(ctl->conn.send(MsgType::Finalize, 3, {}).ok());
+		auto f = recvFrame(ctl->conn, 64 << 20, 5000);
 		ASSERT_TRUE(f.ok());
 		EXPECT_EQ(f->header.type, MsgType::Finalized);
 		EXPECT_EQ(seed.seeder->state(), SeederState::Suspended);
@@ -459,21 +474,12 @@ TEST(Seeder, SwitchesOverInAFinalizeThatAsksAndThenKeepsTheSuspendedSource)
 	SeederRig seed;
 	ASSERT_OK(seed.start(sourceApp(8ull << 20, 20), kChunk, std::chrono::milliseconds(300)));
 	{
-		auto c = connectTo(seed.endpoint());
-		ASSERT_TRUE(c.ok());
-		HelloMsg hello;
-		hello.clientName = "one-step";
-		ASSERT_TRUE(c->send(MsgType::Hello, 1, encode(hello)).ok());
-		auto reply = recvFrame(*c, 1 << 20, 5000);
-		ASSERT_TRUE(reply.ok());
-		auto hr = decodeHelloReply(reply->payload);
-		ASSERT_TRUE(hr.ok());
-		EXPECT_TRUE(hr->flags & HelloReplyMsg::kFlagSwitchOverAtFinalize);
-		ASSERT_TRUE(c->send(MsgType::TrackStart, 2, {}).ok());
-		ASSERT_TRUE(recvFrame(*c, 1 << 20, 5000).ok());
+		auto ctl = openTracking(seed.endpoint(), "one-step");
+		ASSERT_OK(ctl);
+		EXPECT_TRUE(ctl->hello.flags & HelloReplyMsg::kFlagSwitchOverAtFinalize);
 		for (uint64_t id : {3, 4}) { // the second one is a retry after a lost reply
-			ASSERT_TRUE(c->send(MsgType::Finalize, id, encode(FinalizeMsg{FinalizeMsg::kFlagSwitchOver})).ok());
-			auto f = recvFrame(*c, 64 << 20, 5000);
+			ASSERT_TRUE(ctl->conn.send(MsgType::Finalize, id, encode(FinalizeMsg{FinalizeMsg::kFlagSwitchOver})).ok());
+			auto f = recvFrame(ctl->conn, 64 << 20, 5000);
 			ASSERT_TRUE(f.ok());
 			EXPECT_EQ(f->header.type, MsgType::Finalized);
 			EXPECT_EQ(seed.seeder->state(), SeederState::SwitchedOver);
