@@ -73,8 +73,6 @@ public:
 	// Takes a Missing or Stale chunk for an immediate request (marks it InFlight) and returns
 	// true; returns false (and changes nothing) for any other state.
 	std::optional<ChunkRequest> claim(uint32_t index);
-	// Blocks until the chunk is Local or close() is called; returns whether it is Local.
-	bool waitLocal(uint32_t index);
 	// Blocks until every chunk is Local (true) or close() is called / timeout (false).
 	bool waitAllLocal(std::chrono::milliseconds timeout);
 	// Stops handing out work (pause) or resumes it.
@@ -119,7 +117,7 @@ private:
 
 	mutable std::mutex lock_;
 	std::condition_variable workCv_;  // next() waiters
-	std::condition_variable localCv_; // waitLocal()/waitAllLocal() waiters
+	std::condition_variable localCv_; // waitAllLocal()/waitFirstPass() waiters
 	std::vector<ChunkState> state_;
 	std::vector<uint8_t> redo_;       // dirtied while InFlight
 	std::vector<uint8_t> received_;   // received at least once
