@@ -24,6 +24,20 @@ constexpr int kRefuseSendTimeoutMs = 1000;
 constexpr int64_t kPostCopyWarnIntervalNs = 10'000'000'000;
 constexpr uint32_t kMaxRequestPayload = 64 * 1024;
 constexpr size_t kMaxZeroRuns = 1u << 20; // 8 MiB of TrackStarted at most
+
+bool isControlRequest(MsgType t)
+{
+	switch (t) {
+	case MsgType::TrackStart:
+	case MsgType::GetDirty:
+	case MsgType::Finalize:
+	case MsgType::SwitchOver:
+	case MsgType::Done:
+		return true;
+	default:
+		return false;
+	}
+}
 // How long a fault channel spins for its next request while the source is suspended.
 constexpr auto kFaultChannelSpin = std::chrono::microseconds(500);
 
@@ -222,6 +236,12 @@ Status Seeder::handleFrame(Worker &w, ConnState &cs, const FrameHeader &h)
 				     msgTypeName(h.type));
 	FERRY_ASSIGN(std::vector<uint8_t> payload, conn.recvPayload(h));
 	std::span<const uint8_t> pl(payload);
+	// Control requests one at a time, whatever connection they come on: a leecher that
+	// reconnects repeats its request on a new connection, maybe while the first is still
+	// being handled (two final scans at once would hand over half a dirty set).
+	std::unique_lock<std::mutex> control;
+	if (isControlRequest(h.type))
+		control = std::unique_lock(controlLock_);
 	SeederState st = state_.get();
 
 	switch (h.type) {

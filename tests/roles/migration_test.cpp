@@ -465,6 +465,44 @@ TEST(Seeder, ResumesSourceWhenDestinationVanishesAfterFinalizeBeforeSwitchOver)
 	EXPECT_TRUE(seed.app->resume().ok());
 }
 
+// A leecher that reconnects repeats its Finalize on a new connection, maybe while the first
+// is still being handled: both get the same final dirty set (one suspend, one final scan).
+TEST(Seeder, AnswersTwoFinalizesAtOnceWithTheSameDirtySet)
+{
+	requireKernelFeatures();
+	SeederRig seed;
+	ASSERT_OK(seed.start(sourceApp(8ull << 20, 40), kChunk, std::chrono::seconds(5)));
+	auto first = openTracking(seed.endpoint(), "first");
+	ASSERT_OK(first);
+	auto second = connectTo(seed.endpoint());
+	ASSERT_OK(second);
+	HelloMsg hello;
+	hello.clientName = "second";
+	hello.resumeSessionId = first->hello.sessionId;
+	ASSERT_TRUE(second->send(MsgType::Hello, 1, encode(hello)).ok());
+	auto joined = recvFrame(*second, 1 << 20, 5000);
+	ASSERT_OK(joined);
+	ASSERT_EQ(joined->header.type, MsgType::HelloReply);
+	std::this_thread::sleep_for(std::chrono::milliseconds(100)); // the source writes meanwhile
+	ASSERT_TRUE(first->conn.send(MsgType::Finalize, 3, {}).ok());
+	ASSERT_TRUE(second->send(MsgType::Finalize, 3, {}).ok());
+	auto a = recvFrame(first->conn, 64 << 20, 5000);
+	auto b = recvFrame(*second, 64 << 20, 5000);
+	ASSERT_OK(a);
+	ASSERT_OK(b);
+	ASSERT_EQ(a->header.type, MsgType::Finalized);
+	ASSERT_EQ(b->header.type, MsgType::Finalized);
+	auto fa = decodeFinalized(a->payload, first->hello.geometry().chunkCount());
+	auto fb = decodeFinalized(b->payload, first->hello.geometry().chunkCount());
+	ASSERT_OK(fa);
+	ASSERT_OK(fb);
+	EXPECT_FALSE(fa->chunks.empty()) << "the source wrote 40 MB/s since TrackStart";
+	EXPECT_EQ(fa->chunks, fb->chunks);
+	EXPECT_EQ(fa->pageMasks, fb->pageMasks);
+	EXPECT_EQ(fa->suspendedAtUnixNs, fb->suspendedAtUnixNs);
+	EXPECT_EQ(seed.seeder->state(), SeederState::Suspended);
+}
+
 // A Finalize that asks to switch over commits the source before its reply: the switch-over
 // hook has run, a repeat changes nothing, and a destination that vanishes afterwards leaves
 // the source suspended (kept, as after any switch-over), not resumed.

@@ -157,6 +157,7 @@ private:
 	std::atomic<bool> doneAcked_{false}; // the DoneAck went out (or could not): serve() may end
 
 	std::mutex workersLock_; // guards workers_' finished flags and list shape
+	std::mutex controlLock_; // one control request (TrackStart ... Done) at a time
 	std::condition_variable workerFinished_;
 	std::list<Worker> workers_; // stable addresses: each thread holds its Worker
 
