@@ -10,6 +10,7 @@
 #include <array>
 #include <cstdio>
 #include <cstdlib>
+#include <optional>
 #include <string>
 
 #include <gtest/gtest.h>
@@ -111,6 +112,26 @@ std::string tempDir()
 		if (ferryBin().empty())                                        \
 			GTEST_SKIP() << "FERRY_BIN not set (run through meson test)"; \
 	} while (0)
+
+// Serves `path` with `ferry seed --file` to a verifying `ferry leech`: the copy verifies and
+// the seeder ends by itself, with status 0, once the leecher has everything. The seeder is
+// handed back (its stdout holds its summary).
+void seedFileToVerifyingLeech(const std::string &path, std::optional<Background> &out)
+{
+	auto seed = Background::start({"--log-level", "warn", "seed", "--tls", "insecure", "--listen",
+				       "tcp:127.0.0.1:0", "--file", path});
+	ASSERT_TRUE(seed.ok()) << seed.error().message();
+	auto ep = listeningOn(*seed);
+	ASSERT_TRUE(ep.ok()) << ep.error().message();
+	CommandResult leech = runFerry("--log-level warn leech --quiet --mode precopy --verify --tls insecure --connect " +
+				       ep->str());
+	EXPECT_EQ(leech.exitCode, 0) << leech.output;
+	EXPECT_NE(leech.output.find("\"verified\":true"), std::string::npos) << leech.output;
+	auto rc = seed->process.waitFor(20000);
+	ASSERT_TRUE(rc.ok()) << rc.error().message();
+	EXPECT_EQ(*rc, 0) << "the seeder ends once the leecher has everything";
+	out.emplace(std::move(*seed));
+}
 
 } // namespace
 
@@ -229,18 +250,8 @@ TEST(SeedFile, ServesTheFileByteForByte)
 		}
 		ASSERT_EQ(std::fclose(f), 0);
 	}
-	auto seed = Background::start({"--log-level", "warn", "seed", "--tls", "insecure", "--listen",
-				       "tcp:127.0.0.1:0", "--file", path});
-	ASSERT_TRUE(seed.ok()) << seed.error().message();
-	auto ep = listeningOn(*seed);
-	ASSERT_TRUE(ep.ok()) << ep.error().message();
-	CommandResult leech = runFerry("--log-level warn leech --quiet --mode precopy --verify --tls insecure --connect " +
-				       ep->str());
-	EXPECT_EQ(leech.exitCode, 0) << leech.output;
-	EXPECT_NE(leech.output.find("\"verified\":true"), std::string::npos) << leech.output;
-	auto rc = seed->process.waitFor(20000);
-	ASSERT_TRUE(rc.ok()) << rc.error().message();
-	EXPECT_EQ(*rc, 0) << "the seeder ends once the leecher has everything";
+	std::optional<Background> seed;
+	ASSERT_NO_FATAL_FAILURE(seedFileToVerifyingLeech(path, seed));
 	std::system(("rm -rf " + dir).c_str());
 }
 
@@ -261,18 +272,8 @@ TEST(SeedFile, ServesASparseFileByteForByte)
 		ASSERT_EQ(std::fclose(f), 0);
 		ASSERT_EQ(::truncate(path.c_str(), 4 << 20), 0); // and a hole to 4 MiB
 	}
-	auto seed = Background::start({"--log-level", "warn", "seed", "--tls", "insecure", "--listen",
-				       "tcp:127.0.0.1:0", "--file", path});
-	ASSERT_TRUE(seed.ok()) << seed.error().message();
-	auto ep = listeningOn(*seed);
-	ASSERT_TRUE(ep.ok()) << ep.error().message();
-	CommandResult leech = runFerry("--log-level warn leech --quiet --mode precopy --verify --tls insecure --connect " +
-				       ep->str());
-	EXPECT_EQ(leech.exitCode, 0) << leech.output;
-	EXPECT_NE(leech.output.find("\"verified\":true"), std::string::npos) << leech.output;
-	auto rc = seed->process.waitFor(20000);
-	ASSERT_TRUE(rc.ok()) << rc.error().message();
-	EXPECT_EQ(*rc, 0);
+	std::optional<Background> seed;
+	ASSERT_NO_FATAL_FAILURE(seedFileToVerifyingLeech(path, seed));
 	auto summary = seed->line(5000);
 	ASSERT_TRUE(summary.ok()) << summary.error().message();
 	auto j = JsonValue::parse(*summary);
