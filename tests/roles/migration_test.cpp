@@ -415,6 +415,38 @@ TEST(Leecher, FaultsOwedByALostFaultChannelArriveOnTheDataConnections)
 	EXPECT_TRUE(*rep->verified);
 }
 
+// A faulted chunk that ferry never stored is placed with UFFDIO_COPY, which fills only the
+// pages missing from the region's file. A destination whose file already held pages of it
+// (its QEMU wrote them, say) must still end with the source's bytes in every page.
+TEST(Leecher, PostCopyReplacesWhatTheDestinationRegionHeldBefore)
+{
+	requireKernelFeatures();
+	Migration m;
+	ASSERT_OK(m.start(sourceApp(16ull << 20, 0), linkOf(2, 0)));
+	m.dest.appOpts.readMBps = 200;
+	auto opts = m.options(MigrationMode::Hybrid);
+	opts.postcopyOnly = true;
+	opts.backgroundPull = false; // every chunk comes by fault, most on the fault channel
+	LeecherHooks hooks = m.dest.hooks(MigrationMode::Hybrid);
+	hooks.prepare = [prepare = hooks.prepare](uint64_t size, uint32_t chunk) -> Result<uint8_t *> {
+		FERRY_ASSIGN(uint8_t *base, prepare(size, chunk));
+		// Every other chunk holds bytes before the migration: all of it, or its second page.
+		for (uint64_t i = 0; i * chunk < size; i += 2) {
+			if (i % 4 == 0)
+				std::memset(base + i * chunk, 0xee, chunk);
+			else
+				std::memset(base + i * chunk + 4096, 0xee, 4096);
+		}
+		return base;
+	};
+	Leecher leecher(std::move(hooks), opts);
+	auto rep = leecher.run();
+	ASSERT_TRUE(rep.ok()) << rep.error().message();
+	EXPECT_GT(rep->faultChannelChunks, (16ull << 20) / kChunk / 2) << "most chunks should come on the fault channel";
+	ASSERT_TRUE(rep->verified.has_value());
+	EXPECT_TRUE(*rep->verified);
+}
+
 TEST(Leecher, ResumesPullAfterConnectionDrop)
 {
 	requireKernelFeatures();

@@ -4,7 +4,10 @@
 #include <poll.h>
 #include <sched.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <unistd.h>
+
+#include <cstring>
 
 #include "ferry/base/clock.h"
 #include "ferry/base/log.h"
@@ -38,6 +41,9 @@ Status FaultService::start(FaultTarget target, std::optional<Connection> channel
 		channel_ = std::move(channel);
 		channel_->setBusyPoll(std::chrono::microseconds(kSpinNs / 1000)); // the rest of a reply
 		channelReplies_.emplace(region_);
+		FERRY_ASSIGN(stage_, Mapping::anonymous(region_.chunkSize));
+		std::memset(stage_.data(), 0, region_.chunkSize); // populated before the first fault
+		residency_.resize((region_.chunkSize + kPage - 1) / kPage);
 	}
 	appBase_ = target.base;
 	stopFd_.reset(::eventfd(0, EFD_CLOEXEC));
@@ -226,19 +232,71 @@ Status FaultService::receiveOnChannel()
 	auto it = channelPending_.find(h.requestId);
 	if (it == channelPending_.end())
 		return Error::format(EPROTO, "reply to unknown request {}", h.requestId);
-	FERRY_ASSIGN(LandedChunk landed, channelReplies_->read(*channel_, h, it->second, it->second.index));
+	// A chunk never stored here is read into a warm buffer and placed with UFFDIO_COPY, which
+	// allocates its pages and fills them in one step. Read straight into the region, each
+	// page would first fault, be allocated and be cleared: about half of a fault's service
+	// time on this kind of machine (docs/benchmarks.md 13.3).
+	const ChunkRequest asked = it->second;
+	uint8_t *stage = region_.absent[asked.index] && !asked.pageMask ? stage_.data() : nullptr;
+	FERRY_ASSIGN(LandedChunk landed, channelReplies_->read(*channel_, h, asked, asked.index, stage));
 	channelPending_.erase(it);
 	channelChunks_++;
 	std::lock_guard g(faultLock_);
-	if (!map_.completed(landed.index, landed.whole))
-		return {}; // written again at the source meanwhile: requested again
+	if (!map_.completed(landed.index, landed.whole)) {
+		// Written again at the source meanwhile: requested again. Kept, as any reply is.
+		if (landed.staged) {
+			std::memcpy(region_.chunk(landed.index), stage_.data(), region_.length(landed.index));
+			region_.absent[landed.index] = 0;
+		}
+		return {};
+	}
 	std::vector<uintptr_t> waiters = takeWaiters(landed.index);
-	Status st = resolveChunk(landed.index, waiters);
+	Status st = landed.staged ? placeStaged(landed.index, waiters) : resolveChunk(landed.index, waiters);
 	if (!st.ok() && st.error().code() == ESRCH)
 		return st;
 	if (!st.ok())
 		FERRY_LOG_RATELIMITED(Warn, name_, "[chunk {}] map into application: {}", landed.index, st.error().message());
 	return {};
+}
+
+bool FaultService::anyPageInFile(uint32_t index)
+{
+	const size_t len = region_.length(index);
+	if (::mincore(region_.chunk(index), len, residency_.data()) != 0)
+		return true; // cannot tell: take the path that is right either way
+	for (size_t p = 0; p < (len + kPage - 1) / kPage; p++)
+		if (residency_[p] & 1)
+			return true;
+	return false;
+}
+
+// UFFDIO_COPY only fills pages missing from the file: ferry never stored this chunk, but
+// something else may have (the destination's QEMU writing its RAM before the migration). Such
+// a chunk takes the ordinary path: its bytes are written over the file's and mapped.
+Status FaultService::placeStaged(uint32_t index, std::span<const uintptr_t> waiters)
+{
+	const size_t len = region_.length(index);
+	region_.absent[index] = 0;
+	if (!anyPageInFile(index)) {
+		FERRY_ASSIGN(UffdOutcome o, uffd_->copy(reinterpret_cast<void *>(appBase_ + region_.offset(index)),
+							stage_.data(), len));
+		switch (o) {
+		case UffdOutcome::Done:
+			return {}; // mapped, and its waiters woken
+		case UffdOutcome::Gone:
+			return applicationGone();
+		case UffdOutcome::Exists:
+			// A page appeared in the file since the check, not through ferry (it writes
+			// this chunk only here): it keeps what was written there; the rest is placed.
+			FERRY_LOG_RATELIMITED(Warn, name_, "[chunk {}] pages appeared in the region outside the migration",
+					      index);
+			return resolveChunk(index, waiters);
+		case UffdOutcome::Retry:
+			break; // nothing was placed
+		}
+	}
+	std::memcpy(region_.chunk(index), stage_.data(), len);
+	return resolveChunk(index, waiters);
 }
 
 void FaultService::dropChannel(const Error &e)

@@ -29,6 +29,7 @@
 #include "ferry/roles/chunk_map.h"
 #include "ferry/roles/leecher.h"
 #include "ferry/sys/fd.h"
+#include "ferry/sys/mapping.h"
 #include "roles/leecher/local_region.h"
 #include "roles/leecher/replies.h"
 
@@ -69,6 +70,9 @@ private:
 	void premapLoop();
 	// Installs chunk `index` in the application and wakes the faulting addresses.
 	Status resolveChunk(uint32_t index, std::span<const uintptr_t> waiters);
+	// Places a chunk read into stage_ (faultLock_ held): see receiveOnChannel.
+	Status placeStaged(uint32_t index, std::span<const uintptr_t> waiters);
+	bool anyPageInFile(uint32_t index); // any page of the chunk in the region's page cache
 	std::vector<uintptr_t> takeWaiters(uint32_t index); // faultLock_ held
 
 	LocalRegion &region_;
@@ -87,6 +91,8 @@ private:
 	std::optional<Connection> channel_;
 	std::optional<ChunkReplyReader> channelReplies_;
 	std::unordered_map<uint64_t, ChunkRequest> channelPending_;
+	Mapping stage_;                          // one chunk, page-aligned (UFFDIO_COPY's source)
+	std::vector<unsigned char> residency_;   // mincore() of one chunk
 	uint64_t nextChannelId_ = 1;
 	std::atomic<uint64_t> faults_{0}, localFaults_{0}, channelChunks_{0};
 	std::atomic<bool> stopping_{false};

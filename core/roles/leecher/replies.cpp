@@ -48,7 +48,7 @@ Status ChunkReplyReader::accept(Connection &conn, const FrameHeader &h, bool zst
 // not running; after it, the pages of a chunk that is not Local are not mapped in its address
 // space (the minor-fault guard) until the fault service installs them.
 Result<LandedChunk> ChunkReplyReader::read(Connection &conn, const FrameHeader &h, const ChunkRequest &asked,
-					   uint32_t expectIndex)
+					   uint32_t expectIndex, uint8_t *stage)
 {
 	const ChunkGeometry geo = region_.geometry();
 	LandedChunk landed;
@@ -84,14 +84,18 @@ Result<LandedChunk> ChunkReplyReader::read(Connection &conn, const FrameHeader &
 				     expectIndex, landed.index);
 	const uint32_t index = landed.index;
 	const size_t len = region_.length(index);
-	uint8_t *dst = region_.chunk(index);
+	const bool toStage = stage && h.type != MsgType::ChunkZero;
+	uint8_t *dst = toStage ? stage : region_.chunk(index);
+	landed.staged = toStage;
 	if (h.type == MsgType::Chunk) {
-		region_.absent[index] = 0;
+		if (!toStage)
+			region_.absent[index] = 0;
 		FERRY_TRY_CTX(conn.recvExact(dst, len), "chunk {}", index);
 	} else if (h.type == MsgType::ChunkZstd) {
 		zbuf_.resize(h.payloadLen - kChunkPrefixSize);
 		FERRY_TRY_CTX(conn.recvExact(zbuf_.data(), zbuf_.size()), "chunk {}", index);
-		region_.absent[index] = 0;
+		if (!toStage)
+			region_.absent[index] = 0;
 		FERRY_TRY_CTX(decompressor_.decompress(zbuf_, {dst, len}), "chunk {}", index);
 		landed.decompressedBytes = len;
 	} else if (!region_.absent[index]) {

@@ -31,6 +31,7 @@ Status sendChunkRequest(Connection &conn, uint64_t id, const ChunkRequest &req, 
 struct LandedChunk {
 	uint32_t index = 0;
 	bool whole = true;              // the entire chunk was written (not only some pages)
+	bool staged = false;            // its bytes are in the caller's staging buffer, not the region
 	uint64_t decompressedBytes = 0; // > 0: it came as ChunkZstd
 };
 
@@ -44,7 +45,10 @@ public:
 	Status accept(Connection &conn, const FrameHeader &h, bool zstd);
 	// Reads the reply's body into the region: `asked` is the request it answers and
 	// `expectIndex` the chunk a whole-chunk reply must carry (a range is answered in order).
-	Result<LandedChunk> read(Connection &conn, const FrameHeader &h, const ChunkRequest &asked, uint32_t expectIndex);
+	// With `stage` (chunkSize bytes), a whole chunk's bytes go there instead and the region is
+	// left as it was (LandedChunk::staged): the caller places them.
+	Result<LandedChunk> read(Connection &conn, const FrameHeader &h, const ChunkRequest &asked, uint32_t expectIndex,
+				 uint8_t *stage = nullptr);
 
 private:
 	LocalRegion &region_;
