@@ -6,7 +6,8 @@
 //    Reports latency p50/p99 (µs, seen by the faulting thread) and throughput (GB/s).
 //  - BM_Pull: pre-copy pull throughput through the link emulator for a given RTT, bandwidth
 //    cap and requests in flight, next to BM_RawStream, a plain TCP stream through the same
-//    emulated link (the ceiling any protocol can reach).
+//    emulated link (the ceiling any protocol can reach), and BM_RawStreamIntoMemory, the same
+//    stream landing in fresh memory as a pull's does.
 //  - BM_RawRoundTrip: the floor under BM_FaultService: a plain TCP request (32 bytes) and reply
 //    (one chunk) between two threads on loopback, blocking or busy-polling, with no protocol.
 //  - BM_PullTls: the pull of BM_Pull (no delay) plaintext or over mutual TLS (x509), with
@@ -505,8 +506,11 @@ void BM_CompressChunk(benchmark::State &state)
 	state.counters["wire_ratio"] = double(wire) / double(state.iterations() * src.size());
 }
 
-// The same bytes as one plain TCP stream through the same emulated link.
-void BM_RawStream(benchmark::State &state)
+// The same bytes as one plain TCP stream through the same emulated link, received into one
+// reused 1 MiB buffer, or (intoMemory) into a fresh memfd of the stream's size, as a pull
+// lands its bytes in a destination that has never held them: every page is then faulted,
+// allocated and cleared before the bytes are copied in.
+void runRawStream(benchmark::State &state, bool intoMemory)
 {
 	const int rttMs = int(state.range(0));
 	const double mbit = double(state.range(1));
@@ -526,13 +530,23 @@ void BM_RawStream(benchmark::State &state)
 			state.SkipWithError(link.error().message().c_str());
 			return;
 		}
+		MemfdMapping dest;
+		if (intoMemory) {
+			auto m = MemfdMapping::create("bench-raw-destination", size);
+			if (!m.ok()) {
+				state.SkipWithError(m.error().message().c_str());
+				return;
+			}
+			dest = std::move(m).value();
+		}
 		auto t0 = Clock::now();
 		std::thread sender([&] { bench::sendRawStream((*link)->endpoint(), buf, size); });
 		auto c = l->accept(10000);
 		uint64_t got = 0;
 		std::vector<uint8_t> rbuf(1 << 20);
 		while (c.ok() && got < size) {
-			ssize_t n = ::recv(c->fd(), rbuf.data(), rbuf.size(), 0);
+			uint8_t *into = intoMemory ? dest.data() + got : rbuf.data();
+			ssize_t n = ::recv(c->fd(), into, std::min<uint64_t>(rbuf.size(), size - got), 0);
 			if (n <= 0)
 				break;
 			got += uint64_t(n);
@@ -553,6 +567,9 @@ void BM_RawStream(benchmark::State &state)
 	}
 	state.counters["MB_per_s"] = bytes / totalSec / 1e6;
 }
+
+void BM_RawStream(benchmark::State &state) { runRawStream(state, false); }
+void BM_RawStreamIntoMemory(benchmark::State &state) { runRawStream(state, true); }
 
 // One Connection streaming 256 KiB Chunk frames over loopback TCP, plaintext or TLS 1.3 (x509
 // negotiates AES-256-GCM, PSK AES-128-GCM: an external PSK is bound to SHA-256). One run gives
@@ -678,6 +695,7 @@ BENCHMARK(BM_CompressChunk)->ArgNames({"text"})->Arg(0)->Arg(1);
 BENCHMARK(BM_RawStream)
 	->ArgsProduct({{0, 2, 10, 20, 40}, {1000, 0}})
 	->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(2);
+BENCHMARK(BM_RawStreamIntoMemory)->Args({0, 0})->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(2);
 // Mbit/s cap (0 = none), connections, TLS (0 plaintext, 1 x509), zstd (1: text memory, level 1)
 BENCHMARK(BM_PullTls)
 	->ArgNames({"mbit", "conns", "tls", "zstd"})

@@ -24,13 +24,12 @@
 #include <deque>
 #include <memory>
 
+#include "ferry/base/clock.h"
 #include "ferry/base/result.h"
 #include "ferry/link/link_emulator.h"
 #include "ferry/sys/fd.h"
 
 namespace ferry::link {
-
-inline constexpr int64_t kNsPerSec = 1000000000;
 
 class Direction {
 public:

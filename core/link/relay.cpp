@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <time.h>
 
@@ -41,6 +42,9 @@ void Relay::run()
 	sigemptyset(&pipeSet);
 	sigaddset(&pipeSet, SIGPIPE);
 	pthread_sigmask(SIG_BLOCK, &pipeSet, nullptr);
+	// A delayed segment leaves when its time comes: the default timer slack (50 µs) would
+	// let ppoll's timeout fire up to that much later, on every emulated one-way delay.
+	(void)::prctl(PR_SET_TIMERSLACK, 1UL);
 
 	bool abort = false;
 	Status init = up.attach(client.get(), server.get());
@@ -81,7 +85,7 @@ void Relay::run()
 		timespec *tsp = nullptr;
 		if (wakeAt != INT64_MAX) {
 			int64_t d = std::max<int64_t>(0, wakeAt - now);
-			ts = {time_t(d / kNsPerSec), long(d % kNsPerSec)};
+			ts = timespecOfNs(d);
 			tsp = &ts;
 		}
 		if (::ppoll(fds, 3, tsp, nullptr) < 0 && errno != EINTR) {

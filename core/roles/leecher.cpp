@@ -57,9 +57,9 @@ const char *leecherStateName(LeecherState s)
 LeecherHooks LeecherHooks::intoMemory(MemfdMapping &region, const char *memfdName)
 {
 	LeecherHooks h;
-	h.prepare = [&region, memfdName](uint64_t size, uint32_t) -> Result<uint8_t *> {
+	h.prepare = [&region, memfdName](uint64_t size, uint32_t) -> Result<DestinationRegion> {
 		FERRY_ASSIGN(region, MemfdMapping::create(memfdName, size));
-		return region.data();
+		return DestinationRegion{region.data(), region.fd.get()};
 	};
 	h.resume = [] { return okStatus(); };
 	return h;
@@ -192,7 +192,9 @@ Status Leecher::Impl::setUp(LeecherReport &rep)
 	region_.chunkCount = static_cast<uint32_t>((region_.size + region_.chunkSize - 1) / region_.chunkSize);
 	region_.absent.assign(region_.chunkCount, 1);
 	rep.bytesTotal = region_.size;
-	FERRY_ASSIGN(region_.base, hooks_.prepare(region_.size, region_.chunkSize));
+	FERRY_ASSIGN(DestinationRegion dest, hooks_.prepare(region_.size, region_.chunkSize));
+	region_.base = dest.base;
+	region_.fd = dest.fd;
 	map_ = std::make_unique<ChunkMap>(region_.chunkCount);
 	puller_ = std::make_unique<Puller>(session_, region_, *map_, failure_, opts_);
 	FERRY_ASSIGN(std::vector<uint8_t> started, session_.request(MsgType::TrackStart, MsgType::TrackStarted)

@@ -79,7 +79,7 @@ public:
 			int64_t left = deadlineNs - monotonicNs();
 			if (left <= 0)
 				return true;
-			timespec ts{time_t(left / 1'000'000'000), long(left % 1'000'000'000)};
+			timespec ts = timespecOfNs(left);
 			pollfd p{fd_.get(), POLLIN, 0};
 			int n = ::ppoll(&p, 1, &ts, nullptr);
 			if (n > 0)
@@ -247,7 +247,7 @@ Status runQmpMonitorLoop(const MonitorArgs &a)
 	FERRY_LOG(Info, "monitor", "QEMU at {}: {} every {} s for {} s", a.qmpPath, a.mode, a.calcTimeS,
 		  a.durationS);
 
-	const int64_t intervalNs = a.calcTimeS * 1'000'000'000;
+	const int64_t intervalNs = a.calcTimeS * kNsPerSec;
 	// One measurement per whole calc-time in the duration (each also costs a poll interval
 	// or so of gap, so a deadline would drop the last one).
 	const auto count = std::max<uint64_t>(1, uint64_t(a.durationS / interval + 1e-9));

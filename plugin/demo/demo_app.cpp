@@ -403,10 +403,10 @@ Result<uint64_t> DestAppHandle::quit()
 LeecherHooks DemoDestination::hooks()
 {
 	LeecherHooks h;
-	h.prepare = [this](uint64_t size, uint32_t) -> Result<uint8_t *> {
+	h.prepare = [this](uint64_t size, uint32_t) -> Result<DestinationRegion> {
 		size_ = size;
 		FERRY_ASSIGN(region_, MemfdMapping::create("ferry-demo-destination", size));
-		return region_.data();
+		return DestinationRegion{region_.data(), region_.fd.get()};
 	};
 	h.armFaults = [this]() -> Result<FaultTarget> {
 		FERRY_TRY(startApp());

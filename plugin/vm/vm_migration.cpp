@@ -94,11 +94,11 @@ Result<LeecherReport> receiveVm(VmHandle vm, LeecherOptions lo, const VmReceiveO
 	const bool verify = lo.verify;
 
 	LeecherHooks hooks;
-	hooks.prepare = [&](uint64_t size, uint32_t) -> Result<uint8_t *> {
+	hooks.prepare = [&](uint64_t size, uint32_t) -> Result<DestinationRegion> {
 		if (size != ram.size)
 			return Error::format(EINVAL, "source guest RAM is {} bytes, destination's {}", size, ram.size);
 		FERRY_ASSIGN(map, Mapping::map(ram.file.get(), size, PROT_READ | PROT_WRITE, MAP_SHARED));
-		return map.data();
+		return DestinationRegion{map.data(), ram.file.get()};
 	};
 	hooks.armFaults = [&]() -> Result<FaultTarget> {
 		FERRY_ASSIGN(Userfaultfd u, agent.guard(ram.base, ram.size).context("guard guest RAM"));

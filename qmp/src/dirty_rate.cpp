@@ -194,7 +194,7 @@ Status QemuDirtyRateSampler::sleepUntil(int64_t deadlineNs) const
 		int64_t left = deadlineNs - monotonicNs();
 		if (left <= 0)
 			return {};
-		timespec ts{time_t(left / 1'000'000'000), long(left % 1'000'000'000)};
+		timespec ts = timespecOfNs(left);
 		pollfd p{options_.cancelFd, POLLIN, 0};
 		// A negative fd is ignored by ppoll, which then is a plain bounded sleep.
 		int n = ::ppoll(&p, 1, &ts, nullptr);
@@ -213,7 +213,7 @@ Result<QemuDirtyRateSample> QemuDirtyRateSampler::wait()
 	startedNs_ = 0;
 	// QEMU's thread sleeps calc-time from its own start, which follows our send: asking
 	// before then only costs round trips.
-	int64_t firstPoll = started + options_.calcTimeSec * 1'000'000'000;
+	int64_t firstPoll = started + options_.calcTimeSec * kNsPerSec;
 	int64_t deadline = firstPoll + toNs(options_.slack);
 	FERRY_TRY(sleepUntil(firstPoll));
 	std::string lastStatus;

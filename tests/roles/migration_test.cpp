@@ -428,8 +428,9 @@ TEST(Leecher, PostCopyReplacesWhatTheDestinationRegionHeldBefore)
 	opts.postcopyOnly = true;
 	opts.backgroundPull = false; // every chunk comes by fault, most on the fault channel
 	LeecherHooks hooks = m.dest.hooks(MigrationMode::Hybrid);
-	hooks.prepare = [prepare = hooks.prepare](uint64_t size, uint32_t chunk) -> Result<uint8_t *> {
-		FERRY_ASSIGN(uint8_t *base, prepare(size, chunk));
+	hooks.prepare = [prepare = hooks.prepare](uint64_t size, uint32_t chunk) -> Result<DestinationRegion> {
+		FERRY_ASSIGN(DestinationRegion dest, prepare(size, chunk));
+		uint8_t *base = dest.base;
 		// Every other chunk holds bytes before the migration: all of it, or its second page.
 		for (uint64_t i = 0; i * chunk < size; i += 2) {
 			if (i % 4 == 0)
@@ -437,7 +438,7 @@ TEST(Leecher, PostCopyReplacesWhatTheDestinationRegionHeldBefore)
 			else
 				std::memset(base + i * chunk + 4096, 0xee, 4096);
 		}
-		return base;
+		return dest;
 	};
 	Leecher leecher(std::move(hooks), opts);
 	auto rep = leecher.run();

@@ -5,6 +5,7 @@
 #include <sched.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -21,6 +22,9 @@ constexpr size_t kPage = 4096;
 // blocks: a vCPU's next fault, or the reply it waits for, usually comes sooner than a blocked
 // thread wakes on this kind of machine.
 constexpr int64_t kSpinNs = 200'000;
+// A reply due after a long round trip (a WAN link) is waited for asleep until this long
+// before it is due, then spun for: a sleeping thread takes tens of microseconds to wake here.
+constexpr int64_t kWakeEarlyNs = 300'000;
 
 Error applicationGone() { return Error(ESRCH, "application exited"); }
 
@@ -49,7 +53,11 @@ Status FaultService::start(FaultTarget target, std::optional<Connection> channel
 	stopFd_.reset(::eventfd(0, EFD_CLOEXEC));
 	if (!stopFd_)
 		return Error::fromErrno("eventfd");
-	faultThread_ = std::thread([this] { faultLoop(); });
+	faultThread_ = std::thread([this] {
+		// Its sleeps before a reply is due end on time, not up to 50 µs late (the default slack).
+		(void)::prctl(PR_SET_TIMERSLACK, 1UL);
+		faultLoop();
+	});
 	premapThread_ = std::thread([this] { premapLoop(); });
 	return {};
 }
@@ -154,18 +162,32 @@ void FaultService::faultLoop()
 			lastEventNs = now;
 			continue;
 		}
-		const bool spin = channel_ && now - lastEventNs < kSpinNs;
+		int64_t sleepNs = channel_ && now - lastEventNs < kSpinNs ? 0 : sleepBeforeNextReplyNs(now);
 		pollfd fds[3] = {{uffd_->fd(), POLLIN, 0}, {stopFd_.get(), POLLIN, 0}, {channel_ ? channel_->fd() : -1, POLLIN, 0}};
-		int n = ::poll(fds, 3, spin ? 0 : -1);
+		const timespec ts = timespecOfNs(std::max<int64_t>(0, sleepNs));
+		int n = ::ppoll(fds, 3, sleepNs < 0 ? nullptr : &ts, nullptr);
 		if (n < 0 && errno != EINTR) {
 			failure_.fail(Error::fromErrno("fault service: poll"));
 			return;
 		}
 		if (fds[1].revents & POLLIN)
 			return;
-		if (n == 0)
+		if (n == 0 && sleepNs == 0)
 			::sched_yield();
 	}
+}
+
+int64_t FaultService::sleepBeforeNextReplyNs(int64_t now) const
+{
+	if (!channel_ || channelPending_.empty() || replyNs_ == 0)
+		return -1;
+	int64_t due = INT64_MAX;
+	for (const auto &[id, p] : channelPending_)
+		due = std::min(due, p.sentNs + replyNs_);
+	// Overdue: spin, but not forever (a lost reply, a slower link): then sleep until an event.
+	if (now >= due)
+		return now - due < kSpinNs ? 0 : -1;
+	return std::max<int64_t>(0, due - now - kWakeEarlyNs);
 }
 
 bool FaultService::serveFaults(std::vector<uffd_msg> &msgs)
@@ -219,7 +241,7 @@ void FaultService::requestFault(uint32_t index)
 		return; // in flight on a data connection (or local meanwhile): it is installed on arrival
 	narrowToPages(*req, region_);
 	const uint64_t id = nextChannelId_++;
-	channelPending_[id] = *req;
+	channelPending_[id] = {*req, monotonicNs()};
 	Status st = sendChunkRequest(*channel_, id, *req, false);
 	if (!st.ok())
 		dropChannel(st.error());
@@ -236,7 +258,9 @@ Status FaultService::receiveOnChannel()
 	// allocates its pages and fills them in one step. Read straight into the region, each
 	// page would first fault, be allocated and be cleared: about half of a fault's service
 	// time on this kind of machine (docs/benchmarks.md 13.3).
-	const ChunkRequest asked = it->second;
+	const ChunkRequest asked = it->second.req;
+	const int64_t tookNs = monotonicNs() - it->second.sentNs;
+	replyNs_ = replyNs_ == 0 ? tookNs : (replyNs_ * 7 + tookNs) / 8;
 	uint8_t *stage = region_.absent[asked.index] && !asked.pageMask ? stage_.data() : nullptr;
 	FERRY_ASSIGN(LandedChunk landed, channelReplies_->read(*channel_, h, asked, asked.index, stage));
 	channelPending_.erase(it);
@@ -309,9 +333,9 @@ void FaultService::dropChannel(const Error &e)
 	}
 	FERRY_LOG(Warn, name_, "fault channel lost ({}); {} fault(s) go to the data connections", e.message(),
 		  channelPending_.size());
-	for (auto &[id, req] : channelPending_) {
-		map_.requestFailed(req.index);
-		request_(req.index);
+	for (auto &[id, p] : channelPending_) {
+		map_.requestFailed(p.req.index);
+		request_(p.req.index);
 	}
 	channelPending_.clear();
 }

@@ -58,6 +58,9 @@ public:
 
 private:
 	void faultLoop();
+	// How long the fault thread may sleep before it spins for the next reply due on the
+	// channel: -1 none due (sleep until an event), 0 spin now.
+	int64_t sleepBeforeNextReplyNs(int64_t now) const;
 	// Reads the pending fault events and asks for what they wait on; returns whether there
 	// were any.
 	bool serveFaults(std::vector<uffd_msg> &msgs);
@@ -90,7 +93,14 @@ private:
 	// The fault channel and what it owes (the fault thread only).
 	std::optional<Connection> channel_;
 	std::optional<ChunkReplyReader> channelReplies_;
-	std::unordered_map<uint64_t, ChunkRequest> channelPending_;
+	struct PendingFault {
+		ChunkRequest req;
+		int64_t sentNs = 0;
+	};
+	std::unordered_map<uint64_t, PendingFault> channelPending_;
+	// How long the channel's replies take (moving average; 0: none yet), so the fault thread
+	// can sleep through most of a long round trip and spin for its end.
+	int64_t replyNs_ = 0;
 	Mapping stage_;                          // one chunk, page-aligned (UFFDIO_COPY's source)
 	std::vector<unsigned char> residency_;   // mincore() of one chunk
 	uint64_t nextChannelId_ = 1;

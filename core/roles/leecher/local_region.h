@@ -22,6 +22,7 @@ namespace ferry {
 // receiver only while no other thread may look at that chunk.
 struct LocalRegion {
 	uint8_t *base = nullptr;
+	int fd = -1; // the file behind `base`, if any (DestinationRegion)
 	uint64_t size = 0;
 	uint32_t chunkSize = 0;
 	uint32_t chunkCount = 0;
@@ -31,6 +32,8 @@ struct LocalRegion {
 	uint64_t offset(uint32_t index) const { return uint64_t(index) * chunkSize; }
 	size_t length(uint32_t index) const { return size_t(std::min<uint64_t>(chunkSize, size - offset(index))); }
 	uint8_t *chunk(uint32_t index) const { return base + offset(index); }
+	// Whether a chunk's bytes should go in through the file (it was never stored: fresh pages).
+	bool landsThroughFile(uint32_t index) const { return fd >= 0 && absent[index]; }
 };
 
 // The first error of any of the leecher's threads (a data connection that gave up, a fault

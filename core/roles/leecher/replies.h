@@ -51,9 +51,13 @@ public:
 				 uint8_t *stage = nullptr);
 
 private:
+	// Writes a chunk's bytes, read into landing_, into the region's file.
+	Status landThroughFile(uint32_t index, size_t len);
+
 	LocalRegion &region_;
 	ChunkDecompressor decompressor_;
-	std::vector<uint8_t> zbuf_; // one compressed frame
+	std::vector<uint8_t> zbuf_;    // one compressed frame
+	std::vector<uint8_t> landing_; // one chunk on its way into the region's file
 };
 
 } // namespace ferry

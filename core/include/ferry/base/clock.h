@@ -9,12 +9,17 @@
 
 namespace ferry {
 
+inline constexpr int64_t kNsPerSec = 1'000'000'000;
+
 inline int64_t clockNs(clockid_t id)
 {
 	timespec ts;
 	clock_gettime(id, &ts);
-	return int64_t(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+	return int64_t(ts.tv_sec) * kNsPerSec + ts.tv_nsec;
 }
+
+// A timeout of `ns` (>= 0) for ppoll, sigtimedwait and the like.
+inline timespec timespecOfNs(int64_t ns) { return {time_t(ns / kNsPerSec), long(ns % kNsPerSec)}; }
 
 inline int64_t monotonicNs() { return clockNs(CLOCK_MONOTONIC); }
 inline int64_t realtimeNs() { return clockNs(CLOCK_REALTIME); }

@@ -47,10 +47,19 @@ struct FaultTarget {
 	uintptr_t base = 0;
 };
 
+// The destination memory as LeecherHooks::prepare hands it over: the leecher's own writable
+// shared mapping of it, and the file behind that mapping (-1: none; borrowed, open until the
+// leecher's run() returns). With the file, a chunk the destination never held is written into
+// it with pwrite(), which fills fresh pages without faulting and clearing each one first.
+struct DestinationRegion {
+	uint8_t *base = nullptr;
+	int fd = -1;
+};
+
 struct LeecherHooks {
 	// Called once the region's size is known: returns the leecher's own writable mapping of
 	// the destination memory (which the application will map too).
-	std::function<Result<uint8_t *>(uint64_t size, uint32_t chunkSize)> prepare;
+	std::function<Result<DestinationRegion>(uint64_t size, uint32_t chunkSize)> prepare;
 	// Hybrid only, called before finalize: start the application *without letting it run*
 	// with its mapping of the region guarded by a userfaultfd (see FaultTarget).
 	std::function<Result<FaultTarget>()> armFaults;
