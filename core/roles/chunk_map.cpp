@@ -2,9 +2,10 @@
 #include "ferry/roles/chunk_map.h"
 
 #include <cassert>
-
 #include <cmath>
 #include <limits>
+
+#include "ferry/base/clock.h"
 
 namespace ferry {
 
@@ -205,8 +206,10 @@ bool ChunkMap::completed(uint32_t index, bool whole)
 		intact_[index] = 1;
 	if (!received_[index]) {
 		received_[index] = 1;
-		if (++receivedCount_ == state_.size())
+		if (++receivedCount_ == state_.size()) {
+			firstPassDoneNs_ = monotonicNs();
 			localCv_.notify_all();
+		}
 	}
 	if (redo_[index]) {
 		redo_[index] = 0;
@@ -231,7 +234,8 @@ void ChunkMap::markZero(uint32_t first, uint32_t count)
 			continue;
 		intact_[i] = 1;
 		received_[i] = 1;
-		receivedCount_++;
+		if (++receivedCount_ == state_.size())
+			firstPassDoneNs_ = monotonicNs();
 		setState(i, ChunkState::Local);
 	}
 	if (receivedCount_ == state_.size() || counts_.local == state_.size())
@@ -311,6 +315,12 @@ bool ChunkMap::firstPassDone() const
 {
 	std::lock_guard g(lock_);
 	return receivedCount_ == state_.size();
+}
+
+int64_t ChunkMap::firstPassDoneNs() const
+{
+	std::lock_guard g(lock_);
+	return firstPassDoneNs_;
 }
 
 bool ChunkMap::waitFirstPass(std::chrono::milliseconds timeout)

@@ -197,6 +197,10 @@ Status Leecher::Impl::setUp(LeecherReport &rep)
 	region_.fd = dest.fd;
 	map_ = std::make_unique<ChunkMap>(region_.chunkCount);
 	puller_ = std::make_unique<Puller>(session_, region_, *map_, failure_, opts_);
+	// The data connections open (TCP and Hello: a round trip each) while TrackStart takes its
+	// own; they ask for nothing until preCopy() lets the map go, after the zero runs are in.
+	map_->setPaused(true);
+	puller_->start();
 	FERRY_ASSIGN(std::vector<uint8_t> started, session_.request(MsgType::TrackStart, MsgType::TrackStarted)
 							   .context("start tracking"));
 	FERRY_ASSIGN(TrackStartedMsg zero, decodeTrackStarted(started, region_.chunkCount));
@@ -215,13 +219,13 @@ Status Leecher::Impl::preCopy(FinalizePolicy &policy, LeecherReport &rep)
 		  region_.size >> 20, region_.chunkCount, chunkSize >> 10, opts_.connections, opts_.depth);
 	if (opts_.postcopyOnly)
 		map_->setOrder(ChunkMap::Order::UrgentOnly);
-	else if (policy.holdAtStart())
-		map_->setPaused(true); // the policy wants to start pulling in a quiet phase
 	// The first pass asks for runs of never-pulled chunks (~1 MiB a request): a request per
 	// 16 KiB chunk would make a mostly-zero region cost a round of syscalls per chunk.
 	map_->setMaxRun(std::min<uint32_t>({kMaxRangeChunks, opts_.depth, std::max<uint32_t>(1, (1u << 20) / chunkSize)}));
 	const int64_t pullStartNs = monotonicNs();
-	puller_->start();
+	// The puller's connections are open (setUp); the policy may want to start pulling in a
+	// quiet phase.
+	map_->setPaused(!opts_.postcopyOnly && policy.holdAtStart());
 	if (opts_.postcopyOnly) {
 		rep.finalizeReason = "post-copy only";
 		return {};
@@ -250,7 +254,7 @@ Status Leecher::Impl::preCopy(FinalizePolicy &policy, LeecherReport &rep)
 		lastNs = now;
 		if (!firstPassDone && map_->firstPassDone()) { // stale chunks may remain
 			firstPassDone = true;
-			rep.firstPassMs = msBetween(pullStartNs, monotonicNs());
+			rep.firstPassMs = msBetween(pullStartNs, map_->firstPassDoneNs());
 		}
 		const ChunkCounts c = map_->counts();
 		const RoundStats rs{msBetween(startNs_, now) / 1000, dirty.chunks.size(),

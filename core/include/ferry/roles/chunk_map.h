@@ -101,6 +101,8 @@ public:
 	// Every chunk has been received at least once (the first pre-copy pass is over), whether
 	// or not it went stale since.
 	bool firstPassDone() const;
+	// When the first pass ended (monotonicNs), 0 before.
+	int64_t firstPassDoneNs() const;
 	// Blocks until firstPassDone() or the timeout; returns firstPassDone().
 	bool waitFirstPass(std::chrono::milliseconds timeout);
 	// Indices of Local chunks in [from, to) grouped in runs, for batch operations.
@@ -124,6 +126,7 @@ private:
 	std::vector<uint8_t> intact_;     // local bytes are a whole chunk as read at some point
 	std::vector<uint64_t> staleMask_; // pages written since the local copy was read
 	uint64_t receivedCount_ = 0;
+	int64_t firstPassDoneNs_ = 0; // when receivedCount_ reached the chunk count
 	std::deque<uint32_t> urgent_;
 	std::deque<uint32_t> requeue_;    // stale or failed chunks, in report order
 	std::vector<uint32_t> deferredMissing_, deferredStale_; // passed over by the hot-chunk hold
