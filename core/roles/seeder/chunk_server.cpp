@@ -100,9 +100,13 @@ void CompressionChoice::decide()
 	}
 	// Compressing: the promise must hold where it is kept (the compressor may have been
 	// measured alone, then share the CPU with the pull): when serving compressed ranges is
-	// slower than the raw pull delivered, raw again, and each broken promise waits longer
-	// before the next try.
-	const bool broken = compressedRanges_ >= kJudgeAfterRanges && compressed_.rate() < rawRate;
+	// clearly slower than the raw pull delivered, raw again, and each broken promise waits
+	// longer before the next try. "Clearly": by the margin that switched it on. The raw rate
+	// is measured where the pull is window-limited and bursty (a range into an emptied socket
+	// buffer runs ahead of the link), so a compressed pull that merely keeps up with the link
+	// can look a little slower than it; judged without a margin, such ranges were taken for
+	// broken promises and held compression off a 1 Gbit/s pull of text (docs/benchmarks.md 13.3).
+	const bool broken = compressedRanges_ >= kJudgeAfterRanges && compressed_.rate() * kSwitchMargin < rawRate;
 	if (ratio_ >= kUsefulRatio || broken) {
 		FERRY_LOG(Debug, "compress", "auto: off after {} ranges (raw {:.0f} MB/s, compressed {:.0f} MB/s, compressor {:.0f} MB/s, ratio {:.2f})",
 			  compressedRanges_, rawRate * 1e3, compressed_.rate() * 1e3, compressorRate * 1e3, ratio_);

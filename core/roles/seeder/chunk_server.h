@@ -35,7 +35,7 @@ std::vector<ChunkRun> zeroChunkRuns(int fd, uint64_t size, uint32_t chunkSize, s
 // Compressed, the pull can go no faster than the compressor, nor than the link divided by the
 // ratio; it switches to compression when that beats the raw rate by a margin, and back when
 // the data stops compressing or serving compressed ranges is slower than the raw pull
-// delivered (each such broken promise waits twice as long before compression is tried again).
+// delivered by that margin (each such broken promise waits twice as long before compression is tried again).
 class CompressionChoice {
 public:
 	// Whether the next range is compressed, and whether its first data chunk should be
