@@ -29,6 +29,7 @@
 #include <thread>
 
 #include "../common/raw_tcp.h"
+#include "baselines.h"
 #include "ferry/dirty/tracker.h"
 #include "ferry/link/link_emulator.h"
 #include "ferry/roles/leecher.h"
@@ -43,15 +44,6 @@ using namespace ferry;
 using Clock = std::chrono::steady_clock;
 
 namespace {
-
-void fillRandom(uint8_t *p, size_t len, uint64_t seed)
-{
-	std::mt19937_64 rng(seed);
-	for (size_t i = 0; i + 8 <= len; i += 8) {
-		uint64_t v = rng();
-		std::memcpy(p + i, &v, 8);
-	}
-}
 
 // Log-like text: compresses about 4x with zstd level 1, like a guest's kernel and page cache
 // rather than like a constant.
@@ -84,7 +76,7 @@ struct LocalSeeder {
 		if (text)
 			fillText(region.data(), size, 42);
 		else
-			fillRandom(region.data(), size, 42);
+			bench::fillRandom(region.data(), size, 42);
 		TrackedRegion r{0, reinterpret_cast<uintptr_t>(region.data()), size, chunk};
 		// ferry's exact tracker, as in a real migration (the hash tracker would rehash the
 		// whole region at every sample and compete with the pull for the CPU).
@@ -108,14 +100,6 @@ struct LocalSeeder {
 		}
 	}
 };
-
-double percentile(std::vector<double> v, double p)
-{
-	if (v.empty())
-		return 0;
-	std::sort(v.begin(), v.end());
-	return v[std::min(v.size() - 1, size_t(p * double(v.size())))];
-}
 
 // The fault-service benchmarks' body: `threads` threads touch one byte of every chunk of a
 // region of `chunks` chunks (0: 256 MiB, at least 256 chunks) in random order, through a link
@@ -204,9 +188,7 @@ void runFaultService(benchmark::State &state, uint32_t chunk, int threads, int r
 		for (auto &v : perThread)
 			lat.insert(lat.end(), v.begin(), v.end());
 	}
-	state.counters["p50_us"] = percentile(lat, 0.50);
-	state.counters["p99_us"] = percentile(lat, 0.99);
-	state.counters["GB_per_s"] = bytes / totalSec / 1e9;
+	bench::reportRoundTrips(state, lat, bytes, totalSec);
 	state.counters["faults"] = double(lat.size());
 }
 
@@ -308,9 +290,7 @@ void BM_RawRoundTrip(benchmark::State &state)
 		state.SkipWithError("round trip failed");
 		return;
 	}
-	state.counters["p50_us"] = percentile(lat, 0.50);
-	state.counters["p99_us"] = percentile(lat, 0.99);
-	state.counters["GB_per_s"] = double(lat.size()) * double(chunk) / totalSec / 1e9;
+	bench::reportRoundTrips(state, lat, double(lat.size()) * double(chunk), totalSec);
 }
 
 // Pre-copy pull of a region of random data (no writes) through the link emulator.
@@ -493,7 +473,7 @@ void BM_CompressChunk(benchmark::State &state)
 	if (text)
 		fillText(src.data(), src.size(), 1);
 	else
-		fillRandom(src.data(), src.size(), 1);
+		bench::fillRandom(src.data(), src.size(), 1);
 	ChunkCompressor c(1);
 	size_t wire = 0;
 	for (auto _ : state) {
@@ -512,7 +492,7 @@ void BM_RawStream(benchmark::State &state)
 	const double mbit = double(state.range(1));
 	const uint64_t size = mbit > 0 && mbit <= 1000 ? (64ull << 20) : (256ull << 20);
 	std::vector<uint8_t> buf(1 << 20);
-	fillRandom(buf.data(), buf.size(), 7);
+	bench::fillRandom(buf.data(), buf.size(), 7);
 	double totalSec = 0, bytes = 0;
 	for (auto _ : state) {
 		auto l = Listener::listen(Endpoint::tcp("127.0.0.1", 0));
@@ -616,7 +596,7 @@ void BM_TlsStream(benchmark::State &state)
 		s->shutdown();
 	});
 	std::vector<uint8_t> data(kSize);
-	fillRandom(data.data(), data.size(), 11);
+	bench::fillRandom(data.data(), data.size(), 11);
 	double totalSec = 0, bytes = 0;
 	for (auto _ : state) {
 		auto t0 = Clock::now();
