@@ -4,8 +4,10 @@
 #pragma once
 
 #include <benchmark/benchmark.h>
+#include <sys/socket.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdint>
 #include <cstring>
 #include <random>
@@ -22,6 +24,35 @@ inline void fillRandom(uint8_t *p, size_t len, uint64_t seed)
 		uint64_t v = rng();
 		std::memcpy(p + i, &v, 8);
 	}
+}
+
+// Receives exactly len bytes with recv(2) `flags`: MSG_DONTWAIT busy-polls the socket instead
+// of sleeping in recv, MSG_WAITALL sleeps until all of len is there (or a signal or error).
+// False: the peer closed or an error other than EAGAIN/EINTR.
+inline bool recvAll(int fd, uint8_t *p, size_t len, int flags)
+{
+	while (len > 0) {
+		ssize_t n = ::recv(fd, p, len, flags);
+		if (n > 0) {
+			p += n;
+			len -= size_t(n);
+		} else if (n == 0 || !(errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+			return false;
+		}
+	}
+	return true;
+}
+
+inline bool sendAll(int fd, const uint8_t *p, size_t len)
+{
+	while (len > 0) {
+		ssize_t n = ::send(fd, p, len, MSG_NOSIGNAL);
+		if (n <= 0)
+			return false;
+		p += n;
+		len -= size_t(n);
+	}
+	return true;
 }
 
 // The p-quantile (0 <= p <= 1) of v by rank; 0 for no samples.

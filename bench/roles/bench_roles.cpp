@@ -209,33 +209,6 @@ void BM_FaultServiceRtt(benchmark::State &state)
 	runFaultService(state, uint32_t(state.range(0)) * 1024, 1, int(state.range(1)), true, 128);
 }
 
-// Receives exactly len bytes; spin: non-blocking reads in a loop instead of sleeping in recv.
-bool recvAll(int fd, uint8_t *p, size_t len, bool spin)
-{
-	while (len > 0) {
-		ssize_t n = ::recv(fd, p, len, spin ? MSG_DONTWAIT : 0);
-		if (n > 0) {
-			p += n;
-			len -= size_t(n);
-		} else if (n == 0 || !(errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
-			return false;
-		}
-	}
-	return true;
-}
-
-bool sendAll(int fd, const uint8_t *p, size_t len)
-{
-	while (len > 0) {
-		ssize_t n = ::send(fd, p, len, MSG_NOSIGNAL);
-		if (n <= 0)
-			return false;
-		p += n;
-		len -= size_t(n);
-	}
-	return true;
-}
-
 // A 32-byte request answered by one chunk, over loopback TCP between two threads: what one
 // fault's round trip costs with no protocol, no userfaultfd and no hand-off (busy = 1: both
 // sides busy-poll their socket, the floor on a machine whose threads wake slowly).
@@ -256,8 +229,8 @@ void BM_RawRoundTrip(benchmark::State &state)
 		int one = 1;
 		::setsockopt(c->fd(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 		std::vector<uint8_t> reply(chunk, 0x5a), req(32);
-		while (recvAll(c->fd(), req.data(), req.size(), busy) && req[0] == 1)
-			if (!sendAll(c->fd(), reply.data(), reply.size()))
+		while (bench::recvAll(c->fd(), req.data(), req.size(), busy ? MSG_DONTWAIT : 0) && req[0] == 1)
+			if (!bench::sendAll(c->fd(), reply.data(), reply.size()))
 				return;
 	});
 	auto c = connectTo(l->boundEndpoint());
@@ -276,7 +249,7 @@ void BM_RawRoundTrip(benchmark::State &state)
 		auto t0 = Clock::now();
 		for (int i = 0; i < rounds && ok; i++) {
 			auto a = Clock::now();
-			ok = sendAll(c->fd(), req.data(), req.size()) && recvAll(c->fd(), reply.data(), chunk, busy);
+			ok = bench::sendAll(c->fd(), req.data(), req.size()) && bench::recvAll(c->fd(), reply.data(), chunk, busy ? MSG_DONTWAIT : 0);
 			lat.push_back(std::chrono::duration<double, std::micro>(Clock::now() - a).count());
 		}
 		double sec = std::chrono::duration<double>(Clock::now() - t0).count();
@@ -284,7 +257,7 @@ void BM_RawRoundTrip(benchmark::State &state)
 		totalSec += sec;
 	}
 	req[0] = 0;
-	(void)sendAll(c->fd(), req.data(), req.size());
+	(void)bench::sendAll(c->fd(), req.data(), req.size());
 	server.join();
 	if (!ok) {
 		state.SkipWithError("round trip failed");
