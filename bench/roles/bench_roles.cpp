@@ -211,11 +211,13 @@ void BM_FaultServiceRtt(benchmark::State &state)
 
 // A 32-byte request answered by one chunk, over loopback TCP between two threads: what one
 // fault's round trip costs with no protocol, no userfaultfd and no hand-off (busy = 1: both
-// sides busy-poll their socket, the floor on a machine whose threads wake slowly).
+// sides busy-poll their socket, the floor on a machine whose threads wake slowly; busy = 2:
+// blocking, each side's recv with MSG_WAITALL, as the io_uring baselines receive).
 void BM_RawRoundTrip(benchmark::State &state)
 {
 	const size_t chunk = size_t(state.range(0)) * 1024;
-	const bool busy = state.range(1) != 0;
+	const bool busy = state.range(1) == 1;
+	const int recvFlags = busy ? MSG_DONTWAIT : state.range(1) == 2 ? MSG_WAITALL : 0;
 	const int rounds = 2000;
 	auto l = Listener::listen(Endpoint::tcp("127.0.0.1", 0));
 	if (!l.ok()) {
@@ -229,7 +231,7 @@ void BM_RawRoundTrip(benchmark::State &state)
 		int one = 1;
 		::setsockopt(c->fd(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 		std::vector<uint8_t> reply(chunk, 0x5a), req(32);
-		while (bench::recvAll(c->fd(), req.data(), req.size(), busy ? MSG_DONTWAIT : 0) && req[0] == 1)
+		while (bench::recvAll(c->fd(), req.data(), req.size(), recvFlags) && req[0] == 1)
 			if (!bench::sendAll(c->fd(), reply.data(), reply.size()))
 				return;
 	});
@@ -249,7 +251,7 @@ void BM_RawRoundTrip(benchmark::State &state)
 		auto t0 = Clock::now();
 		for (int i = 0; i < rounds && ok; i++) {
 			auto a = Clock::now();
-			ok = bench::sendAll(c->fd(), req.data(), req.size()) && bench::recvAll(c->fd(), reply.data(), chunk, busy ? MSG_DONTWAIT : 0);
+			ok = bench::sendAll(c->fd(), req.data(), req.size()) && bench::recvAll(c->fd(), reply.data(), chunk, recvFlags);
 			lat.push_back(std::chrono::duration<double, std::micro>(Clock::now() - a).count());
 		}
 		double sec = std::chrono::duration<double>(Clock::now() - t0).count();
@@ -610,9 +612,10 @@ BENCHMARK(BM_FaultServiceShared)
 BENCHMARK(BM_FaultServiceRtt)
 	->ArgsProduct({{64}, {2, 20}})
 	->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(1);
-// chunk KiB, busy-poll
+// chunk KiB, busy-poll (2: blocking with MSG_WAITALL)
 BENCHMARK(BM_RawRoundTrip)
 	->ArgsProduct({{4, 16, 64, 256, 1024, 2048}, {0, 1}})
+	->ArgsProduct({{4, 64, 1024}, {2}})
 	->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(2);
 // rtt ms, depth, Mbit/s cap (0 = none), connections
 BENCHMARK(BM_Pull)

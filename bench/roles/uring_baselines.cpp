@@ -8,8 +8,9 @@
 //    1: submit, then busy-poll the completion queue (no waiting syscall); 2: both rings share
 //    one SQPOLL kernel thread that submits for them, the threads sleep until a completion;
 //    3: SQPOLL and busy-polling threads (three spinners).
-//  - BM_RawChunkStream: 64 KiB chunks streamed one way over one loopback TCP connection with
-//    send() and recv(MSG_WAITALL): the plain-syscall figure BM_UringStream compares with.
+//  - BM_RawChunkStream/WAITALL: 64 KiB chunks streamed one way over one loopback TCP
+//    connection with send() and recv() (1: with MSG_WAITALL, 0: without, a recv per piece that
+//    has arrived): the plain-syscall figures BM_UringStream compares with.
 //    Unlike BM_RawStream/0/0 (1 MiB sends through the link emulator's relay) it has the same
 //    shape as BM_UringStream.
 //  - BM_UringStream/DEPTH/MODE: the same stream through a ring on each side, up to DEPTH
@@ -382,11 +383,11 @@ Status syscallSend(int fd, std::span<const uint8_t> pattern)
 	return {};
 }
 
-Status syscallReceive(int fd, std::span<const uint8_t> pattern)
+Status syscallReceive(int fd, std::span<const uint8_t> pattern, int recvFlags)
 {
 	std::vector<uint8_t> buf(pattern.size());
 	for (uint64_t i = 0; i < kStreamChunks; i++) {
-		if (!bench::recvAll(fd, buf.data(), buf.size(), MSG_WAITALL))
+		if (!bench::recvAll(fd, buf.data(), buf.size(), recvFlags))
 			return Error(EIO, fmt::format("recv chunk {}: connection closed or failed", i));
 		FERRY_TRY(checkChunk(buf.data(), pattern, i, i % kCheckWholeEvery == 0));
 	}
@@ -398,7 +399,7 @@ void BM_RawChunkStream(benchmark::State &state)
 	std::vector<uint8_t> pattern(kStreamChunk);
 	bench::fillRandom(pattern.data(), pattern.size(), 7);
 	runStream(state, [&](int fd) { return syscallSend(fd, pattern); },
-		  [&](int fd) { return syscallReceive(fd, pattern); });
+		  [&](int fd) { return syscallReceive(fd, pattern, state.range(0) ? MSG_WAITALL : 0); });
 }
 
 enum class StreamMode { Copy = 0, ZeroCopy = 1, ZeroCopyFixed = 2, ReadFixed = 3 };
@@ -560,7 +561,7 @@ BENCHMARK(BM_UringRoundTrip)
 	->Args({64, 3})
 	->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(2);
 // 5 iterations of 256 MiB (BM_RawStream runs 2): one takes ~0.1 s here, too short to trust alone
-BENCHMARK(BM_RawChunkStream)->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(5);
+BENCHMARK(BM_RawChunkStream)->ArgNames({"waitall"})->Arg(1)->Arg(0)->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(5);
 // chunks per submission, mode (0 send/recv, 1 SEND_ZC/recv, 2 registered SEND_ZC/recv,
 // 3 send/READ_FIXED)
 BENCHMARK(BM_UringStream)
