@@ -30,6 +30,7 @@
 #include <thread>
 
 #include "../common/raw_tcp.h"
+#include "baselines.h"
 #include "ferry/dirty/tracker.h"
 #include "ferry/link/link_emulator.h"
 #include "ferry/roles/leecher.h"
@@ -44,15 +45,6 @@ using namespace ferry;
 using Clock = std::chrono::steady_clock;
 
 namespace {
-
-void fillRandom(uint8_t *p, size_t len, uint64_t seed)
-{
-	std::mt19937_64 rng(seed);
-	for (size_t i = 0; i + 8 <= len; i += 8) {
-		uint64_t v = rng();
-		std::memcpy(p + i, &v, 8);
-	}
-}
 
 // Log-like text: compresses about 4x with zstd level 1, like a guest's kernel and page cache
 // rather than like a constant.
@@ -85,7 +77,7 @@ struct LocalSeeder {
 		if (text)
 			fillText(region.data(), size, 42);
 		else
-			fillRandom(region.data(), size, 42);
+			bench::fillRandom(region.data(), size, 42);
 		TrackedRegion r{0, reinterpret_cast<uintptr_t>(region.data()), size, chunk};
 		// ferry's exact tracker, as in a real migration (the hash tracker would rehash the
 		// whole region at every sample and compete with the pull for the CPU).
@@ -109,14 +101,6 @@ struct LocalSeeder {
 		}
 	}
 };
-
-double percentile(std::vector<double> v, double p)
-{
-	if (v.empty())
-		return 0;
-	std::sort(v.begin(), v.end());
-	return v[std::min(v.size() - 1, size_t(p * double(v.size())))];
-}
 
 // The fault-service benchmarks' body: `threads` threads touch one byte of every chunk of a
 // region of `chunks` chunks (0: 256 MiB, at least 256 chunks) in random order, through a link
@@ -205,9 +189,7 @@ void runFaultService(benchmark::State &state, uint32_t chunk, int threads, int r
 		for (auto &v : perThread)
 			lat.insert(lat.end(), v.begin(), v.end());
 	}
-	state.counters["p50_us"] = percentile(lat, 0.50);
-	state.counters["p99_us"] = percentile(lat, 0.99);
-	state.counters["GB_per_s"] = bytes / totalSec / 1e9;
+	bench::reportRoundTrips(state, lat, bytes, totalSec);
 	state.counters["faults"] = double(lat.size());
 }
 
@@ -228,40 +210,15 @@ void BM_FaultServiceRtt(benchmark::State &state)
 	runFaultService(state, uint32_t(state.range(0)) * 1024, 1, int(state.range(1)), true, 128);
 }
 
-// Receives exactly len bytes; spin: non-blocking reads in a loop instead of sleeping in recv.
-bool recvAll(int fd, uint8_t *p, size_t len, bool spin)
-{
-	while (len > 0) {
-		ssize_t n = ::recv(fd, p, len, spin ? MSG_DONTWAIT : 0);
-		if (n > 0) {
-			p += n;
-			len -= size_t(n);
-		} else if (n == 0 || !(errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
-			return false;
-		}
-	}
-	return true;
-}
-
-bool sendAll(int fd, const uint8_t *p, size_t len)
-{
-	while (len > 0) {
-		ssize_t n = ::send(fd, p, len, MSG_NOSIGNAL);
-		if (n <= 0)
-			return false;
-		p += n;
-		len -= size_t(n);
-	}
-	return true;
-}
-
 // A 32-byte request answered by one chunk, over loopback TCP between two threads: what one
 // fault's round trip costs with no protocol, no userfaultfd and no hand-off (busy = 1: both
-// sides busy-poll their socket, the floor on a machine whose threads wake slowly).
+// sides busy-poll their socket, the floor on a machine whose threads wake slowly; busy = 2:
+// blocking, each side's recv with MSG_WAITALL, as the io_uring baselines receive).
 void BM_RawRoundTrip(benchmark::State &state)
 {
 	const size_t chunk = size_t(state.range(0)) * 1024;
-	const bool busy = state.range(1) != 0;
+	const bool busy = state.range(1) == 1;
+	const int recvFlags = busy ? MSG_DONTWAIT : state.range(1) == 2 ? MSG_WAITALL : 0;
 	const int rounds = 2000;
 	auto l = Listener::listen(Endpoint::tcp("127.0.0.1", 0));
 	if (!l.ok()) {
@@ -275,8 +232,8 @@ void BM_RawRoundTrip(benchmark::State &state)
 		int one = 1;
 		::setsockopt(c->fd(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 		std::vector<uint8_t> reply(chunk, 0x5a), req(32);
-		while (recvAll(c->fd(), req.data(), req.size(), busy) && req[0] == 1)
-			if (!sendAll(c->fd(), reply.data(), reply.size()))
+		while (bench::recvAll(c->fd(), req.data(), req.size(), recvFlags) && req[0] == 1)
+			if (!bench::sendAll(c->fd(), reply.data(), reply.size()))
 				return;
 	});
 	auto c = connectTo(l->boundEndpoint());
@@ -295,7 +252,7 @@ void BM_RawRoundTrip(benchmark::State &state)
 		auto t0 = Clock::now();
 		for (int i = 0; i < rounds && ok; i++) {
 			auto a = Clock::now();
-			ok = sendAll(c->fd(), req.data(), req.size()) && recvAll(c->fd(), reply.data(), chunk, busy);
+			ok = bench::sendAll(c->fd(), req.data(), req.size()) && bench::recvAll(c->fd(), reply.data(), chunk, recvFlags);
 			lat.push_back(std::chrono::duration<double, std::micro>(Clock::now() - a).count());
 		}
 		double sec = std::chrono::duration<double>(Clock::now() - t0).count();
@@ -303,15 +260,13 @@ void BM_RawRoundTrip(benchmark::State &state)
 		totalSec += sec;
 	}
 	req[0] = 0;
-	(void)sendAll(c->fd(), req.data(), req.size());
+	(void)bench::sendAll(c->fd(), req.data(), req.size());
 	server.join();
 	if (!ok) {
 		state.SkipWithError("round trip failed");
 		return;
 	}
-	state.counters["p50_us"] = percentile(lat, 0.50);
-	state.counters["p99_us"] = percentile(lat, 0.99);
-	state.counters["GB_per_s"] = double(lat.size()) * double(chunk) / totalSec / 1e9;
+	bench::reportRoundTrips(state, lat, double(lat.size()) * double(chunk), totalSec);
 }
 
 // Pre-copy pull of a region of random data (no writes) through the link emulator.
@@ -494,7 +449,7 @@ void BM_CompressChunk(benchmark::State &state)
 	if (text)
 		fillText(src.data(), src.size(), 1);
 	else
-		fillRandom(src.data(), src.size(), 1);
+		bench::fillRandom(src.data(), src.size(), 1);
 	ChunkCompressor c(1);
 	size_t wire = 0;
 	for (auto _ : state) {
@@ -516,7 +471,7 @@ void runRawStream(benchmark::State &state, bool intoMemory)
 	const double mbit = double(state.range(1));
 	const uint64_t size = mbit > 0 && mbit <= 1000 ? (64ull << 20) : (256ull << 20);
 	std::vector<uint8_t> buf(1 << 20);
-	fillRandom(buf.data(), buf.size(), 7);
+	bench::fillRandom(buf.data(), buf.size(), 7);
 	double totalSec = 0, bytes = 0;
 	for (auto _ : state) {
 		auto l = Listener::listen(Endpoint::tcp("127.0.0.1", 0));
@@ -633,7 +588,7 @@ void BM_TlsStream(benchmark::State &state)
 		s->shutdown();
 	});
 	std::vector<uint8_t> data(kSize);
-	fillRandom(data.data(), data.size(), 11);
+	bench::fillRandom(data.data(), data.size(), 11);
 	double totalSec = 0, bytes = 0;
 	for (auto _ : state) {
 		auto t0 = Clock::now();
@@ -674,9 +629,10 @@ BENCHMARK(BM_FaultServiceShared)
 BENCHMARK(BM_FaultServiceRtt)
 	->ArgsProduct({{64}, {2, 20}})
 	->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(1);
-// chunk KiB, busy-poll
+// chunk KiB, busy-poll (2: blocking with MSG_WAITALL)
 BENCHMARK(BM_RawRoundTrip)
 	->ArgsProduct({{4, 16, 64, 256, 1024, 2048}, {0, 1}})
+	->ArgsProduct({{4, 64, 1024}, {2}})
 	->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(2);
 // rtt ms, depth, Mbit/s cap (0 = none), connections
 BENCHMARK(BM_Pull)
