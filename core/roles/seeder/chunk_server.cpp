@@ -21,6 +21,7 @@ void ChunkServer::enableCompression(CompressionSpec spec)
 namespace {
 
 constexpr double kSwitchMargin = 1.2; // compressed must promise this much more than raw
+constexpr double kBrokenMargin = 1.5; // and is given up when it delivers this much less
 constexpr double kUsefulRatio = 0.9;   // data that shrinks less than this is not worth it
 constexpr uint32_t kTrialEvery = 4;    // ranges between trial compressions while raw
 constexpr uint32_t kJudgeAfterRanges = 3; // compressed ranges before their rate is trusted
@@ -101,12 +102,13 @@ void CompressionChoice::decide()
 	// Compressing: the promise must hold where it is kept (the compressor may have been
 	// measured alone, then share the CPU with the pull): when serving compressed ranges is
 	// clearly slower than the raw pull delivered, raw again, and each broken promise waits
-	// longer before the next try. "Clearly": by the margin that switched it on. The raw rate
-	// is measured where the pull is window-limited and bursty (a range into an emptied socket
-	// buffer runs ahead of the link), so a compressed pull that merely keeps up with the link
-	// can look a little slower than it; judged without a margin, such ranges were taken for
-	// broken promises and held compression off a 1 Gbit/s pull of text (docs/benchmarks.md 13.3).
-	const bool broken = compressedRanges_ >= kJudgeAfterRanges && compressed_.rate() * kSwitchMargin < rawRate;
+	// longer before the next try. "Clearly": the raw rate of the first ranges runs ahead of
+	// the link (they fill emptied socket buffers and the link's queue), so a compressed pull
+	// that beats the link can still look slower than it: judged by the raw rate alone, or with
+	// the switch-on margin, such ranges were taken for broken promises and held compression
+	// off half of a 1 Gbit/s pull of text (docs/benchmarks.md 13.3). Where compression really
+	// loses (an uncapped link), it delivers a third or less of the raw rate.
+	const bool broken = compressedRanges_ >= kJudgeAfterRanges && compressed_.rate() * kBrokenMargin < rawRate;
 	if (ratio_ >= kUsefulRatio || broken) {
 		FERRY_LOG(Debug, "compress", "auto: off after {} ranges (raw {:.0f} MB/s, compressed {:.0f} MB/s, compressor {:.0f} MB/s, ratio {:.2f})",
 			  compressedRanges_, rawRate * 1e3, compressed_.rate() * 1e3, compressorRate * 1e3, ratio_);

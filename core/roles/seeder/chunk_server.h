@@ -34,8 +34,8 @@ std::vector<ChunkRun> zeroChunkRuns(int fd, uint64_t size, uint32_t chunkSize, s
 // second of compressing), and the ratio it achieves (a trial chunk now and then while raw).
 // Compressed, the pull can go no faster than the compressor, nor than the link divided by the
 // ratio; it switches to compression when that beats the raw rate by a margin, and back when
-// the data stops compressing or serving compressed ranges is slower than the raw pull
-// delivered by that margin (each such broken promise waits twice as long before compression is tried again).
+// the data stops compressing or serving compressed ranges is clearly slower than the raw
+// pull delivered (each such broken promise waits twice as long before compression is tried again).
 class CompressionChoice {
 public:
 	// Whether the next range is compressed, and whether its first data chunk should be
