@@ -24,6 +24,7 @@ constexpr double kSwitchMargin = 1.2; // compressed must promise this much more 
 constexpr double kBrokenMargin = 1.5; // and is given up when it delivers this much less
 constexpr double kUsefulRatio = 0.9;   // data that shrinks less than this is not worth it
 constexpr uint32_t kTrialEvery = 4;    // ranges between trial compressions while raw
+constexpr uint32_t kTrialEveryCpuBound = 32; // ... while the compressor alone is too slow to pay
 constexpr uint32_t kJudgeAfterRanges = 3; // compressed ranges before their rate is trusted
 constexpr int64_t kMaxWaitNs = 200'000'000;
 
@@ -32,7 +33,14 @@ constexpr int64_t kMaxWaitNs = 200'000'000;
 
 bool CompressionChoice::trialNext()
 {
-	if (compressing_ || (trials_ >= 2 && ++rangesSinceTrial_ < kTrialEvery))
+	if (compressing_)
+		return false;
+	// While the compressor alone is slower than the raw pull (by the switch margin), no ratio
+	// can make compression pay: a trial then only checks now and then for a slower link or a
+	// faster compressor. Each costs a chunk's compression, at a quarter of an uncapped raw
+	// pull's speed: every 4 ranges, that was 6% of such a pull (docs/benchmarks.md 13.3).
+	const bool cpuBound = compressor_.rate() * kSwitchMargin < raw_.rate();
+	if (trials_ >= 2 && ++rangesSinceTrial_ < (cpuBound ? kTrialEveryCpuBound : kTrialEvery))
 		return false;
 	rangesSinceTrial_ = 0;
 	return true;
