@@ -36,8 +36,10 @@
 
 #include "ferry/sys/mapping.h"
 #include "ferry/sys/userfaultfd.h"
+#include "../common/samples.h"
 
 using namespace ferry;
+using bench::percentile;
 
 namespace {
 
@@ -71,16 +73,6 @@ void fillPattern(uint8_t *p, size_t len, uint64_t seed)
 		z ^= z >> 31;
 		std::memcpy(p + i, &z, 8);
 	}
-}
-
-// Nearest-rank percentile; reorders `v`.
-double percentile(std::vector<double> &v, double p)
-{
-	if (v.empty())
-		return 0;
-	const size_t k = std::min(v.size() - 1, static_cast<size_t>(p * double(v.size())));
-	std::nth_element(v.begin(), v.begin() + static_cast<ptrdiff_t>(k), v.end());
-	return v[k];
 }
 
 // What stays the same across the iterations of one benchmark case.

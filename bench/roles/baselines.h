@@ -13,18 +13,9 @@
 #include <random>
 #include <vector>
 
-namespace ferry::bench {
+#include "../common/samples.h"
 
-// Incompressible test data, the same for the same seed (whole 8-byte words; a tail shorter
-// than 8 bytes is left as it was).
-inline void fillRandom(uint8_t *p, size_t len, uint64_t seed)
-{
-	std::mt19937_64 rng(seed);
-	for (size_t i = 0; i + 8 <= len; i += 8) {
-		uint64_t v = rng();
-		std::memcpy(p + i, &v, 8);
-	}
-}
+namespace ferry::bench {
 
 // Receives exactly len bytes with recv(2) `flags`: MSG_DONTWAIT busy-polls the socket instead
 // of sleeping in recv, MSG_WAITALL sleeps until all of len is there (or a signal or error).
@@ -53,15 +44,6 @@ inline bool sendAll(int fd, const uint8_t *p, size_t len)
 		len -= size_t(n);
 	}
 	return true;
-}
-
-// The p-quantile (0 <= p <= 1) of v by rank; 0 for no samples.
-inline double percentile(std::vector<double> v, double p)
-{
-	if (v.empty())
-		return 0;
-	std::sort(v.begin(), v.end());
-	return v[std::min(v.size() - 1, size_t(p * double(v.size())))];
 }
 
 // The counters of every round-trip benchmark: p50_us and p99_us over the latency (µs) of each

@@ -55,6 +55,7 @@
 
 #include "ferry/base/log.h"
 #include "../common/raw_tcp.h"
+#include "../common/samples.h"
 #include "ferry/dirty/tracker.h"
 #include "ferry/link/link_emulator.h"
 #include "ferry/roles/leecher.h"
@@ -65,6 +66,8 @@
 #include "ferry/wire/connection.h"
 
 using namespace ferry;
+using bench::fillRandom;
+using bench::percentile;
 using Clock = std::chrono::steady_clock;
 
 namespace {
@@ -82,23 +85,6 @@ Status statusOf(const Result<T> &r)
 double secondsSince(Clock::time_point t0)
 {
 	return std::chrono::duration<double>(Clock::now() - t0).count();
-}
-
-void fillRandom(uint8_t *p, size_t len, uint64_t seed)
-{
-	std::mt19937_64 rng(seed);
-	for (size_t i = 0; i + 8 <= len; i += 8) {
-		uint64_t v = rng();
-		std::memcpy(p + i, &v, 8);
-	}
-}
-
-double percentile(std::vector<double> v, double p)
-{
-	if (v.empty())
-		return 0;
-	std::sort(v.begin(), v.end());
-	return v[std::min(v.size() - 1, size_t(p * double(v.size())))];
 }
 
 // Where file-backed regions live: a directory on disk (not tmpfs), FERRY_THESIS_DIR or
