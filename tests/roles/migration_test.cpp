@@ -7,11 +7,13 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 
-#include <cstring>
-#include <thread>
+#include <unistd.h>
 
+#include <cstring>
+#include <fstream>
 #include <functional>
 #include <optional>
+#include <thread>
 
 #include "support/result_checks.h"
 #include "support/roles_rig.h"
@@ -92,6 +94,55 @@ struct Migration {
 		link->setBlocked(true);
 		link->cutAll();
 	}
+};
+
+// `count` free 2 MiB huge pages for a test: the pool grows through vm.nr_hugepages when it
+// lacks them (as root) and shrinks back when the test ends.
+class HugePagePool {
+public:
+	explicit HugePagePool(uint64_t count)
+	{
+		old_ = readNumber("/proc/sys/vm/nr_hugepages");
+		uint64_t free = meminfo("HugePages_Free:");
+		if (free < count && std::ofstream("/proc/sys/vm/nr_hugepages") << old_ + count - free) {
+			grown_ = true;
+			free = meminfo("HugePages_Free:");
+		}
+		if (meminfo("Hugepagesize:") != 2048)
+			why_ = "huge pages here are not 2 MiB";
+		else if (free < count)
+			why_ = fmt::format("{} free 2 MiB huge pages needed, {} available (vm.nr_hugepages)", count, free);
+	}
+	~HugePagePool()
+	{
+		if (grown_)
+			std::ofstream("/proc/sys/vm/nr_hugepages") << old_;
+	}
+	const std::string &why() const { return why_; } // empty: the pages are there
+
+private:
+	static uint64_t readNumber(const char *path)
+	{
+		uint64_t v = 0;
+		std::ifstream(path) >> v;
+		return v;
+	}
+	static uint64_t meminfo(const std::string &key)
+	{
+		std::ifstream in("/proc/meminfo");
+		for (std::string k; in >> k;) {
+			uint64_t v = 0;
+			in >> v;
+			if (k == key)
+				return v;
+			in.ignore(256, '\n');
+		}
+		return 0;
+	}
+
+	uint64_t old_ = 0;
+	bool grown_ = false;
+	std::string why_;
 };
 
 // A symmetric emulated link: round trip `rttMs`, `mbit` Mbit/s each way (0: unlimited).
@@ -444,6 +495,37 @@ TEST(Leecher, PostCopyReplacesWhatTheDestinationRegionHeldBefore)
 	auto rep = leecher.run();
 	ASSERT_TRUE(rep.ok()) << rep.error().message();
 	EXPECT_GT(rep->faultChannelChunks, (16ull << 20) / kChunk / 2) << "most chunks should come on the fault channel";
+	ASSERT_TRUE(rep->verified.has_value());
+	EXPECT_TRUE(*rep->verified);
+}
+
+// A chunk the destination never held lands through its memory file (pwrite). A file without a
+// write path (hugetlbfs) refuses that: the chunks go through the mapping, byte for byte.
+TEST(Leecher, PullsIntoAFileWithoutAWritePathThroughItsMapping)
+{
+	requireKernelFeatures();
+	constexpr uint64_t kSize = 32ull << 20;
+	HugePagePool pool(kSize >> 21);
+	if (!pool.why().empty())
+		GTEST_SKIP() << pool.why();
+	UniqueFd fd(::memfd_create("hugetlb-destination", MFD_CLOEXEC | MFD_HUGETLB));
+	ASSERT_TRUE(fd.valid()) << std::strerror(errno);
+	ASSERT_EQ(::ftruncate(fd.get(), kSize), 0) << std::strerror(errno);
+	uint8_t probe = 0;
+	ASSERT_EQ(::pwrite(fd.get(), &probe, 1, 0), -1) << "hugetlbfs took a write(): the test tests nothing";
+	ASSERT_EQ(errno, EINVAL);
+	Migration m;
+	ASSERT_OK(m.start(sourceApp(kSize, 0)));
+	Mapping map;
+	LeecherHooks hooks;
+	hooks.prepare = [&](uint64_t size, uint32_t) -> Result<DestinationRegion> {
+		FERRY_ASSIGN(map, Mapping::map(fd.get(), size, PROT_READ | PROT_WRITE, MAP_SHARED));
+		return DestinationRegion{map.data(), fd.get()};
+	};
+	hooks.resume = [] { return Status(); };
+	Leecher leecher(std::move(hooks), m.options(MigrationMode::PreCopy));
+	auto rep = leecher.run();
+	ASSERT_TRUE(rep.ok()) << rep.error().message();
 	ASSERT_TRUE(rep->verified.has_value());
 	EXPECT_TRUE(*rep->verified);
 }

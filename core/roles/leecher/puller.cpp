@@ -269,7 +269,9 @@ void Puller::workerLoop(Worker *w)
 		idleCv_.notify_all();
 		if (stopping_)
 			return;
-		if (st.error().code() == EPROTO) // a peer speaking nonsense is not a network hiccup
+		// Neither a peer speaking nonsense nor a destination out of memory is a network hiccup.
+		const int code = st.error().code();
+		if (code == EPROTO || code == ENOSPC || code == ENOMEM)
 			return giveUp(st.error().context(fmt::format("data connection {}", w->id)));
 		const ChunkCounts left = map_.counts();
 		FERRY_LOG(Warn, opts_.name, "data connection {} lost: {}; {} of {} chunks not local yet; retrying for up to {} s",

@@ -87,7 +87,7 @@ Result<LandedChunk> ChunkReplyReader::read(Connection &conn, const FrameHeader &
 	const uint32_t index = landed.index;
 	const size_t len = region_.length(index);
 	const bool toStage = stage && h.type != MsgType::ChunkZero;
-	const bool toFile = !toStage && h.type != MsgType::ChunkZero && region_.landsThroughFile(index);
+	const bool toFile = !toStage && !fileRefused_ && h.type != MsgType::ChunkZero && region_.landsThroughFile(index);
 	if (toFile)
 		landing_.resize(region_.chunkSize);
 	uint8_t *dst = toStage ? stage : toFile ? landing_.data() : region_.chunk(index);
@@ -124,6 +124,13 @@ Status ChunkReplyReader::landThroughFile(uint32_t index, size_t len)
 		ssize_t n = ::pwrite(region_.fd, p, len, off);
 		if (n < 0 && errno == EINTR)
 			continue;
+		if (n < 0 && (errno == EINVAL || errno == EOPNOTSUPP)) {
+			// A file without a write path (hugetlbfs): what is left goes through the
+			// mapping, and so does every later chunk of this reader.
+			fileRefused_ = true;
+			std::memcpy(region_.base + off, p, len);
+			return {};
+		}
 		if (n <= 0)
 			return Error::fromErrno(fmt::format("chunk {}: write into the destination's memory file", index),
 						n < 0 ? errno : EIO);

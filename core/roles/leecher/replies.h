@@ -58,6 +58,7 @@ private:
 	ChunkDecompressor decompressor_;
 	std::vector<uint8_t> zbuf_;    // one compressed frame
 	std::vector<uint8_t> landing_; // one chunk on its way into the region's file
+	bool fileRefused_ = false;     // the file takes no write() (hugetlbfs): the mapping only
 };
 
 } // namespace ferry
