@@ -13,6 +13,7 @@
 #include "roles/leecher/fault_service.h"
 #include "roles/leecher/local_region.h"
 #include "roles/leecher/puller.h"
+#include "roles/leecher/replies.h"
 #include "roles/leecher/session.h"
 #include "roles/leecher/verifier.h"
 
@@ -205,6 +206,7 @@ Status Leecher::Impl::setUp(LeecherReport &rep)
 							   .context("start tracking"));
 	FERRY_ASSIGN(TrackStartedMsg zero, decodeTrackStarted(started, region_.chunkCount));
 	for (const ChunkRun &r : zero.zeroRuns) {
+		zeroNeverStored(region_, r.first, r.count); // the data connections wait (setPaused)
 		map_->markZero(r.first, r.count);
 		rep.zeroChunksAtStart += r.count;
 	}

@@ -499,6 +499,33 @@ TEST(Leecher, PostCopyReplacesWhatTheDestinationRegionHeldBefore)
 	EXPECT_TRUE(*rep->verified);
 }
 
+// The chunks a seeder reports zero (here: the untouched half of the source, holes of its
+// memfd, named in TrackStarted) are never pulled. A destination whose file held bytes there
+// before the migration must still read zero.
+TEST(Leecher, ZeroChunksReadAsZeroWhateverTheDestinationHeldBefore)
+{
+	requireKernelFeatures();
+	constexpr uint64_t kSize = 16ull << 20;
+	Migration m;
+	SourceAppOptions so = sourceApp(kSize, 0);
+	so.fill = 0.5; // the second half is never written: zero runs
+	ASSERT_OK(m.start(so));
+	MemfdMapping dest;
+	LeecherHooks hooks = LeecherHooks::intoMemory(dest, "prefilled-destination");
+	hooks.prepare = [prepare = hooks.prepare](uint64_t size, uint32_t chunk) -> Result<DestinationRegion> {
+		FERRY_ASSIGN(DestinationRegion d, prepare(size, chunk));
+		std::memset(d.base, 0xee, size);
+		return d;
+	};
+	Leecher leecher(std::move(hooks), m.options(MigrationMode::PreCopy));
+	auto rep = leecher.run();
+	ASSERT_TRUE(rep.ok()) << rep.error().message();
+	EXPECT_GE(rep->zeroChunksAtStart, kSize / 2 / kChunk - 1) << "the untouched half should come as zero runs";
+	ASSERT_TRUE(rep->verified.has_value());
+	EXPECT_TRUE(*rep->verified);
+	EXPECT_EQ(std::memcmp(dest.data(), m.seed.app->mapping().data(), kSize), 0);
+}
+
 // A chunk the destination never held lands through its memory file (pwrite). A file without a
 // write path (hugetlbfs) refuses that: the chunks go through the mapping, byte for byte.
 TEST(Leecher, PullsIntoAFileWithoutAWritePathThroughItsMapping)

@@ -1,8 +1,11 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 #include "roles/leecher/replies.h"
 
+#include <fcntl.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 
 namespace ferry {
@@ -15,6 +18,22 @@ void narrowToPages(ChunkRequest &req, const LocalRegion &region)
 	uint32_t all = uint32_t((region.length(req.index) + kWirePageSize - 1) / kWirePageSize);
 	if (!pages.ok() || *pages >= all)
 		req.pageMask = 0;
+}
+
+void zeroNeverStored(const LocalRegion &region, uint32_t first, uint32_t count)
+{
+	const uint64_t off = region.offset(first);
+	const uint64_t len = std::min<uint64_t>(region.offset(first + count), region.size) - off;
+	if (region.fd >= 0 && ::fallocate(region.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off_t(off), off_t(len)) == 0)
+		return;
+	// Touching an absent page through the mapping would allocate it: clear only what is there.
+	std::vector<unsigned char> resident((region.chunkSize + 4095) / 4096);
+	for (uint32_t i = first; i < first + count; i++) {
+		const size_t n = region.length(i);
+		if (::mincore(region.chunk(i), n, resident.data()) != 0 ||
+		    std::any_of(resident.begin(), resident.begin() + long((n + 4095) / 4096), [](unsigned char r) { return r & 1; }))
+			std::memset(region.chunk(i), 0, n);
+	}
 }
 
 Status sendChunkRequest(Connection &conn, uint64_t id, const ChunkRequest &req, bool compressible)
@@ -95,6 +114,8 @@ Result<LandedChunk> ChunkReplyReader::read(Connection &conn, const FrameHeader &
 	if (h.type == MsgType::ChunkZero) {
 		if (!region_.absent[index])
 			std::memset(dst, 0, len); // over bytes stored earlier
+		else
+			zeroNeverStored(region_, index, 1); // over whatever the file held before
 		return landed;
 	}
 	if (!toStage)

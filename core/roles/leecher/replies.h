@@ -20,6 +20,11 @@
 
 namespace ferry {
 
+// Makes chunks [first, first+count), which the destination never stored, read as zero
+// whatever its file held before the migration (a QEMU that wrote its RAM at start-up): holes
+// punched in the file, or, where the file cannot punch, the pages that are there cleared.
+void zeroNeverStored(const LocalRegion &region, uint32_t first, uint32_t count);
+
 // Asks for only the written pages when some (not all) pages of a locally whole chunk are
 // stale and the chunk can be addressed by pages; otherwise for the whole chunk (mask 0).
 void narrowToPages(ChunkRequest &req, const LocalRegion &region);
