@@ -63,7 +63,11 @@ private:
 	Rate compressor_; // input bytes per ns of compressing
 	Rate compressed_; // region bytes per ns of serving compressed ranges (since the switch)
 	uint32_t compressedRanges_ = 0;
-	uint32_t holdOff_ = 0, holdOffNext_ = 16; // ranges before compression may be tried again
+	// Ranges before compression may be tried again after a broken promise: 8 the first time
+	// (doubling after each), enough raw ranges to measure the raw rate again in steady state;
+	// the first raw ranges of a pull run ahead of the link, and a promise judged against them
+	// may have been kept after all.
+	uint32_t holdOff_ = 0, holdOffNext_ = 4;
 	double ratio_ = 1;          // bytes after / before (EWMA of trial chunks and compressed ranges)
 	double rangeBefore_ = 0, rangeAfter_ = 0; // the compressed range being served
 	uint32_t rawRanges_ = 0, trials_ = 0, rangesSinceTrial_ = 0;
