@@ -196,6 +196,7 @@ Status Leecher::Impl::setUp(LeecherReport &rep)
 	FERRY_ASSIGN(DestinationRegion dest, hooks_.prepare(region_.size, region_.chunkSize));
 	region_.base = dest.base;
 	region_.fd = dest.fd;
+	emptyDestination(region_);
 	map_ = std::make_unique<ChunkMap>(region_.chunkCount);
 	puller_ = std::make_unique<Puller>(session_, region_, *map_, failure_, opts_);
 	// The data connections open (TCP and Hello: a round trip each) while TrackStart takes its
@@ -206,7 +207,6 @@ Status Leecher::Impl::setUp(LeecherReport &rep)
 							   .context("start tracking"));
 	FERRY_ASSIGN(TrackStartedMsg zero, decodeTrackStarted(started, region_.chunkCount));
 	for (const ChunkRun &r : zero.zeroRuns) {
-		zeroNeverStored(region_, r.first, r.count); // the data connections wait (setPaused)
 		map_->markZero(r.first, r.count);
 		rep.zeroChunksAtStart += r.count;
 	}

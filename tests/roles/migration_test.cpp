@@ -468,7 +468,8 @@ TEST(Leecher, FaultsOwedByALostFaultChannelArriveOnTheDataConnections)
 
 // A faulted chunk that ferry never stored is placed with UFFDIO_COPY, which fills only the
 // pages missing from the region's file. A destination whose file already held pages of it
-// (its QEMU wrote them, say) must still end with the source's bytes in every page.
+// (its QEMU wrote them, say) must still end with the source's bytes in every page: the
+// leecher empties it first.
 TEST(Leecher, PostCopyReplacesWhatTheDestinationRegionHeldBefore)
 {
 	requireKernelFeatures();

@@ -4,7 +4,6 @@
 #include <poll.h>
 #include <sched.h>
 #include <sys/eventfd.h>
-#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <unistd.h>
 
@@ -47,7 +46,6 @@ Status FaultService::start(FaultTarget target, std::optional<Connection> channel
 		channelReplies_.emplace(region_);
 		FERRY_ASSIGN(stage_, Mapping::anonymous(region_.chunkSize));
 		std::memset(stage_.data(), 0, region_.chunkSize); // populated before the first fault
-		residency_.resize((region_.chunkSize + kPage - 1) / kPage);
 	}
 	appBase_ = target.base;
 	stopFd_.reset(::eventfd(0, EFD_CLOEXEC));
@@ -283,41 +281,28 @@ Status FaultService::receiveOnChannel()
 	return {};
 }
 
-bool FaultService::anyPageInFile(uint32_t index)
-{
-	const size_t len = region_.length(index);
-	if (::mincore(region_.chunk(index), len, residency_.data()) != 0)
-		return true; // cannot tell: take the path that is right either way
-	for (size_t p = 0; p < (len + kPage - 1) / kPage; p++)
-		if (residency_[p] & 1)
-			return true;
-	return false;
-}
-
-// UFFDIO_COPY only fills pages missing from the file: ferry never stored this chunk, but
-// something else may have (the destination's QEMU writing its RAM before the migration). Such
-// a chunk takes the ordinary path: its bytes are written over the file's and mapped.
+// UFFDIO_COPY fills only pages missing from the file. A chunk ferry never stored has none
+// there: the set-up emptied the destination (emptyDestination), and ferry writes this chunk
+// only here.
 Status FaultService::placeStaged(uint32_t index, std::span<const uintptr_t> waiters)
 {
 	const size_t len = region_.length(index);
 	region_.absent[index] = 0;
-	if (!anyPageInFile(index)) {
-		FERRY_ASSIGN(UffdOutcome o, uffd_->copy(reinterpret_cast<void *>(appBase_ + region_.offset(index)),
-							stage_.data(), len));
-		switch (o) {
-		case UffdOutcome::Done:
-			return {}; // mapped, and its waiters woken
-		case UffdOutcome::Gone:
-			return applicationGone();
-		case UffdOutcome::Exists:
-			// A page appeared in the file since the check, not through ferry (it writes
-			// this chunk only here): it keeps what was written there; the rest is placed.
-			FERRY_LOG_RATELIMITED(Warn, name_, "[chunk {}] pages appeared in the region outside the migration",
-					      index);
-			return resolveChunk(index, waiters);
-		case UffdOutcome::Retry:
-			break; // nothing was placed
-		}
+	FERRY_ASSIGN(UffdOutcome o,
+		     uffd_->copy(reinterpret_cast<void *>(appBase_ + region_.offset(index)), stage_.data(), len));
+	switch (o) {
+	case UffdOutcome::Done:
+		return {}; // mapped, and its waiters woken
+	case UffdOutcome::Gone:
+		return applicationGone();
+	case UffdOutcome::Exists:
+		// A page appeared in the file since the set-up, not through ferry: it keeps what was
+		// written there; the rest was placed.
+		FERRY_LOG_RATELIMITED(Warn, name_, "[chunk {}] pages appeared in the region outside the migration",
+				      index);
+		return resolveChunk(index, waiters);
+	case UffdOutcome::Retry:
+		break; // nothing was placed
 	}
 	std::memcpy(region_.chunk(index), stage_.data(), len);
 	return resolveChunk(index, waiters);

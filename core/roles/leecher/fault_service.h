@@ -75,7 +75,6 @@ private:
 	Status resolveChunk(uint32_t index, std::span<const uintptr_t> waiters);
 	// Places a chunk read into stage_ (faultLock_ held): see receiveOnChannel.
 	Status placeStaged(uint32_t index, std::span<const uintptr_t> waiters);
-	bool anyPageInFile(uint32_t index); // any page of the chunk in the region's page cache
 	std::vector<uintptr_t> takeWaiters(uint32_t index); // faultLock_ held
 
 	LocalRegion &region_;
@@ -101,8 +100,7 @@ private:
 	// How long the channel's replies take (moving average; 0: none yet), so the fault thread
 	// can sleep through most of a long round trip and spin for its end.
 	int64_t replyNs_ = 0;
-	Mapping stage_;                          // one chunk, page-aligned (UFFDIO_COPY's source)
-	std::vector<unsigned char> residency_;   // mincore() of one chunk
+	Mapping stage_; // one chunk, page-aligned (UFFDIO_COPY's source)
 	uint64_t nextChannelId_ = 1;
 	std::atomic<uint64_t> faults_{0}, localFaults_{0}, channelChunks_{0};
 	std::atomic<bool> stopping_{false};

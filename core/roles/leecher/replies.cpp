@@ -5,8 +5,8 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <cstring>
+#include <vector>
 
 namespace ferry {
 
@@ -20,20 +20,19 @@ void narrowToPages(ChunkRequest &req, const LocalRegion &region)
 		req.pageMask = 0;
 }
 
-void zeroNeverStored(const LocalRegion &region, uint32_t first, uint32_t count)
+void emptyDestination(const LocalRegion &region)
 {
-	const uint64_t off = region.offset(first);
-	const uint64_t len = std::min<uint64_t>(region.offset(first + count), region.size) - off;
-	if (region.fd >= 0 && ::fallocate(region.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off_t(off), off_t(len)) == 0)
+	if (region.fd >= 0 &&
+	    ::fallocate(region.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, off_t(region.size)) == 0)
 		return;
 	// Touching an absent page through the mapping would allocate it: clear only what is there.
-	std::vector<unsigned char> resident((region.chunkSize + 4095) / 4096);
-	for (uint32_t i = first; i < first + count; i++) {
-		const size_t n = region.length(i);
-		if (::mincore(region.chunk(i), n, resident.data()) != 0 ||
-		    std::any_of(resident.begin(), resident.begin() + long((n + 4095) / 4096), [](unsigned char r) { return r & 1; }))
-			std::memset(region.chunk(i), 0, n);
-	}
+	const size_t pages = (region.size + kWirePageSize - 1) / kWirePageSize;
+	std::vector<unsigned char> resident(pages);
+	const bool known = ::mincore(region.base, region.size, resident.data()) == 0;
+	for (size_t p = 0; p < pages; p++)
+		if (!known || (resident[p] & 1))
+			std::memset(region.base + p * kWirePageSize, 0,
+				    std::min<uint64_t>(kWirePageSize, region.size - p * kWirePageSize));
 }
 
 Status sendChunkRequest(Connection &conn, uint64_t id, const ChunkRequest &req, bool compressible)
@@ -113,9 +112,7 @@ Result<LandedChunk> ChunkReplyReader::read(Connection &conn, const FrameHeader &
 	landed.staged = toStage;
 	if (h.type == MsgType::ChunkZero) {
 		if (!region_.absent[index])
-			std::memset(dst, 0, len); // over bytes stored earlier
-		else
-			zeroNeverStored(region_, index, 1); // over whatever the file held before
+			std::memset(dst, 0, len); // over bytes stored earlier (emptyDestination: none else)
 		return landed;
 	}
 	if (!toStage)

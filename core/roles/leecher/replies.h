@@ -20,10 +20,12 @@
 
 namespace ferry {
 
-// Makes chunks [first, first+count), which the destination never stored, read as zero
-// whatever its file held before the migration (a QEMU that wrote its RAM at start-up): holes
-// punched in the file, or, where the file cannot punch, the pages that are there cleared.
-void zeroNeverStored(const LocalRegion &region, uint32_t first, uint32_t count);
+// Empties the destination before the first chunk lands: whatever its file held (a QEMU that
+// wrote its RAM at start-up) is replaced by the source's bytes anyway, and once it is gone a
+// chunk marked absent has no page in the file: it reads zero, and its pages can be filled
+// fresh (pwrite, UFFDIO_COPY). Holes punched in the file, or, where the file cannot punch,
+// the pages that are there cleared.
+void emptyDestination(const LocalRegion &region);
 
 // Asks for only the written pages when some (not all) pages of a locally whole chunk are
 // stale and the chunk can be addressed by pages; otherwise for the whole chunk (mask 0).
