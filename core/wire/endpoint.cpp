@@ -14,6 +14,7 @@
 
 #include <charconv>
 #include <climits>
+#include <cstdio>
 #include <cstring>
 #include <memory>
 
@@ -282,11 +283,34 @@ Status tuneStreamSocket(int fd)
 		return {};
 	// Requests are tiny and latency-bound; Nagle would hold them back for an ACK.
 	FERRY_TRY(setIntOpt(fd, IPPROTO_TCP, TCP_NODELAY, 1, "TCP_NODELAY"));
-	// Fixed large buffers (the kernel clamps to net.core.[rw]mem_max) so one connection can
-	// fill a high bandwidth-delay link; this turns off autotuning for the socket.
-	FERRY_TRY(setIntOpt(fd, SOL_SOCKET, SO_SNDBUF, kSocketBufferBytes, "SO_SNDBUF"));
-	FERRY_TRY(setIntOpt(fd, SOL_SOCKET, SO_RCVBUF, kSocketBufferBytes, "SO_RCVBUF"));
+	// Large buffers from the start, so one connection can fill a high bandwidth-delay link.
+	FERRY_TRY(setSocketBuffer(fd, SocketBuffer::Send, kSocketBufferBytes));
+	FERRY_TRY(setSocketBuffer(fd, SocketBuffer::Receive, kSocketBufferBytes));
 	return {};
+}
+
+Result<bool> setSocketBuffer(int fd, SocketBuffer which, int bytes)
+{
+	const bool send = which == SocketBuffer::Send;
+	if (::setsockopt(fd, SOL_SOCKET, send ? SO_SNDBUFFORCE : SO_RCVBUFFORCE, &bytes, sizeof(bytes)) == 0)
+		return true;
+	if (errno != EPERM)
+		return Error::fromErrno(send ? "setsockopt SO_SNDBUFFORCE" : "setsockopt SO_RCVBUFFORCE");
+	const char *sysctl = send ? "/proc/sys/net/core/wmem_max" : "/proc/sys/net/core/rmem_max";
+	long max = 0;
+	if (FILE *f = std::fopen(sysctl, "re")) {
+		if (std::fscanf(f, "%ld", &max) != 1)
+			max = 0;
+		std::fclose(f);
+	}
+	sockaddr_storage ss{};
+	socklen_t len = sizeof(ss);
+	const bool tcp = ::getsockname(fd, reinterpret_cast<sockaddr *>(&ss), &len) == 0 &&
+			 (ss.ss_family == AF_INET || ss.ss_family == AF_INET6);
+	if (max < bytes && tcp)
+		return false; // autotuning grows further than the clamped size would
+	FERRY_TRY(setIntOpt(fd, SOL_SOCKET, send ? SO_SNDBUF : SO_RCVBUF, bytes, send ? "SO_SNDBUF" : "SO_RCVBUF"));
+	return max >= bytes;
 }
 
 // --- Listener -------------------------------------------------------------------------------
@@ -343,10 +367,12 @@ Result<Listener> Listener::listen(const Endpoint &ep, int backlog)
 		// Accepted sockets inherit the buffer sizes; setting them here (before listen) is
 		// what lets the window scale be negotiated for them.
 		auto st = setIntOpt(fd.get(), SOL_SOCKET, SO_REUSEADDR, 1, "SO_REUSEADDR");
-		if (st.ok())
-			st = setIntOpt(fd.get(), SOL_SOCKET, SO_RCVBUF, kSocketBufferBytes, "SO_RCVBUF");
 		if (!st.ok()) {
 			last = st.error();
+			continue;
+		}
+		if (auto rcv = setSocketBuffer(fd.get(), SocketBuffer::Receive, kSocketBufferBytes); !rcv.ok()) {
+			last = rcv.error();
 			continue;
 		}
 		if (::bind(fd.get(), a->ai_addr, a->ai_addrlen) < 0) {

@@ -1,6 +1,16 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 #include <gtest/gtest.h>
+#include <linux/capability.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
+#include <fstream>
+#include <string>
+#include <thread>
+
+#include "ferry/sys/fd.h"
+#include "ferry/wire/connection.h"
 #include "ferry/wire/endpoint.h"
 
 using namespace ferry;
@@ -90,4 +100,111 @@ TEST(Endpoint, PrintsAUnixPathWithLeadingSlashesSoItParsesBack)
 	auto again = parseEndpoint(e.str());
 	ASSERT_TRUE(again.ok()) << again.error().message();
 	EXPECT_EQ(again->path, e.path);
+}
+
+// --- socket buffers -------------------------------------------------------------------------
+
+namespace {
+
+// Lowers the host-wide caps net.core.[rw]mem_max to a stock Debian host's 212992 for the
+// test's duration and restores them: this machine may have raised them, which would hide
+// what an operator's host does.
+class StockBufferCaps {
+public:
+	StockBufferCaps()
+	{
+		for (auto &[path, saved] : caps_) {
+			std::ifstream in(path);
+			if (!(in >> saved))
+				return;
+		}
+		lowered_ = write("212992", "212992");
+	}
+	~StockBufferCaps()
+	{
+		if (lowered_)
+			(void)write(caps_[0].second, caps_[1].second);
+	}
+	bool lowered() const { return lowered_; }
+
+private:
+	bool write(const std::string &w, const std::string &r)
+	{
+		std::ofstream(caps_[0].first) << w;
+		std::ofstream(caps_[1].first) << r;
+		std::string now;
+		return bool(std::ifstream(caps_[0].first) >> now) && now == w;
+	}
+	std::pair<std::string, std::string> caps_[2] = {{"/proc/sys/net/core/wmem_max", ""},
+							{"/proc/sys/net/core/rmem_max", ""}};
+	bool lowered_ = false;
+};
+
+int bufferOf(int fd, int opt)
+{
+	int v = 0;
+	socklen_t len = sizeof(v);
+	EXPECT_EQ(::getsockopt(fd, SOL_SOCKET, opt, &v, &len), 0);
+	return v;
+}
+
+// Drops CAP_NET_ADMIN from the calling thread's effective set (capabilities are per thread).
+bool dropNetAdminOnThisThread()
+{
+	__user_cap_header_struct hdr{_LINUX_CAPABILITY_VERSION_3, 0};
+	__user_cap_data_struct data[2]{};
+	if (::syscall(SYS_capget, &hdr, data) != 0)
+		return false;
+	data[CAP_NET_ADMIN / 32].effective &= ~(1u << (CAP_NET_ADMIN % 32));
+	return ::syscall(SYS_capset, &hdr, data) == 0;
+}
+
+} // namespace
+
+TEST(SocketBuffers, TcpConnectionsGetTheFullBuffersUnderAStockHostsCaps)
+{
+	if (::geteuid() != 0)
+		GTEST_SKIP() << "needs root: the FORCE options and lowering the host's caps";
+	StockBufferCaps caps;
+	ASSERT_TRUE(caps.lowered()) << "could not lower net.core.[rw]mem_max";
+	auto l = Listener::listen(Endpoint::tcp("127.0.0.1", 0));
+	ASSERT_TRUE(l.ok()) << l.error().message();
+	auto c = connectTo(l->boundEndpoint(), 5000);
+	ASSERT_TRUE(c.ok()) << c.error().message();
+	auto s = l->accept(5000);
+	ASSERT_TRUE(s.ok()) << s.error().message();
+	// The kernel doubles what it is given (bookkeeping); clamped, it would be 2 * 212992.
+	for (int fd : {c->fd(), s->fd()}) {
+		EXPECT_EQ(bufferOf(fd, SO_SNDBUF), 2 * kSocketBufferBytes);
+		EXPECT_EQ(bufferOf(fd, SO_RCVBUF), 2 * kSocketBufferBytes);
+	}
+}
+
+TEST(SocketBuffers, WithoutNetAdminUnderStockCapsATcpSocketKeepsAutotuning)
+{
+	if (::geteuid() != 0)
+		GTEST_SKIP() << "needs root: lowering the host's caps";
+	StockBufferCaps caps;
+	ASSERT_TRUE(caps.lowered()) << "could not lower net.core.[rw]mem_max";
+	Result<bool> tcp = false, unix = false;
+	int tcpRcv = 0, unixSnd = 0;
+	std::thread([&] {
+		ASSERT_TRUE(dropNetAdminOnThisThread());
+		UniqueFd t(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+		UniqueFd u(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+		ASSERT_TRUE(t && u);
+		tcp = setSocketBuffer(t.get(), SocketBuffer::Receive, kSocketBufferBytes);
+		unix = setSocketBuffer(u.get(), SocketBuffer::Send, kSocketBufferBytes);
+		tcpRcv = bufferOf(t.get(), SO_RCVBUF);
+		unixSnd = bufferOf(u.get(), SO_SNDBUF);
+	}).join();
+	ASSERT_TRUE(tcp.ok()) << tcp.error().message();
+	ASSERT_TRUE(unix.ok()) << unix.error().message();
+	// TCP: not set at all (a set buffer, clamped, would read 2 * 212992 and stop autotuning);
+	// it starts at tcp_rmem's default and grows with the connection.
+	EXPECT_FALSE(*tcp);
+	EXPECT_NE(tcpRcv, 2 * 212992);
+	// UNIX has no autotuning: it gets the cap.
+	EXPECT_FALSE(*unix);
+	EXPECT_EQ(unixSnd, 2 * 212992);
 }

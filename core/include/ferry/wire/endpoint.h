@@ -36,8 +36,19 @@ struct Endpoint {
 Result<Endpoint> parseEndpoint(std::string_view s);
 
 // Stream sockets get: TCP_NODELAY (requests are small and latency-bound), and 4 MiB
-// SO_SNDBUF/SO_RCVBUF so a window covers high bandwidth-delay links.
+// SO_SNDBUF/SO_RCVBUF so a window covers high bandwidth-delay links (setSocketBuffer).
 inline constexpr int kSocketBufferBytes = 4 << 20;
+
+enum class SocketBuffer { Send, Receive };
+
+// Gives a socket's send or receive buffer `bytes`, as far as the host allows. The plain
+// SO_SNDBUF/SO_RCVBUF is clamped to net.core.[wr]mem_max (212992 on a stock Debian host) and
+// turns TCP's autotuning off, which alone would have grown the buffer to tcp_[wr]mem's
+// maximum (4-6 MiB): a TCP connection clamped so would cap a 20 ms link at ~20 MB/s. So: the
+// FORCE variant (CAP_NET_ADMIN: ferryd, a root CLI), else the plain option where the
+// maximum allows `bytes`, else a TCP socket is left to autotuning and a UNIX socket gets
+// what the maximum allows. Returns whether the buffer got `bytes`.
+Result<bool> setSocketBuffer(int fd, SocketBuffer which, int bytes);
 
 // A listening socket. Move-only. accept() may block in one thread while shutdown() is
 // called from another: accept then fails with ECANCELED.
