@@ -12,14 +12,21 @@
 
 namespace ferry::daemon {
 
+namespace {
+
+constexpr int kLocalSendBufferBytes = 1 << 20;
+
+} // namespace
+
 Relay::Relay(UniqueFd local, Connection peer) : local_(std::move(local)), peer_(std::move(peer))
 {
 	// A UNIX socket's writer holds what is queued for its reader, up to the writer's send
-	// buffer (212992 bytes by default). Towards the incoming QEMU, a large one lets the relay
-	// hand over a whole frame and go back to the peer while QEMU loads pages: with the default
-	// the stream through ferryd ran at ~0.75x QEMU's direct TCP stream (docs/benchmarks.md,
-	// section 15). Best effort: a smaller buffer is slower, not wrong.
-	(void)setSocketBuffer(local_.get(), SocketBuffer::Send, kSocketBufferBytes);
+	// buffer (212992 bytes by default). Towards the incoming QEMU, a larger one lets the relay
+	// hand over whole frames and go back to the peer while QEMU loads pages: with the default
+	// the stream through ferryd ran at ~0.8x QEMU's direct TCP stream (docs/benchmarks.md,
+	// section 15). Not larger: what is queued at the switch-over drains inside the downtime.
+	// Best effort: a smaller buffer is slower, not wrong.
+	(void)setSocketBuffer(local_.get(), SocketBuffer::Send, kLocalSendBufferBytes);
 }
 
 void Relay::stop()
