@@ -2,6 +2,8 @@
 #include "daemon/ferry_mode.h"
 
 #include <atomic>
+#include <chrono>
+#include <thread>
 
 #include "ferry/base/log.h"
 #include "ferry/qmp/qmp_client.h"
@@ -21,6 +23,9 @@ constexpr auto kQmpTimeout = std::chrono::seconds(3); // the domain runs: its so
 constexpr auto kStopTimeout = std::chrono::seconds(30);
 // Guests write 4 KiB pages at random: small chunks re-send less (as `ferry migrate`).
 constexpr uint32_t kChunkSize = 16 * 1024;
+// From the hold's release to the destination QEMU's incoming migration ending: the relay
+// connects, QEMU reads ~0.3 MB of device state (milliseconds; FINDINGS §5).
+constexpr auto kIncomingLoadTimeout = std::chrono::seconds(60);
 
 // libvirt restores only the capabilities it knows: ferry's must be cleared by ferry.
 void clearIgnoreShared(QmpClient &qmp, const std::string &domain, const char *side)
@@ -28,6 +33,32 @@ void clearIgnoreShared(QmpClient &qmp, const std::string &domain, const char *si
 	if (auto st = qmp.migrateSetCapabilities({{"x-ignore-shared", false}}); !st.ok())
 		FERRY_LOG(Warn, kLog, "domain {}: cannot clear x-ignore-shared on the {} QEMU: {}", domain, side,
 			  st.error().message());
+}
+
+// The destination QEMU compares its x-ignore-shared with the source's when the stream's
+// configuration section arrives, so the capability may be cleared only once the stream has
+// loaded: cleared as soon as the pull ended, which in precopy mode is the moment the hold is
+// released, it failed one migration in five ("Capability x-ignore-shared is off, but received
+// capability is on"). Waits for the incoming migration to end, however it ends (a QEMU that
+// libvirt ended meanwhile ends the wait too).
+void waitForTheIncomingStream(QmpClient &qmp, const std::string &domain)
+{
+	const auto deadline = std::chrono::steady_clock::now() + kIncomingLoadTimeout;
+	for (;;) {
+		auto info = qmp.queryMigrate();
+		if (!info.ok())
+			return;
+		if (info->status == "completed" || info->status == "failed" || info->status == "cancelled")
+			return;
+		if (std::chrono::steady_clock::now() > deadline) {
+			FERRY_LOG(Warn, kLog, "domain {}: the incoming device state did not load within {} s (status "
+					      "'{}'); clearing x-ignore-shared all the same", domain,
+				  std::chrono::duration_cast<std::chrono::seconds>(kIncomingLoadTimeout).count(),
+				  info->status);
+			return;
+		}
+		std::this_thread::sleep_for(std::chrono::milliseconds(5));
+	}
 }
 
 } // namespace
@@ -172,6 +203,8 @@ Result<LeecherReport> runFerryDestination(const DaemonConfig &config, const Peer
 			return {};
 		};
 		auto rep = receiveVm({&qmp, paths.agent}, std::move(lo), ro);
+		if (rep.ok())
+			waitForTheIncomingStream(qmp, domain);
 		clearIgnoreShared(qmp, domain, "destination");
 		return rep;
 	};
