@@ -68,6 +68,7 @@ LengthRule lengthRule(MsgType t)
 		return {4 + 2, 4 + 2 + uint32_t(kMaxDaemonNameLen)};
 	case MsgType::RelayOpen:
 	case MsgType::FerryOffer:
+	case MsgType::FerryDecline:
 		return {2 + 2, 2 + uint32_t(kMaxDomainNameLen) + 2 + uint32_t(kMaxDomainUuidLen)};
 	case MsgType::RelayReady:
 	case MsgType::RelayEnd:
@@ -180,6 +181,7 @@ const char *msgTypeName(MsgType type)
 	case MsgType::RelayEnd: return "RelayEnd";
 	case MsgType::FerryOffer: return "FerryOffer";
 	case MsgType::FerryAccept: return "FerryAccept";
+	case MsgType::FerryDecline: return "FerryDecline";
 	}
 	return "unknown";
 }
@@ -187,7 +189,7 @@ const char *msgTypeName(MsgType type)
 bool isKnownMsgType(uint16_t type)
 {
 	return (type >= uint16_t(MsgType::Hello) && type <= uint16_t(MsgType::ChunkZstd)) ||
-	       (type >= uint16_t(MsgType::PeerHello) && type <= uint16_t(MsgType::FerryAccept));
+	       (type >= uint16_t(MsgType::PeerHello) && type <= uint16_t(MsgType::FerryDecline));
 }
 
 void encodeHeader(const FrameHeader &h, uint8_t out[kHeaderSize])

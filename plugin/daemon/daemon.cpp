@@ -388,9 +388,18 @@ void Daemon::carryOutgoing(UniqueFd local, std::string domain, std::string peerN
 	auto m = record(Direction::Outgoing, domain, peerName);
 	const PeerConfig *peer = config_.findPeer(peerName);
 	auto local_domain = snapshotDomain(domain);
-	const bool ferry = local_domain && local_domain->preparedForFerry && config_.ferryMode != "off";
+	const bool gated = local_domain && local_domain->preparedForFerry && config_.ferryMode != "off";
+	bool declined = false;
+	{
+		std::lock_guard lock(mu_);
+		declined = declined_.erase(peerName + "/" + domain) > 0;
+	}
+	const bool ferry = gated && !declined;
 	std::string uuid = local_domain ? local_domain->uuid : "";
-	if (ferry) {
+	if (declined) {
+		FERRY_LOG(Info, kLog, "domain {}: migration to {} starts: stream mode ({} declined ferry mode)", domain,
+			  peerName, peerName);
+	} else if (ferry) {
 		m->mode = "ferry";
 		FERRY_LOG(Info, kLog, "domain {}: ferry mode: the gate opened, carrying the device state to {}", domain,
 			  peerName);
@@ -414,7 +423,7 @@ void Daemon::carryOutgoing(UniqueFd local, std::string domain, std::string peerN
 	};
 	Status st = body();
 	finish(m, st);
-	if (ferry)
+	if (gated)
 		requestGate(peerName + "/" + domain, GateRequest::Action::Rearm); // for the next migration
 	if (st.ok())
 		FERRY_LOG(Info, kLog, "domain {}: stream to {} ended: {} bytes sent, {} received back", domain, peerName,
@@ -442,14 +451,17 @@ void Daemon::carryIncoming(Connection conn, std::string from)
 		auto first = recvFrame(conn, 4096, kPeerHandshakeTimeoutMs);
 		if (!first.ok())
 			return first.error().context(fmt::format("peer '{}'", peer->name));
-		if (first->header.type == MsgType::FerryOffer) {
+		if (first->header.type == MsgType::FerryOffer || first->header.type == MsgType::FerryDecline) {
 			FERRY_ASSIGN(RelayOpenMsg offer, decodeRelayOpen(first->payload));
 			ferryOffer = true;
 			{
 				std::lock_guard lock(mu_);
 				m->handshaking = nullptr;
 			}
-			serveFerryOffer(std::move(conn), *peer, offer);
+			if (first->header.type == MsgType::FerryOffer)
+				serveFerryOffer(std::move(conn), *peer, offer);
+			else
+				serveFerryDecline(std::move(conn), *peer, offer);
 			return {};
 		}
 		if (first->header.type != MsgType::RelayOpen) {
@@ -461,7 +473,7 @@ void Daemon::carryIncoming(Connection conn, std::string from)
 		return relayIncoming(conn, *peer, open, m);
 	};
 	Status st = body();
-	if (ferryOffer) { // recorded by serveFerryOffer as a migration of its own
+	if (ferryOffer) { // a FerryOffer is recorded by serveFerryOffer as a migration of its own
 		std::lock_guard lock(mu_);
 		std::erase(active_, m);
 		return;

@@ -29,6 +29,7 @@
 #include <functional>
 #include <list>
 #include <map>
+#include <set>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -131,8 +132,11 @@ private:
 	Status relayIncoming(Connection &conn, const PeerConfig &peer, const RelayOpenMsg &open,
 			     const std::shared_ptr<Migration> &m);
 	void serveFerryOffer(Connection conn, const PeerConfig &peer, const RelayOpenMsg &offer);
+	void serveFerryDecline(Connection conn, const PeerConfig &peer, const RelayOpenMsg &decline);
 	void watchIncoming();
 	void ferryIncoming(std::string domain);
+	// Destination: tells the peer running `domain` to let its stream through (FerryDecline).
+	void declineFerry(const std::string &domain, const std::string &uuid, const std::string &why);
 	Status gateSocket(MigrateSocket &s);
 	void applyGateRequests();
 	void requestGate(const std::string &key, GateRequest::Action action);
@@ -164,6 +168,7 @@ private:
 	std::map<std::string, LocalDomain> domainSnapshot_; // domains_ for other threads
 	std::map<std::string, std::shared_ptr<DeviceStateHold>> holds_; // incoming ferry migrations
 	std::map<std::string, Seeder *> seeders_; // outgoing ferry migrations serving, by domain
+	std::set<std::string> declined_; // "peer/domain": gates opened by the peer's FerryDecline
 };
 
 } // namespace ferry::daemon

@@ -13,6 +13,7 @@
 
 #include "ferry/base/clock.h"
 #include "ferry/base/log.h"
+#include "ferry/qmp/qmp_client.h"
 #include "ferry/wire/daemon_protocol.h"
 
 namespace ferry::daemon {
@@ -20,6 +21,20 @@ namespace ferry::daemon {
 namespace {
 
 constexpr const char *kLog = "ferryd";
+
+// libvirt's --postcopy turns on postcopy-ram on both QEMUs before the incoming socket appears;
+// QEMU refuses x-ignore-shared with it ("Postcopy is not compatible with ignore-shared").
+Result<bool> postcopyRequested(const std::string &qmpSocket)
+{
+	FERRY_ASSIGN(QmpClient qmp, QmpClient::connect(qmpSocket, std::chrono::seconds(3)));
+	FERRY_ASSIGN(JsonValue caps, qmp.execute("query-migrate-capabilities"));
+	for (size_t i = 0; i < caps.size(); i++) {
+		auto c = caps.at(i);
+		if (c.ok() && c->getString("capability").ok() && *c->getString("capability") == "postcopy-ram")
+			return c->getBool("state").ok() && *c->getBool("state");
+	}
+	return false;
+}
 
 } // namespace
 
@@ -66,6 +81,45 @@ void Daemon::serveFerryOffer(Connection conn, const PeerConfig &peer, const Rela
 			  st.error().message());
 }
 
+void Daemon::serveFerryDecline(Connection conn, const PeerConfig &peer, const RelayOpenMsg &decline)
+{
+	auto d = snapshotDomain(decline.domain);
+	if (!d || (!decline.uuid.empty() && d->uuid != decline.uuid) || !d->preparedForFerry || config_.ferryMode == "off") {
+		(void)conn.sendError(0, Error::format(ENOENT, "{} does not run here in ferry mode", decline.domain));
+		return;
+	}
+	// Only the gate towards the caller: a peer can let through a stream to itself, no other.
+	std::string key = peer.name + "/" + decline.domain;
+	{
+		std::lock_guard lock(mu_);
+		declined_.insert(key);
+	}
+	requestGate(key, GateRequest::Action::Open);
+	FERRY_LOG(Warn, kLog, "domain {}: {} declined ferry mode (its log says why): the stream passes as in stream mode",
+		  decline.domain, peer.name);
+	(void)conn.send(MsgType::RelayReady, 0, {});
+}
+
+void Daemon::declineFerry(const std::string &domain, const std::string &uuid, const std::string &why)
+{
+	FERRY_LOG(Warn, kLog, "domain {}: not in ferry mode: {}; its stream passes as in stream mode", domain, why);
+	for (const PeerConfig &p : config_.peers) {
+		auto conn = callPeer(config_, p, creds_);
+		if (!conn.ok()) {
+			FERRY_LOG(Warn, kLog, "domain {}: cannot tell {} to let the stream through: {}", domain, p.name,
+				  conn.error().message());
+			continue;
+		}
+		if (!conn->send(MsgType::FerryDecline, 0, encode(RelayOpenMsg{domain, uuid})).ok())
+			continue;
+		auto f = recvFrame(*conn, 4096, kPeerHandshakeTimeoutMs);
+		if (f.ok() && f->header.type == MsgType::RelayReady)
+			return; // the peer that runs it opened its gate
+	}
+	FERRY_LOG(Warn, kLog, "domain {}: no peer runs it in ferry mode; a stream that comes passes as in stream mode",
+		  domain);
+}
+
 void Daemon::watchIncoming()
 {
 	alignas(inotify_event) char buf[4096];
@@ -89,8 +143,6 @@ void Daemon::watchIncoming()
 
 void Daemon::ferryIncoming(std::string domain)
 {
-	if (config_.ferryMode == "off")
-		return;
 	// The incoming domain runs here now (paused): is it prepared? The loop's next resync
 	// (asked for now) lists it.
 	domainsChanged();
@@ -107,6 +159,20 @@ void Daemon::ferryIncoming(std::string domain)
 	}
 	if (!d->preparedForFerry)
 		return; // stream mode
+	// The source's ferryd holds libvirt's connection at its gate for a prepared domain: a
+	// destination that will not run ferry mode must say so, or libvirt waits there.
+	if (config_.ferryMode == "off") {
+		declineFerry(domain, d->uuid, "\"ferry_mode\" is off here");
+		return;
+	}
+	if (auto postcopy = postcopyRequested(d->qmpSocket); !postcopy.ok() || *postcopy) {
+		declineFerry(domain, d->uuid,
+			     postcopy.ok() ? "libvirt asked for QEMU's post-copy (--postcopy), which QEMU cannot combine "
+					     "with x-ignore-shared; migrate without --postcopy for ferry mode"
+					   : "cannot read the incoming QEMU's migration capabilities: " +
+						     postcopy.error().message());
+		return;
+	}
 	auto hold = std::make_shared<DeviceStateHold>();
 	auto m = record(Direction::Incoming, domain, "?");
 	{

@@ -340,7 +340,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		case MsgType::PeerHello: daemonMessage(payload, decodePeerHello); break;
 		case MsgType::PeerHelloReply: daemonMessage(payload, decodePeerHelloReply); break;
 		case MsgType::RelayOpen:
-		case MsgType::FerryOffer: daemonMessage(payload, decodeRelayOpen); break;
+		case MsgType::FerryOffer:
+		case MsgType::FerryDecline: daemonMessage(payload, decodeRelayOpen); break;
 		case MsgType::FerryAccept: {
 			auto m = decodeFerryAccept(payload);
 			if (!m.ok())

@@ -114,10 +114,11 @@ protected:
 	// migration of a guest writing 20 MB/s crashed the destination's guest kernel in about
 	// one CI run in three (QEMU's bug, docs/libvirt.md "Limits"; the test would measure it,
 	// not ferryd).
-	void boot(const std::string &host, const std::string &domain, bool prepared = false)
+	// `slow`: a prepared domain whose stream QEMU will carry (stream mode) writes 5 MB/s too.
+	void boot(const std::string &host, const std::string &domain, bool prepared = false, bool slow = false)
 	{
-		Shell def = shell(testbed(fmt::format("define {} {} --memory-mib 256{}", host, domain,
-						      prepared ? " --prepared" : " --rate 5")));
+		Shell def = shell(testbed(fmt::format("define {} {} --memory-mib 256{}{}", host, domain,
+						      prepared ? " --prepared" : "", !prepared || slow ? " --rate 5" : "")));
 		ASSERT_EQ(def.status, 0) << def.output;
 		Shell start = virsh(host, "start " + domain);
 		ASSERT_EQ(start.status, 0) << start.output;
@@ -427,6 +428,29 @@ TEST_F(LibvirtMigration, FerryModePrecopyMovesAPreparedDomain)
 	migrate("a", "b", "lv-precopy", "", "ferry-precopy");
 	virsh("b", "destroy lv-precopy");
 	configureB("");
+}
+
+// A destination that will not run ferry mode for a prepared domain says so (FerryDecline), and
+// the source's ferryd lets libvirt's stream through its gate instead of holding it: with
+// --postcopy (QEMU refuses x-ignore-shared with postcopy-ram), and with "ferry_mode" off on
+// the destination. Either way the domain migrates in stream mode; afterwards, without either,
+// in ferry mode again.
+TEST_F(LibvirtMigration, PostcopyOnAPreparedDomainFallsBackToStreamMode)
+{
+	boot("a", "lv-decline-pc", true, true);
+	migrate("a", "b", "lv-decline-pc", "--postcopy", "stream");
+	migrate("b", "a", "lv-decline-pc", "", "ferry-hybrid");
+	virsh("a", "destroy lv-decline-pc");
+}
+
+TEST_F(LibvirtMigration, DestinationWithFerryModeOffTakesAPreparedDomainAsAStream)
+{
+	configureB("\"ferry_mode\": \"off\"");
+	boot("a", "lv-decline-off", true, true);
+	migrate("a", "b", "lv-decline-off", "", "stream");
+	configureB("");
+	migrate("b", "a", "lv-decline-off", "", "ferry-hybrid");
+	virsh("a", "destroy lv-decline-off");
 }
 
 // Before the switch-over, a ferry migration whose destination goes away (its ferryd killed

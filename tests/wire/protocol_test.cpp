@@ -90,6 +90,9 @@ TEST(WireHeader, EveryTypeRoundTripsWithItsMinimumLength)
 	}
 	EXPECT_FALSE(isKnownMsgType(0));
 	EXPECT_FALSE(isKnownMsgType(23));
+	EXPECT_TRUE(isKnownMsgType(uint16_t(MsgType::FerryDecline)));
+	EXPECT_STREQ(msgTypeName(MsgType::FerryDecline), "FerryDecline");
+	EXPECT_FALSE(isKnownMsgType(41));
 	EXPECT_STREQ(msgTypeName(MsgType(99)), "unknown");
 }
 

@@ -75,6 +75,9 @@ enum class MsgType : uint16_t {
 	RelayEnd = 37,       // either way, empty: the sender's direction of the stream ended
 	FerryOffer = 38,     // C->A: an incoming migration of this domain waits here, prepared for ferry
 	FerryAccept = 39,    // A->C: the domain runs here; its RAM is served on this port
+	FerryDecline = 40,   // C->A: an incoming migration of this prepared domain waits here, but
+			     // not in ferry mode: open its gate, the stream passes as in stream
+			     // mode; A answers RelayReady (the gate is open) or Error
 };
 
 // "GetChunk", ...; "unknown" for values outside the enum.
