@@ -114,11 +114,13 @@ protected:
 	// migration of a guest writing 20 MB/s crashed the destination's guest kernel in about
 	// one CI run in three (QEMU's bug, docs/libvirt.md "Limits"; the test would measure it,
 	// not ferryd).
-	// `slow`: a prepared domain whose stream QEMU will carry (stream mode) writes 5 MB/s too.
-	void boot(const std::string &host, const std::string &domain, bool prepared = false, bool slow = false)
+	// `workload`: other `testbed define` options for the guest's workload.
+	void boot(const std::string &host, const std::string &domain, bool prepared = false,
+		  const std::string &workload = "")
 	{
+		std::string options = workload.empty() ? (prepared ? "" : " --rate 5") : " " + workload;
 		Shell def = shell(testbed(fmt::format("define {} {} --memory-mib 256{}{}", host, domain,
-						      prepared ? " --prepared" : "", !prepared || slow ? " --rate 5" : "")));
+						      prepared ? " --prepared" : "", options)));
 		ASSERT_EQ(def.status, 0) << def.output;
 		Shell start = virsh(host, "start " + domain);
 		ASSERT_EQ(start.status, 0) << start.output;
@@ -434,10 +436,14 @@ TEST_F(LibvirtMigration, FerryModePrecopyMovesAPreparedDomain)
 // the source's ferryd lets libvirt's stream through its gate instead of holding it: with
 // --postcopy (QEMU refuses x-ignore-shared with postcopy-ram), and with "ferry_mode" off on
 // the destination. Either way the domain migrates in stream mode; afterwards, without either,
-// in ferry mode again.
+// in ferry mode again. The guests are idle (heartbeats only): QEMU 7.2's own TCG migration of
+// a memfd-backed guest that writes crashed it on the destination in about half the runs
+// (docs/libvirt.md), which is QEMU's, not what these tests are about.
+const std::string kIdle = "--mode idle --wss 16";
+
 TEST_F(LibvirtMigration, PostcopyOnAPreparedDomainFallsBackToStreamMode)
 {
-	boot("a", "lv-decline-pc", true, true);
+	boot("a", "lv-decline-pc", true, kIdle);
 	migrate("a", "b", "lv-decline-pc", "--postcopy", "stream");
 	migrate("b", "a", "lv-decline-pc", "", "ferry-hybrid");
 	virsh("a", "destroy lv-decline-pc");
@@ -446,7 +452,7 @@ TEST_F(LibvirtMigration, PostcopyOnAPreparedDomainFallsBackToStreamMode)
 TEST_F(LibvirtMigration, DestinationWithFerryModeOffTakesAPreparedDomainAsAStream)
 {
 	configureB("\"ferry_mode\": \"off\"");
-	boot("a", "lv-decline-off", true, true);
+	boot("a", "lv-decline-off", true, kIdle);
 	migrate("a", "b", "lv-decline-off", "", "stream");
 	configureB("");
 	migrate("b", "a", "lv-decline-off", "", "ferry-hybrid");
