@@ -7,7 +7,8 @@
 // the channel for a moment after each event, so a fault costs one round trip and no thread
 // hand-off; without one (or once it broke), the request goes through `request` (the puller).
 // A chunk that arrives on a data connection is installed by onChunkLocal. A premap thread
-// installs the chunks that were already Local at the switch-over, in large batches.
+// installs the chunks that were already Local at the switch-over, in large batches, while
+// post-copy lasts; finish() stops it and unregisters, after which the kernel maps the rest.
 //
 // Threads: start()/finish()/stop() from run()'s thread; onChunkLocal() from the puller's
 // receivers. A fault-thread error is latched in the FailureLatch (the migration fails).
