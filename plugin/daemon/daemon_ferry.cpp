@@ -104,16 +104,11 @@ void Daemon::declineFerry(const std::string &domain, const std::string &uuid, co
 {
 	FERRY_LOG(Warn, kLog, "domain {}: not in ferry mode: {}; its stream passes as in stream mode", domain, why);
 	for (const PeerConfig &p : config_.peers) {
-		auto conn = callPeer(config_, p, creds_);
-		if (!conn.ok()) {
+		auto f = askPeer(config_, p, creds_, MsgType::FerryDecline, RelayOpenMsg{domain, uuid});
+		if (!f.ok())
 			FERRY_LOG(Warn, kLog, "domain {}: cannot tell {} to let the stream through: {}", domain, p.name,
-				  conn.error().message());
-			continue;
-		}
-		if (!conn->send(MsgType::FerryDecline, 0, encode(RelayOpenMsg{domain, uuid})).ok())
-			continue;
-		auto f = recvFrame(*conn, 4096, kPeerHandshakeTimeoutMs);
-		if (f.ok() && f->header.type == MsgType::RelayReady)
+				  f.error().message());
+		else if (f->header.type == MsgType::RelayReady)
 			return; // the peer that runs it opened its gate
 	}
 	FERRY_LOG(Warn, kLog, "domain {}: no peer runs it in ferry mode; a stream that comes passes as in stream mode",

@@ -149,17 +149,12 @@ Result<LeecherReport> runFerryDestination(const DaemonConfig &config, const Peer
 	const PeerConfig *source = nullptr;
 	uint16_t port = 0;
 	for (const PeerConfig &p : config.peers) {
-		auto conn = callPeer(config, p, creds);
-		if (!conn.ok()) {
+		auto f = askPeer(config, p, creds, MsgType::FerryOffer, RelayOpenMsg{domain, uuid});
+		if (!f.ok()) {
 			FERRY_LOG(Warn, kLog, "domain {}: cannot offer ferry mode to {}: {}", domain, p.name,
-				  conn.error().message());
+				  f.error().message());
 			continue;
 		}
-		if (!conn->send(MsgType::FerryOffer, 0, encode(RelayOpenMsg{domain, uuid})).ok())
-			continue;
-		auto f = recvFrame(*conn, 4096, kPeerHandshakeTimeoutMs);
-		if (!f.ok())
-			continue;
 		if (f->header.type == MsgType::FerryAccept) {
 			auto a = decodeFerryAccept(f->payload);
 			if (a.ok()) {

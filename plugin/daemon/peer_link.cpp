@@ -92,6 +92,14 @@ Result<const PeerConfig *> answerPeer(Connection &conn, const DaemonConfig &conf
 	return peer;
 }
 
+Result<Frame> askPeer(const DaemonConfig &config, const PeerConfig &peer, const PeerCredentials &creds, MsgType type,
+		      const RelayOpenMsg &about)
+{
+	FERRY_ASSIGN(Connection conn, callPeer(config, peer, creds));
+	FERRY_TRY(conn.send(type, 0, encode(about)));
+	return recvFrame(conn, 4096, kPeerHandshakeTimeoutMs);
+}
+
 Status requestRelay(Connection &conn, const RelayOpenMsg &open)
 {
 	FERRY_TRY(conn.send(MsgType::RelayOpen, 0, encode(open)));

@@ -39,6 +39,11 @@ Result<Connection> callPeer(const DaemonConfig &config, const PeerConfig &peer, 
 // name a configured peer. Returns that peer.
 Result<const PeerConfig *> answerPeer(Connection &conn, const DaemonConfig &config, const PeerCredentials &creds);
 
+// Calls `peer` about a domain (FerryOffer, FerryDecline: a RelayOpenMsg) and returns its answer
+// (read within the handshake deadline).
+Result<Frame> askPeer(const DaemonConfig &config, const PeerConfig &peer, const PeerCredentials &creds, MsgType type,
+		      const RelayOpenMsg &about);
+
 // Asks the peer to open the stream of `open.domain` on its side; waits for RelayReady.
 Status requestRelay(Connection &conn, const RelayOpenMsg &open);
 // Reads the caller's RelayOpen (within the handshake deadline).
