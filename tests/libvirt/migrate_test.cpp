@@ -253,6 +253,33 @@ protected:
 		virsh("b", "destroy " + domain);
 	}
 
+	// --postcopy: the destination QEMU asks for the pages its guest touches over the return path,
+	// which the relay carries back. libvirt's statistics of the completed job on the source count
+	// those requests (the guest writes 5 MB/s: within the ~0.3 s of post-copy it touches pages
+	// not sent yet), which also says the switch to post-copy happened. The first pass is held at
+	// 10 MiB/s so that it still runs when `switchToPostcopy` acts.
+	void expectPostcopyThroughTheRelay(const std::string &domain, const std::string &flags,
+					   const std::function<void()> &switchToPostcopy)
+	{
+		boot("a", domain);
+		auto src = watch("a", domain);
+		ASSERT_TRUE(src.ok());
+		Shell run;
+		std::thread migration([&] { run = virsh("a", migrateCommand("b", domain, "--postcopy --bandwidth 10 " + flags)); });
+		switchToPostcopy();
+		migration.join();
+		ASSERT_EQ(run.status, 0) << run.output;
+		Shell info = virsh("a", "domjobinfo --completed " + domain);
+		ASSERT_EQ(info.status, 0) << info.output;
+		size_t at = info.output.find("Postcopy requests:");
+		ASSERT_NE(at, std::string::npos) << "the migration did not run post-copy:\n" << info.output;
+		EXPECT_GT(std::stoul(info.output.substr(at + std::strlen("Postcopy requests:"))), 0u) << info.output;
+		ASSERT_TRUE(src->poll().ok());
+		ASSERT_TRUE(src->lastHeartbeat().has_value());
+		expectArrived("a", "b", domain, src->lastHeartbeat()->seq);
+		virsh("b", "destroy " + domain);
+	}
+
 	// Restarts b's ferryd with `extra` JSON members added to its configuration ("" restores it).
 	void configureB(const std::string &extra)
 	{
@@ -313,34 +340,19 @@ TEST_F(LibvirtMigration, PersistentUndefinesourceMovesTheDefinition)
 	virsh("b", "destroy lv-persist");
 }
 
-// --postcopy, switched by `virsh migrate-postcopy` while the first pass still runs (held at
-// 10 MiB/s): the destination QEMU then asks for the pages its guest touches over the return
-// path, which the relay carries back. libvirt's statistics of the completed job on the source
-// count those requests (the guest writes 5 MB/s: within the ~0.3 s of post-copy it touches
-// pages not sent yet).
 TEST_F(LibvirtMigration, PostcopyRequestsFlowBackThroughTheRelay)
 {
-	boot("a", "lv-postcopy");
-	auto src = watch("a", "lv-postcopy");
-	ASSERT_TRUE(src.ok());
-	Shell run;
-	std::thread migration([&] { run = virsh("a", migrateCommand("b", "lv-postcopy", "--postcopy --bandwidth 10")); });
-	std::this_thread::sleep_for(3s);
-	Shell post = virsh("a", "migrate-postcopy lv-postcopy");
-	migration.join();
-	ASSERT_EQ(post.status, 0) << post.output;
-	ASSERT_EQ(run.status, 0) << run.output;
-	Shell info = virsh("a", "domjobinfo --completed lv-postcopy");
-	ASSERT_EQ(info.status, 0) << info.output;
-	unsigned long requests = 0;
-	size_t at = info.output.find("Postcopy requests:");
-	ASSERT_NE(at, std::string::npos) << "the migration did not run post-copy:\n" << info.output;
-	requests = std::stoul(info.output.substr(at + std::strlen("Postcopy requests:")));
-	EXPECT_GT(requests, 0u) << info.output;
-	ASSERT_TRUE(src->poll().ok());
-	ASSERT_TRUE(src->lastHeartbeat().has_value());
-	expectArrived("a", "b", "lv-postcopy", src->lastHeartbeat()->seq);
-	virsh("b", "destroy lv-postcopy");
+	expectPostcopyThroughTheRelay("lv-postcopy", "", [&] {
+		std::this_thread::sleep_for(3s);
+		Shell post = virsh("a", "migrate-postcopy lv-postcopy");
+		EXPECT_EQ(post.status, 0) << post.output;
+	});
+}
+
+// --timeout with --timeout-postcopy: libvirt itself switches to post-copy after 3 s.
+TEST_F(LibvirtMigration, TimeoutSwitchesToPostcopyThroughTheRelay)
+{
+	expectPostcopyThroughTheRelay("lv-timeout", "--timeout 3 --timeout-postcopy", [] {});
 }
 
 // Two prepared domains migrate at once, each through its own migrate socket, gate, seeder and
