@@ -559,3 +559,72 @@ TEST_F(Daemons, AFerryOfferForADomainNotRunningHereIsRefusedWithEnoent)
 }
 
 } // namespace
+
+namespace {
+
+// FerryDecline (the destination will not run ferry mode): the gate towards the caller opens and
+// the stream passes as in stream mode; the gate of the same domain towards another peer stays
+// closed, so a peer can let through only a stream libvirt sends to it.
+TEST_F(Daemons, AFerryDeclineOpensTheGateTowardsTheCallerOnly)
+{
+	const std::string uuid = "11111111-2222-3333-4444-555555555555";
+	{
+		std::lock_guard lock(mu_);
+		domainsA_ = {localDomain("vm1", uuid, true, dir_ + "/nowhere.qmp", dir_ + "/nowhere-agent.sock")};
+	}
+	b_ = start(configFor("b", "a", 1), [] { return std::vector<LocalDomain>{}; });
+	DaemonConfig ca = configFor("a", "b", b_->daemon->peerEndpoint().port);
+	ca.peers.push_back({"c", Endpoint::tcp("127.0.0.1", 1)}); // configured, never reached
+	a_ = start(ca, [this] {
+		std::lock_guard lock(mu_);
+		return domainsA_;
+	});
+	const std::string towardsC = a_->config().migrateSocketPath("c", "vm1");
+	ASSERT_TRUE(waitForPath(sourcePath("vm1"), true));
+	ASSERT_TRUE(waitForPath(towardsC, true));
+
+	// The incoming QEMU on b.
+	auto l = Listener::listen(Endpoint::unixPath(incomingPath("vm1")), 1);
+	ASSERT_TRUE(l.ok());
+	std::vector<uint8_t> got;
+	std::thread qemu([&] {
+		auto c = l->accept(20000);
+		ASSERT_TRUE(c.ok());
+		UniqueFd fd = c->releaseFd();
+		got = readToEof(fd.get());
+	});
+	std::atomic<bool> throughC{false};
+	std::thread libvirtdToC([&] {
+		auto fd = blockingConnectUnix(towardsC);
+		throughC = true;
+		if (fd.ok())
+			readToEof(fd->get()); // until the gate fails or the daemon stops
+	});
+
+	DaemonConfig asB = configFor("b", "a", a_->daemon->peerEndpoint().port);
+	auto creds = PeerCredentials::load(asB.tls);
+	ASSERT_TRUE(creds.ok());
+	auto reply = askPeer(asB, asB.peers[0], *creds, MsgType::FerryDecline, RelayOpenMsg{"vm1", uuid});
+	ASSERT_TRUE(reply.ok()) << reply.error().message();
+	EXPECT_EQ(reply->header.type, MsgType::RelayReady);
+
+	auto fd = blockingConnectUnix(sourcePath("vm1")); // through the gate towards b
+	ASSERT_TRUE(fd.ok()) << fd.error().message();
+	auto stream = pattern(11, 3u << 20);
+	ASSERT_TRUE(writeAll(fd->get(), stream).ok());
+	::shutdown(fd->get(), SHUT_WR);
+	readToEof(fd->get());
+	qemu.join();
+	EXPECT_TRUE(got == stream) << "the stream did not pass as in stream mode";
+	JsonValue m = finishedMigration(*a_, "vm1");
+	EXPECT_EQ(*m.getString("mode"), "stream");
+	EXPECT_EQ(*m.getString("phase"), "done");
+
+	std::this_thread::sleep_for(300ms);
+	EXPECT_FALSE(throughC.load()) << "the gate towards c opened too";
+	JsonValue abort = ask(*a_, R"({"cmd":"abort","domain":"vm1"})"); // fails the gates: c's waiter ends
+	EXPECT_TRUE(*abort.getBool("ok"));
+	libvirtdToC.join();
+}
+
+} // namespace
