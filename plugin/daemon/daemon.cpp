@@ -441,7 +441,7 @@ void Daemon::carryIncoming(Connection conn, std::string from)
 		if (stopping_)
 			conn.shutdown();
 	}
-	bool ferryOffer = false;
+	bool ferryExchange = false; // FerryOffer or FerryDecline, not a stream
 	auto body = [&]() -> Status {
 		FERRY_ASSIGN(const PeerConfig *peer, answerPeer(conn, config_, creds_).context(fmt::format("peer at {}", from)));
 		{
@@ -453,7 +453,7 @@ void Daemon::carryIncoming(Connection conn, std::string from)
 			return first.error().context(fmt::format("peer '{}'", peer->name));
 		if (first->header.type == MsgType::FerryOffer || first->header.type == MsgType::FerryDecline) {
 			FERRY_ASSIGN(RelayOpenMsg offer, decodeRelayOpen(first->payload));
-			ferryOffer = true;
+			ferryExchange = true;
 			{
 				std::lock_guard lock(mu_);
 				m->handshaking = nullptr;
@@ -473,7 +473,7 @@ void Daemon::carryIncoming(Connection conn, std::string from)
 		return relayIncoming(conn, *peer, open, m);
 	};
 	Status st = body();
-	if (ferryOffer) { // a FerryOffer is recorded by serveFerryOffer as a migration of its own
+	if (ferryExchange) { // a FerryOffer is recorded by serveFerryOffer as a migration of its own
 		std::lock_guard lock(mu_);
 		std::erase(active_, m);
 		return;

@@ -131,6 +131,9 @@ private:
 	void carryIncoming(Connection conn, std::string from);
 	Status relayIncoming(Connection &conn, const PeerConfig &peer, const RelayOpenMsg &open,
 			     const std::shared_ptr<Migration> &m);
+	// The domain a FerryOffer or FerryDecline names, if it runs here in ferry mode (UUID
+	// included); otherwise answers the caller ENOENT.
+	std::optional<LocalDomain> ferryDomain(Connection &conn, const RelayOpenMsg &about) const;
 	void serveFerryOffer(Connection conn, const PeerConfig &peer, const RelayOpenMsg &offer);
 	void serveFerryDecline(Connection conn, const PeerConfig &peer, const RelayOpenMsg &decline);
 	void watchIncoming();

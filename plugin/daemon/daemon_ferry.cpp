@@ -47,13 +47,21 @@ std::optional<LocalDomain> Daemon::snapshotDomain(const std::string &name) const
 	return it->second;
 }
 
+std::optional<LocalDomain> Daemon::ferryDomain(Connection &conn, const RelayOpenMsg &about) const
+{
+	auto d = snapshotDomain(about.domain);
+	if (!d || (!about.uuid.empty() && d->uuid != about.uuid) || !d->preparedForFerry || config_.ferryMode == "off") {
+		(void)conn.sendError(0, Error::format(ENOENT, "{} does not run here in ferry mode", about.domain));
+		return std::nullopt;
+	}
+	return d;
+}
+
 void Daemon::serveFerryOffer(Connection conn, const PeerConfig &peer, const RelayOpenMsg &offer)
 {
-	auto d = snapshotDomain(offer.domain);
-	if (!d || (!offer.uuid.empty() && d->uuid != offer.uuid) || !d->preparedForFerry || config_.ferryMode == "off") {
-		(void)conn.sendError(0, Error::format(ENOENT, "{} does not run here in ferry mode", offer.domain));
+	auto d = ferryDomain(conn, offer);
+	if (!d)
 		return;
-	}
 	auto m = record(Direction::Outgoing, offer.domain, peer.name);
 	{
 		std::lock_guard lock(mu_);
@@ -83,11 +91,8 @@ void Daemon::serveFerryOffer(Connection conn, const PeerConfig &peer, const Rela
 
 void Daemon::serveFerryDecline(Connection conn, const PeerConfig &peer, const RelayOpenMsg &decline)
 {
-	auto d = snapshotDomain(decline.domain);
-	if (!d || (!decline.uuid.empty() && d->uuid != decline.uuid) || !d->preparedForFerry || config_.ferryMode == "off") {
-		(void)conn.sendError(0, Error::format(ENOENT, "{} does not run here in ferry mode", decline.domain));
+	if (!ferryDomain(conn, decline))
 		return;
-	}
 	// Only the gate towards the caller: a peer can let through a stream to itself, no other.
 	std::string key = peer.name + "/" + decline.domain;
 	{
