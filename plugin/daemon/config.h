@@ -54,6 +54,12 @@ struct DaemonConfig {
 	std::string ferryMode = "hybrid";
 	std::string finalizePolicy = "immediate";
 	std::vector<PeerConfig> peers;
+	// How long an opened or failing gate waits for libvirtd's connection before it closes
+	// again (not in the file: tests shorten it).
+	int gateWindowMs = 10000;
+	// How long libvirt's migration of a prepared domain may wait at the gate with no peer
+	// offering ferry mode before it is failed (not in the file).
+	int offerWaitMs = 10000;
 
 	const PeerConfig *findPeer(std::string_view peerName) const;
 	// SOCKET_DIR/ferryd.sock: the control socket of the `ferry` CLI.

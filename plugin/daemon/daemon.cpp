@@ -112,7 +112,11 @@ Status Daemon::prepareSocketDir()
 
 void Daemon::stop()
 {
-	stopping_ = true;
+	{
+		std::lock_guard lock(mu_);
+		stopping_ = true;
+	}
+	stopped_.notify_all();
 	uint64_t one = 1;
 	if (wake_.valid())
 		(void)::write(wake_.get(), &one, sizeof(one));
@@ -134,12 +138,13 @@ Status Daemon::run()
 		FERRY_LOG(Warn, kLog, "peer links are plaintext and unauthenticated (\"tls\": \"insecure\"): "
 				      "anyone who reaches {} can inject migration streams", peerListener_.boundEndpoint().str());
 	int64_t nextResync = 0;
+	gateWatcher_ = std::thread([this] { watchGates(); });
 	while (!stopping_) {
+		applyGateRequests(); // first: a gate it removes is made again by the resync
 		if (resyncWanted_.exchange(false) || monotonicNs() >= nextResync) {
 			resyncDomains();
 			nextResync = monotonicNs() + int64_t(kResyncIntervalMs) * 1000000;
 		}
-		applyGateRequests();
 		std::vector<pollfd> fds{{wake_.get(), POLLIN, 0},
 					{peerListener_.fd(), POLLIN, 0},
 					{controlListener_.fd(), POLLIN, 0},
@@ -151,10 +156,18 @@ Status Daemon::run()
 			fds.push_back({sock.listener.fd(), POLLIN, 0});
 			keys.push_back(key);
 		}
-		int timeout = int(std::max<int64_t>(0, (nextResync - monotonicNs()) / 1000000)) + 1;
+		int64_t wakeAt = nextResync;
+		for (auto &[key, sock] : migrateSockets_)
+			if (sock.gate == MigrateSocket::Gate::Open || sock.gate == MigrateSocket::Gate::FailNext)
+				wakeAt = std::min(wakeAt, sock.sinceNs + int64_t(config_.gateWindowMs) * 1000000);
+		int timeout = int(std::max<int64_t>(0, (wakeAt - monotonicNs()) / 1000000)) + 1;
 		int n = ::poll(fds.data(), fds.size(), timeout);
-		if (n < 0 && errno != EINTR)
-			return Error::fromErrno("poll");
+		if (n < 0 && errno != EINTR) {
+			Error e = Error::fromErrno("poll");
+			stop();
+			gateWatcher_.join();
+			return e;
+		}
 		if (fds[0].revents) {
 			uint64_t v;
 			(void)::read(wake_.get(), &v, sizeof(v));
@@ -184,6 +197,7 @@ Status Daemon::run()
 		}
 	}
 	peerListener_.shutdown();
+	gateWatcher_.join();
 	migrateSockets_.clear();
 	{
 		std::lock_guard lock(mu_);
@@ -340,9 +354,9 @@ void Daemon::acceptMigrate(const std::string &key)
 	std::string peer = key.substr(0, key.find('/'));
 	std::string domain = key.substr(key.find('/') + 1);
 	if (it->second.gate == MigrateSocket::Gate::FailNext) {
-		// The ferry migration failed before the switch-over: libvirt's fails with it.
-		FERRY_LOG(Warn, kLog, "domain {}: refusing libvirt's migration stream to {}: the ferry migration failed",
-			  domain, peer);
+		// Ferry mode failed, or was aborted, before the switch-over: libvirt's migration fails with it.
+		FERRY_LOG(Warn, kLog, "domain {}: refusing libvirt's migration stream to {}: its gate was failed (ferry "
+				      "mode failed or was aborted before the switch-over; see above)", domain, peer);
 		migrateSockets_.erase(it); // closes it; the resync gates a new one
 		resyncWanted_ = true;
 		return;
@@ -351,6 +365,15 @@ void Daemon::acceptMigrate(const std::string &key)
 		FERRY_LOG(Error, kLog, "domain {}: migration to {} refused: {} streams in flight already", domain, peer,
 			  workers_.size());
 		return;
+	}
+	if (it->second.gate == MigrateSocket::Gate::Open) {
+		// One connection passes an opened gate; it closes behind it for the next migration.
+		if (auto st = gateSocket(it->second); !st.ok()) {
+			FERRY_LOG(Warn, kLog, "domain {}: cannot close the gate to {} again: {}", domain, peer,
+				  st.error().message());
+			migrateSockets_.erase(it); // the resync gates a new one
+			resyncWanted_ = true;
+		}
 	}
 	spawn([this, fd = std::make_shared<UniqueFd>(conn->releaseFd()), domain, peer]() mutable {
 		carryOutgoing(std::move(*fd), domain, peer);
@@ -423,8 +446,6 @@ void Daemon::carryOutgoing(UniqueFd local, std::string domain, std::string peerN
 	};
 	Status st = body();
 	finish(m, st);
-	if (gated)
-		requestGate(peerName + "/" + domain, GateRequest::Action::Rearm); // for the next migration
 	if (st.ok())
 		FERRY_LOG(Info, kLog, "domain {}: stream to {} ended: {} bytes sent, {} received back", domain, peerName,
 			  m->relay->bytesToPeer(), m->relay->bytesFromPeer());

@@ -27,6 +27,7 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <condition_variable>
 #include <list>
 #include <map>
 #include <set>
@@ -100,18 +101,19 @@ private:
 	// A migrate socket. A prepared domain's is gated: its one backlog slot is held by our own
 	// dummy connection, so libvirtd's connect() waits (ferry_mode.h).
 	struct MigrateSocket {
-		enum class Gate { None, Closed, FailNext };
+		// None: not gated. Closed: our dummy holds the slot. Open: the next connection passes
+		// (the gate closes behind it). FailNext: the next connection is closed at once.
+		enum class Gate { None, Closed, Open, FailNext };
 		Listener listener;
 		UniqueFd dummy;
 		Gate gate = Gate::None;
-		int64_t failingSinceNs = 0; // FailNext: a connection that does not come within
-					    // kFailWindowMs is not waited for (the gate closes again)
+		int64_t sinceNs = 0; // Open, FailNext: a connection that does not come within the
+				     // config's gateWindowMs is not waited for (the gate closes again)
 	};
-	static constexpr int kFailWindowMs = 10000;
 	struct GateRequest {
-		enum class Action { Open, Fail, Rearm };
+		enum class Action { Open, Fail };
 		std::string key; // "peer/domain"
-		Action action;   // let the stream through; fail the next connection; close it again
+		Action action;   // let the next connection through; close it at once
 	};
 	struct Worker {
 		std::thread thread;
@@ -140,6 +142,10 @@ private:
 	void ferryIncoming(std::string domain);
 	// Destination: tells the peer running `domain` to let its stream through (FerryDecline).
 	void declineFerry(const std::string &domain, const std::string &uuid, const std::string &why);
+	// Source, its own thread: libvirt's migration of a prepared domain that waits at the gate
+	// while no peer offers ferry mode (the destination's ferryd is down, or cannot reach this
+	// one) is failed after config_.offerWaitMs, rather than left waiting for `ferry abort`.
+	void watchGates();
 	Status gateSocket(MigrateSocket &s);
 	void applyGateRequests();
 	void requestGate(const std::string &key, GateRequest::Action action);
@@ -162,8 +168,11 @@ private:
 	std::map<std::string, MigrateSocket> migrateSockets_; // "peer/domain" (loop thread)
 	UniqueFd incomingWatch_; // inotify on SOCKET_DIR/migrate/SELF
 	std::list<Worker> workers_; // loop thread
+	std::thread gateWatcher_;   // watchGates()
+	std::map<std::string, int64_t> waitingSinceNs_; // gateWatcher_: domain -> first seen waiting
 
 	mutable std::mutex mu_; // guards the members below
+	std::condition_variable stopped_; // stop() wakes watchGates()
 	uint64_t nextId_ = 1;
 	std::vector<std::shared_ptr<Migration>> active_;
 	std::deque<std::shared_ptr<Migration>> finished_;

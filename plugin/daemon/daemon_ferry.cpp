@@ -22,19 +22,45 @@ namespace {
 
 constexpr const char *kLog = "ferryd";
 
+// The state of one of QEMU's migration capabilities.
+Result<bool> migrationCapability(QmpClient &qmp, std::string_view name)
+{
+	FERRY_ASSIGN(JsonValue caps, qmp.execute("query-migrate-capabilities"));
+	for (size_t i = 0; i < caps.size(); i++) {
+		auto c = caps.at(i);
+		if (c.ok() && c->getString("capability").ok() && *c->getString("capability") == name)
+			return c->getBool("state").ok() && *c->getBool("state");
+	}
+	return false;
+}
+
 // libvirt's --postcopy turns on postcopy-ram on both QEMUs before the incoming socket appears;
 // QEMU refuses x-ignore-shared with it ("Postcopy is not compatible with ignore-shared").
 Result<bool> postcopyRequested(const std::string &qmpSocket)
 {
 	FERRY_ASSIGN(QmpClient qmp, QmpClient::connect(qmpSocket, std::chrono::seconds(3)));
-	FERRY_ASSIGN(JsonValue caps, qmp.execute("query-migrate-capabilities"));
-	for (size_t i = 0; i < caps.size(); i++) {
-		auto c = caps.at(i);
-		if (c.ok() && c->getString("capability").ok() && *c->getString("capability") == "postcopy-ram")
-			return c->getBool("state").ok() && *c->getBool("state");
-	}
-	return false;
+	return migrationCapability(qmp, "postcopy-ram");
 }
+
+// Whether libvirt's outgoing migration of the domain waits to connect: libvirt 9.0 turns on
+// pause-before-switchover on the source QEMU before it connects to the migrate URI (and
+// restores it when its migration ends, whichever way), and QEMU's own migration starts only
+// once libvirt has connected. (A migration that does not go through ferryd, to a plain TCP
+// URI, shows QEMU migrating.)
+Result<bool> libvirtWaitsToConnect(const std::string &qmpSocket)
+{
+	// Short: a running QEMU's socket is there, and a busy one is looked at again next round.
+	FERRY_ASSIGN(QmpClient qmp, QmpClient::connect(qmpSocket, std::chrono::milliseconds(500)));
+	FERRY_ASSIGN(bool begun, migrationCapability(qmp, "pause-before-switchover"));
+	if (!begun)
+		return false;
+	FERRY_ASSIGN(JsonValue info, qmp.execute("query-migrate"));
+	auto status = info.getString("status");
+	static const std::set<std::string> notMigrating{"none", "completed", "failed", "cancelled"};
+	return !status.ok() || notMigrating.count(*status) > 0;
+}
+
+constexpr auto kGateWatchInterval = std::chrono::seconds(2);
 
 } // namespace
 
@@ -196,6 +222,49 @@ void Daemon::ferryIncoming(std::string domain)
 		FERRY_LOG(Error, kLog, "domain {}: ferry migration failed: {}", domain, rep.error().message());
 }
 
+void Daemon::watchGates()
+{
+	std::unique_lock lock(mu_);
+	while (!stopping_) {
+		stopped_.wait_for(lock, kGateWatchInterval, [this] { return stopping_.load(); });
+		if (stopping_)
+			break;
+		// Prepared domains running here (not arriving: those have an incoming socket) with no
+		// migration in flight: if libvirt's has begun, it waits at the gate for an offer.
+		std::vector<LocalDomain> candidates;
+		for (const auto &[name, d] : domainSnapshot_) {
+			bool busy = std::any_of(active_.begin(), active_.end(), [&](const auto &m) { return m->domain == name; });
+			if (d.preparedForFerry && config_.ferryMode != "off" && !busy &&
+			    ::access(config_.migrateSocketPath(config_.name, name).c_str(), F_OK) != 0)
+				candidates.push_back(d);
+		}
+		lock.unlock();
+		std::set<std::string> waiting;
+		for (const LocalDomain &d : candidates) {
+			if (stopping_)
+				break;
+			auto waits = libvirtWaitsToConnect(d.qmpSocket);
+			if (waits.ok() && *waits)
+				waiting.insert(d.name);
+		}
+		std::erase_if(waitingSinceNs_, [&](const auto &w) { return !waiting.count(w.first); });
+		const int64_t now = monotonicNs();
+		for (const std::string &domain : waiting) {
+			int64_t since = waitingSinceNs_.try_emplace(domain, now).first->second;
+			if (now - since < int64_t(config_.offerWaitMs) * 1000000)
+				continue;
+			FERRY_LOG(Error, kLog, "domain {}: libvirt's migration has waited {:.0f} s at the gate and no peer "
+					       "offered ferry mode: is ferryd running on the destination, and can it reach "
+					       "this host (`ferry doctor` there)? Failing the migration; the guest keeps "
+					       "running here", domain, (now - since) / 1e9);
+			for (const PeerConfig &p : config_.peers)
+				requestGate(p.name + "/" + domain, GateRequest::Action::Fail);
+			waitingSinceNs_.erase(domain);
+		}
+		lock.lock();
+	}
+}
+
 Status Daemon::gateSocket(MigrateSocket &s)
 {
 	// The listener's backlog is empty: this connect completes at once and takes its one slot.
@@ -251,34 +320,38 @@ void Daemon::applyGateRequests()
 		std::lock_guard lock(mu_);
 		requests.swap(gateRequests_);
 	}
-	// A failing gate nobody connected to (`ferry abort` with no libvirt migration waiting)
-	// closes again instead of failing some later migration.
+	// A gate left open or failing that no connection came through (`ferry abort` with no
+	// libvirt migration waiting; a FerryDecline whose migration never came) closes again
+	// instead of deciding some later migration.
+	const int64_t window = int64_t(config_.gateWindowMs) * 1000000;
 	for (auto it = migrateSockets_.begin(); it != migrateSockets_.end();) {
-		if (it->second.gate == MigrateSocket::Gate::FailNext &&
-		    monotonicNs() - it->second.failingSinceNs > int64_t(kFailWindowMs) * 1000000) {
-			it = migrateSockets_.erase(it);
-			resyncWanted_ = true;
-		} else {
+		const MigrateSocket &sock = it->second;
+		if ((sock.gate != MigrateSocket::Gate::Open && sock.gate != MigrateSocket::Gate::FailNext) ||
+		    monotonicNs() - sock.sinceNs <= window) {
 			++it;
+			continue;
 		}
+		FERRY_LOG(Warn, kLog, "gate {}: {}, but no migration came within {} s: closed again", it->first,
+			  sock.gate == MigrateSocket::Gate::Open ? "opened" : "failing", config_.gateWindowMs / 1000.0);
+		if (sock.gate == MigrateSocket::Gate::Open) {
+			std::lock_guard lock(mu_);
+			declined_.erase(it->first);
+		}
+		it = migrateSockets_.erase(it);
+		resyncWanted_ = true;
 	}
 	for (const GateRequest &r : requests) {
 		auto it = migrateSockets_.find(r.key);
 		if (it == migrateSockets_.end())
 			continue;
 		MigrateSocket &sock = it->second;
-		if (r.action == GateRequest::Action::Rearm) {
-			migrateSockets_.erase(it);
-			resyncWanted_ = true;
-			continue;
-		}
 		if (sock.gate != MigrateSocket::Gate::Closed)
 			continue;
 		// Our dummy is first in the queue: taking it lets libvirtd's connect() complete.
 		(void)sock.listener.accept(0);
 		sock.dummy.reset();
-		sock.gate = r.action == GateRequest::Action::Open ? MigrateSocket::Gate::None : MigrateSocket::Gate::FailNext;
-		sock.failingSinceNs = monotonicNs();
+		sock.gate = r.action == GateRequest::Action::Open ? MigrateSocket::Gate::Open : MigrateSocket::Gate::FailNext;
+		sock.sinceNs = monotonicNs();
 		FERRY_LOG(Info, kLog, "gate {}: {}", r.key, r.action == GateRequest::Action::Open ? "open" : "failing");
 	}
 }

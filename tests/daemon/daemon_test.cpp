@@ -620,11 +620,63 @@ TEST_F(Daemons, AFerryDeclineOpensTheGateTowardsTheCallerOnly)
 	EXPECT_EQ(*m.getString("mode"), "stream");
 	EXPECT_EQ(*m.getString("phase"), "done");
 
+	// The gate closed behind that one stream: the next migration waits again.
+	std::atomic<bool> throughB{false};
+	std::thread nextLibvirtd([&] {
+		auto next = blockingConnectUnix(sourcePath("vm1"));
+		throughB = true;
+		if (next.ok())
+			readToEof(next->get());
+	});
 	std::this_thread::sleep_for(300ms);
 	EXPECT_FALSE(throughC.load()) << "the gate towards c opened too";
-	JsonValue abort = ask(*a_, R"({"cmd":"abort","domain":"vm1"})"); // fails the gates: c's waiter ends
+	EXPECT_FALSE(throughB.load()) << "the gate towards b stayed open after its stream";
+	JsonValue abort = ask(*a_, R"({"cmd":"abort","domain":"vm1"})"); // fails the gates: the waiters end
 	EXPECT_TRUE(*abort.getBool("ok"));
 	libvirtdToC.join();
+	nextLibvirtd.join();
+}
+
+// A FerryDecline whose migration never comes (libvirt gave up on the destination, say) must not
+// leave the gate open, or the domain's next migration would pass it without ferry mode.
+TEST_F(Daemons, AGateOpenedByADeclineClosesAgainWhenNoMigrationComes)
+{
+	const std::string uuid = "11111111-2222-3333-4444-555555555555";
+	{
+		std::lock_guard lock(mu_);
+		domainsA_ = {localDomain("vm1", uuid, true, dir_ + "/nowhere.qmp", dir_ + "/nowhere-agent.sock")};
+	}
+	b_ = start(configFor("b", "a", 1), [] { return std::vector<LocalDomain>{}; });
+	DaemonConfig ca = configFor("a", "b", b_->daemon->peerEndpoint().port);
+	ca.gateWindowMs = 1000;
+	a_ = start(ca, [this] {
+		std::lock_guard lock(mu_);
+		return domainsA_;
+	});
+	ASSERT_TRUE(waitForPath(sourcePath("vm1"), true));
+	DaemonConfig asB = configFor("b", "a", a_->daemon->peerEndpoint().port);
+	auto creds = PeerCredentials::load(asB.tls);
+	ASSERT_TRUE(creds.ok());
+	auto reply = askPeer(asB, asB.peers[0], *creds, MsgType::FerryDecline, RelayOpenMsg{"vm1", uuid});
+	ASSERT_TRUE(reply.ok()) << reply.error().message();
+	ASSERT_EQ(reply->header.type, MsgType::RelayReady);
+
+	std::this_thread::sleep_for(2500ms); // the window, and the gate's re-creation
+	ASSERT_TRUE(waitForPath(sourcePath("vm1"), true));
+	std::atomic<bool> through{false};
+	std::thread libvirtd([&] {
+		auto fd = blockingConnectUnix(sourcePath("vm1"));
+		through = true;
+		if (fd.ok())
+			readToEof(fd->get());
+	});
+	std::this_thread::sleep_for(500ms);
+	EXPECT_FALSE(through.load()) << "the gate a FerryDecline opened was still open after its window";
+	JsonValue abort = ask(*a_, R"({"cmd":"abort","domain":"vm1"})");
+	EXPECT_TRUE(*abort.getBool("ok"));
+	libvirtd.join();
+	JsonValue status = ask(*a_, R"({"cmd":"status","domain":"vm1"})");
+	EXPECT_EQ(status.get("migrations")->size(), 0u) << "a stream passed: " << status.toString();
 }
 
 } // namespace

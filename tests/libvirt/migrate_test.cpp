@@ -355,6 +355,30 @@ TEST_F(LibvirtMigration, TimeoutSwitchesToPostcopyThroughTheRelay)
 	expectPostcopyThroughTheRelay("lv-timeout", "--timeout 3 --timeout-postcopy", [] {});
 }
 
+// --timeout alone: libvirt suspends the guest when the migration has not converged after 2 s
+// (the stream is held at 10 MiB/s), and the migration then completes through the relay with
+// the guest paused; it runs again on the destination.
+TEST_F(LibvirtMigration, TimeoutSuspendsTheGuestAndTheMigrationCompletesThroughTheRelay)
+{
+	boot("a", "lv-suspend");
+	auto src = watch("a", "lv-suspend");
+	ASSERT_TRUE(src.ok());
+	Shell run;
+	std::thread migration([&] { run = virsh("a", migrateCommand("b", "lv-suspend", "--bandwidth 10 --timeout 2")); });
+	std::string state;
+	for (int i = 0; i < 100 && state.find("paused") == std::string::npos; i++) {
+		std::this_thread::sleep_for(100ms);
+		state = virsh("a", "domstate --reason lv-suspend").output;
+	}
+	migration.join();
+	EXPECT_NE(state.find("paused"), std::string::npos) << "libvirt did not suspend the guest: " << state;
+	ASSERT_EQ(run.status, 0) << run.output;
+	ASSERT_TRUE(src->poll().ok());
+	ASSERT_TRUE(src->lastHeartbeat().has_value());
+	expectArrived("a", "b", "lv-suspend", src->lastHeartbeat()->seq);
+	virsh("b", "destroy lv-suspend");
+}
+
 // Two prepared domains migrate at once, each through its own migrate socket, gate, seeder and
 // leecher. (In ferry mode: QEMU 7.2's own TCG migration of two busy guests at once on two cores
 // crashed a guest kernel in about one CI run in four, QEMU's bug and not ferry's; see
@@ -502,6 +526,37 @@ TEST_F(LibvirtMigration, FerryModeDestinationFerrydKilledDuringPrecopyLeavesTheG
 	configureB("");
 	migrate("a", "b", "lv-fkill", "", "ferry-hybrid");
 	virsh("b", "destroy lv-fkill");
+}
+
+// A prepared domain migrated while the destination's ferryd is not running: nothing there
+// offers ferry mode, so libvirt's connection would wait at the source's gate for good. The
+// source's ferryd sees libvirt's migration waiting and fails it after 10 s; the guest stays on
+// the source, untouched, and migrates in ferry mode once the destination's ferryd is back.
+TEST_F(LibvirtMigration, FerryModeWithoutTheDestinationsFerrydFailsInsteadOfWaiting)
+{
+	boot("a", "lv-nooffer", true);
+	auto src = watch("a", "lv-nooffer");
+	ASSERT_TRUE(src.ok());
+	Shell stop = shell(testbed("ferryd b stop"));
+	ASSERT_EQ(stop.status, 0) << stop.output;
+	auto started = std::chrono::steady_clock::now();
+	Shell r = virsh("a", migrateCommand("b", "lv-nooffer"));
+	auto took = std::chrono::steady_clock::now() - started;
+	EXPECT_NE(r.status, 0) << "the migration completed without the destination's ferryd: " << r.output;
+	EXPECT_LT(took, 40s) << "virsh migrate waited " << std::chrono::duration_cast<std::chrono::seconds>(took).count()
+			     << " s";
+	ASSERT_TRUE(src->poll().ok());
+	auto hb = src->waitHeartbeat(10s, src->lastHeartbeat()->seq + 5);
+	ASSERT_TRUE(hb.ok()) << "the guest stopped on a";
+	EXPECT_EQ(hb->errors, 0);
+	EXPECT_EQ(src->errorLineCount(), 0u) << src->lastLines(5);
+	EXPECT_NE(virsh("a", "domstate lv-nooffer").output.find("running"), std::string::npos);
+	std::ifstream log(fmt::format("{}/hosts/a/ferryd.log", kBed));
+	std::string text(std::istreambuf_iterator<char>(log), {});
+	EXPECT_NE(text.find("domain lv-nooffer: libvirt's migration has waited"), std::string::npos) << text;
+	configureB("");
+	migrate("a", "b", "lv-nooffer", "", "ferry-hybrid");
+	virsh("b", "destroy lv-nooffer");
 }
 
 // `ferry abort DOM` on the source ends a ferry migration in pre-copy (while libvirt's job is
