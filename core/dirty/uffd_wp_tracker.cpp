@@ -173,7 +173,7 @@ private:
 
 Result<Userfaultfd> createWpAsyncUffd(void *addr, size_t len)
 {
-	FERRY_ASSIGN(Userfaultfd uffd, Userfaultfd::create(kWpAsyncFeatures));
+	FERRY_ASSIGN(Userfaultfd uffd, Userfaultfd::create(kWpAsyncFeatures, UffdScope::UserModeOnlyAllowed));
 	FERRY_TRY(uffd.registerRange(addr, len, static_cast<uint32_t>(UffdMode::WriteProtect)));
 	FERRY_ASSIGN(UffdOutcome o, uffd.writeProtect(addr, len, true));
 	FERRY_TRY(outcomeStatus(o, "write-protect"));

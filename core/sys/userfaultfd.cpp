@@ -37,16 +37,13 @@ constexpr FeatureName kFeatureNames[] = {
 	{ UFFD_FEATURE_MOVE, "MOVE" },
 };
 
-// userfaultfd(2) may be refused to unprivileged callers (vm.unprivileged_userfaultfd=0);
-// UFFD_USER_MODE_ONLY is still allowed then (it only misses kernel-mode faults, which a
-// TCG guest or plain process does not need), and /dev/userfaultfd is the 6.1+ way for
-// callers given access to that device node.
-Result<UniqueFd> openUffd()
+// userfaultfd(2) is refused to unprivileged callers when vm.unprivileged_userfaultfd=0;
+// /dev/userfaultfd (6.1+) then serves the users given access to it, and UFFD_USER_MODE_ONLY
+// is still allowed to anyone, for what only needs user-mode faults (UffdScope).
+Result<UniqueFd> openUffd(UffdScope scope)
 {
 	constexpr int kFlags = O_CLOEXEC | O_NONBLOCK;
 	int fd = static_cast<int>(::syscall(SYS_userfaultfd, kFlags));
-	if (fd < 0 && errno == EPERM)
-		fd = static_cast<int>(::syscall(SYS_userfaultfd, kFlags | UFFD_USER_MODE_ONLY));
 	if (fd >= 0)
 		return UniqueFd(fd);
 	int err = errno;
@@ -56,7 +53,20 @@ Result<UniqueFd> openUffd()
 		if (fd >= 0)
 			return UniqueFd(fd);
 	}
-	return Error::fromErrno("userfaultfd", err);
+	if (err != EPERM)
+		return Error::fromErrno("userfaultfd", err);
+	if (scope == UffdScope::UserModeOnlyAllowed) {
+		fd = static_cast<int>(::syscall(SYS_userfaultfd, kFlags | UFFD_USER_MODE_ONLY));
+		if (fd >= 0)
+			return UniqueFd(fd);
+		return Error::fromErrno("userfaultfd (UFFD_USER_MODE_ONLY)");
+	}
+	return Error::format(EPERM,
+			     "userfaultfd: uid {} may not create one that also sees the kernel's accesses, which "
+			     "post-copy needs (vm.unprivileged_userfaultfd is 0 and /dev/userfaultfd is not open to "
+			     "it); fix one of: `chgrp kvm /dev/userfaultfd && chmod 0660 /dev/userfaultfd` with the "
+			     "user in group kvm, `sysctl vm.unprivileged_userfaultfd=1`, or run it as root",
+			     ::geteuid());
 }
 
 Status doApi(int fd, uint64_t features)
@@ -137,7 +147,7 @@ std::string Userfaultfd::featureNames(uint64_t features)
 
 Result<uint64_t> Userfaultfd::probeFeatures()
 {
-	FERRY_ASSIGN(UniqueFd fd, openUffd());
+	FERRY_ASSIGN(UniqueFd fd, openUffd(UffdScope::UserModeOnlyAllowed));
 	// With features = 0 the kernel answers with everything it supports.
 	uffdio_api api{};
 	api.api = UFFD_API;
@@ -146,9 +156,9 @@ Result<uint64_t> Userfaultfd::probeFeatures()
 	return static_cast<uint64_t>(api.features);
 }
 
-Result<Userfaultfd> Userfaultfd::create(uint64_t features)
+Result<Userfaultfd> Userfaultfd::create(uint64_t features, UffdScope scope)
 {
-	FERRY_ASSIGN(UniqueFd fd, openUffd());
+	FERRY_ASSIGN(UniqueFd fd, openUffd(scope));
 	FERRY_TRY(doApi(fd.get(), features));
 	return Userfaultfd(std::move(fd), features);
 }

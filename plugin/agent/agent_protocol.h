@@ -4,6 +4,8 @@
 // Transport: a SOCK_SEQPACKET AF_UNIX socket at $FERRY_AGENT_SOCKET, mode 0600. One request
 // per packet, one reply per packet; a request is a short ASCII line without newline:
 //   PING                        -> OK pid=<pid>
+//   PROBE                       -> OK when this process may have a userfaultfd for post-copy
+//                                  (one that sees the kernel's accesses: UffdScope), else ERR
 //   FIND <substring>            -> OK <start-hex> <length> <file-offset> + fd of the backing file
 //   TRACK <start-hex> <length>  -> OK + userfaultfd (WP-async, kWpAsyncFeatures)
 //   GUARD <start-hex> <length>  -> OK + userfaultfd (MISSING|MINOR, MINOR_SHMEM|MISSING_SHMEM)
@@ -46,7 +48,7 @@ inline bool parseNumber(std::string_view s, int base, uint64_t *out)
 }
 
 struct Request {
-	enum class Kind { Ping, Find, Track, Guard };
+	enum class Kind { Ping, Probe, Find, Track, Guard };
 	Kind kind = Kind::Ping;
 	std::string_view substring; // Find: non-empty, a view into the request
 	uint64_t start = 0;         // Track, Guard: page-aligned, length > 0, no wrap-around
@@ -63,6 +65,10 @@ inline Result<Request> decodeRequest(std::string_view line, size_t pageSize)
 	Request req;
 	if (cmd == "PING" && sp == std::string_view::npos)
 		return req;
+	if (cmd == "PROBE" && sp == std::string_view::npos) {
+		req.kind = Request::Kind::Probe;
+		return req;
+	}
 	if (cmd == "FIND") {
 		if (args.empty())
 			return Error(EINVAL, "FIND: FIND needs a substring");
@@ -71,7 +77,7 @@ inline Result<Request> decodeRequest(std::string_view line, size_t pageSize)
 		return req;
 	}
 	if (cmd != "TRACK" && cmd != "GUARD")
-		return Error(EINVAL, "unknown request (PING, FIND, TRACK, GUARD)");
+		return Error(EINVAL, "unknown request (PING, PROBE, FIND, TRACK, GUARD)");
 	req.kind = cmd == "TRACK" ? Request::Kind::Track : Request::Kind::Guard;
 	size_t asp = args.find(' ');
 	if (asp == std::string_view::npos || !parseNumber(args.substr(0, asp), 16, &req.start) ||

@@ -236,11 +236,19 @@ Result<Reply> handleTrack(const agent::Request &req)
 	return uffdReply(uffd);
 }
 
+constexpr uint64_t kGuardFeatures = UFFD_FEATURE_MINOR_SHMEM | UFFD_FEATURE_MISSING_SHMEM;
+
+Result<Reply> handleProbe()
+{
+	FERRY_ASSIGN(Userfaultfd uffd, Userfaultfd::create(kGuardFeatures));
+	(void)uffd;
+	return Reply{ "OK", UniqueFd() };
+}
+
 Result<Reply> handleGuard(const agent::Request &req)
 {
 	FERRY_ASSIGN(Range r, mappedRange(req));
-	FERRY_ASSIGN(Userfaultfd uffd,
-		     Userfaultfd::create(UFFD_FEATURE_MINOR_SHMEM | UFFD_FEATURE_MISSING_SHMEM));
+	FERRY_ASSIGN(Userfaultfd uffd, Userfaultfd::create(kGuardFeatures));
 	// Register before dropping the page-table entries: the other order leaves a window in
 	// which a vCPU could fault a page back in unnoticed. MADV_DONTNEED on a shared mapping
 	// only zaps this process's PTEs and keeps the page cache, so afterwards every access
@@ -257,6 +265,8 @@ Result<Reply> dispatch(std::string_view request)
 	switch (req.kind) {
 	case agent::Request::Kind::Ping:
 		return Reply{ fmt::format("OK pid={}", ::getpid()), UniqueFd() };
+	case agent::Request::Kind::Probe:
+		return handleProbe().context("PROBE");
 	case agent::Request::Kind::Find:
 		return handleFind(req.substring).context("FIND");
 	case agent::Request::Kind::Track:

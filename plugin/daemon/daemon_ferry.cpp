@@ -15,6 +15,7 @@
 #include "ferry/base/log.h"
 #include "ferry/qmp/qmp_client.h"
 #include "ferry/wire/daemon_protocol.h"
+#include "vm/agent_client.h"
 
 namespace ferry::daemon {
 
@@ -198,6 +199,20 @@ void Daemon::ferryIncoming(std::string domain)
 					   : "cannot read the incoming QEMU's migration capabilities: " +
 						     postcopy.error().message());
 		return;
+	}
+	// Hybrid mode serves post-copy faults through a userfaultfd made in the incoming QEMU:
+	// if its user may not have one that sees the kernel's accesses, say so now, while the
+	// stream can still pass as in stream mode, not after the switch-over's pause.
+	if (config_.ferryMode == "hybrid") {
+		auto agent = AgentClient::connect(d->agentSocket, std::chrono::seconds(5));
+		Status probe = agent.ok() ? agent->probePostCopy() : Status(agent.error());
+		if (!probe.ok()) {
+			declineFerry(domain, d->uuid,
+				     "the incoming QEMU cannot serve ferry's post-copy (" + probe.error().message() +
+					     "); or set \"ferry_mode\": \"precopy\" here, which needs no userfaultfd on "
+					     "this side");
+			return;
+		}
 	}
 	auto hold = std::make_shared<DeviceStateHold>();
 	auto m = record(Direction::Incoming, domain, "?");

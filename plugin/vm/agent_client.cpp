@@ -115,6 +115,14 @@ Result<pid_t> AgentClient::ping()
 	return agent::decodePingReply(r->text).context(fmt::format("agent {}", path_));
 }
 
+Status AgentClient::probePostCopy()
+{
+	auto r = request("PROBE");
+	if (!r.ok())
+		return r.error();
+	return {};
+}
+
 Result<AgentRegion> AgentClient::find(const std::string &substring)
 {
 	if (substring.empty() || substring.find_first_of(std::string_view("\0\n", 2)) != std::string::npos)

@@ -47,6 +47,9 @@ public:
 
 	// The pid of the process the agent runs in.
 	Result<pid_t> ping();
+	// Whether that process may have a userfaultfd for post-copy (GUARD would succeed); the
+	// error names the fixes when it may not.
+	Status probePostCopy();
 	// The largest mapping whose /proc/<pid>/maps pathname contains `substring`, with an fd
 	// of its backing file opened read-write. QEMU 7.2 names the memfd of every
 	// memory-backend-memfd after the type, not the id: guest RAM shows as

@@ -2,6 +2,7 @@
 // libferry-agent.so preloaded into agent_host (a stand-in for QEMU): what AgentClient gets
 // back acts on the host's memory, byte for byte.
 #include <fcntl.h>
+#include <grp.h>
 #include <linux/falloc.h>
 #include <poll.h>
 #include <signal.h>
@@ -56,8 +57,9 @@ public:
 
 	// Starts the host with LD_PRELOAD=lib and, unless socketPath is empty,
 	// FERRY_AGENT_SOCKET=socketPath; waits for its READY line.
+	// asUser: run the host as that uid (and gid), without supplementary groups.
 	Status start(const std::string &hostBin, const std::string &lib,
-		     const std::string &socketPath, const char *option = nullptr)
+		     const std::string &socketPath, const char *option = nullptr, uid_t asUser = 0)
 	{
 		std::vector<std::string> envs;
 		for (char **e = environ; *e; e++) {
@@ -86,6 +88,9 @@ public:
 			::prctl(PR_SET_PDEATHSIG, SIGKILL);
 			::dup2(in[0], 0);
 			::dup2(out[1], 1);
+			if (asUser != 0 && (::setgroups(0, nullptr) != 0 || ::setresgid(asUser, asUser, asUser) != 0 ||
+					    ::setresuid(asUser, asUser, asUser) != 0))
+				::_exit(126);
 			::execve(argv[0], argv, cenv.data());
 			::_exit(127);
 		}
@@ -564,6 +569,58 @@ TEST(AgentShimNoFd, FindOpensTheFileThroughTheMapping)
 		ASSERT_EQ(::pread(region->file.get(), first.data(), first.size(), 4 * pageSize()),
 			  static_cast<ssize_t>(first.size()));
 		EXPECT_EQ(first, expectedPage(0, 4));
+	}
+	std::error_code ec;
+	std::filesystem::remove_all(dir, ec);
+}
+
+TEST_F(AgentShim, ProbeSaysThisProcessMayServePostCopy)
+{
+	Status probe = client_->probePostCopy();
+	EXPECT_TRUE(probe.ok()) << probe.error().message();
+}
+
+// A QEMU whose user may not have a userfaultfd that sees the kernel's accesses (the host
+// refuses unprivileged ones): PROBE says so, naming the fixes, and GUARD, which post-copy
+// would use, is refused the same way rather than handing out a user-mode-only one.
+TEST(AgentShimUnprivileged, ProbeAndGuardAreRefusedWithTheFixesNamed)
+{
+	REQUIRE_USERFAULTFD_PRIVILEGED();
+	std::string lib = envOr("FERRY_AGENT_LIB"), hostBin = envOr("FERRY_AGENT_HOST");
+	ASSERT_FALSE(lib.empty() || hostBin.empty());
+	// The build tree may sit where nobody cannot reach it (a home directory of mode 0700).
+	pid_t pid = ::fork();
+	ASSERT_GE(pid, 0);
+	if (pid == 0) {
+		bool reach = ::setresgid(65534, 65534, 65534) == 0 && ::setresuid(65534, 65534, 65534) == 0 &&
+			     ::access(hostBin.c_str(), X_OK) == 0 && ::access(lib.c_str(), R_OK) == 0;
+		::_exit(reach ? 0 : 1);
+	}
+	int status = 0;
+	::waitpid(pid, &status, 0);
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+		GTEST_SKIP() << "user nobody cannot reach " << hostBin << " or " << lib;
+	char tmpl[] = "/tmp/ferry-agent-test-XXXXXX";
+	ASSERT_NE(::mkdtemp(tmpl), nullptr);
+	std::string dir = tmpl;
+	ASSERT_EQ(::chmod(dir.c_str(), 0777), 0); // nobody creates the agent's socket there
+	{
+		Host host;
+		Status s = host.start(hostBin, lib, dir + "/agent.sock", nullptr, 65534);
+		ASSERT_TRUE(s.ok()) << s.error().message();
+		auto client = AgentClient::connect(dir + "/agent.sock", 10s);
+		ASSERT_TRUE(client.ok()) << client.error().message();
+		Status probe = client->probePostCopy();
+		ASSERT_FALSE(probe.ok()) << "nobody may serve post-copy here?";
+		EXPECT_EQ(probe.error().code(), EPERM) << probe.error().message();
+		EXPECT_NE(probe.error().message().find("vm.unprivileged_userfaultfd=1"), std::string::npos)
+			<< probe.error().message();
+		auto guard = client->guard(host.ram(), pageSize());
+		ASSERT_FALSE(guard.ok()) << "GUARD handed nobody a userfaultfd";
+		EXPECT_EQ(guard.error().code(), EPERM) << guard.error().message();
+		// Tracking (write-protect, WP_ASYNC) still works for it, user-mode-only.
+		auto track = client->track(host.ram(), 16 * pageSize());
+		EXPECT_TRUE(track.ok()) << track.error().message();
 	}
 	std::error_code ec;
 	std::filesystem::remove_all(dir, ec);

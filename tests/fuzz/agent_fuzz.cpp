@@ -30,6 +30,8 @@ std::string encodeRequest(const agent::Request &r)
 	switch (r.kind) {
 	case agent::Request::Kind::Ping:
 		return "PING";
+	case agent::Request::Kind::Probe:
+		return "PROBE";
 	case agent::Request::Kind::Find:
 		return fmt::format("FIND {}", r.substring);
 	case agent::Request::Kind::Track:
@@ -50,6 +52,9 @@ void request(std::string_view line)
 	switch (r->kind) {
 	case agent::Request::Kind::Ping:
 		FUZZ_CHECK(line == "PING");
+		break;
+	case agent::Request::Kind::Probe:
+		FUZZ_CHECK(line == "PROBE");
 		break;
 	case agent::Request::Kind::Find:
 		FUZZ_CHECK(!r->substring.empty() && line == fmt::format("FIND {}", r->substring));

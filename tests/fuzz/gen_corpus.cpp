@@ -349,6 +349,7 @@ void agentCorpus(CorpusWriter &w)
 {
 	const std::string a = "agent";
 	w.put(a, "ping", "PING");
+	w.put(a, "probe", "PROBE");
 	w.put(a, "find", "FIND memory-backend-memfd");
 	w.put(a, "track", "TRACK 7f3a2c000000 1073741824");
 	w.put(a, "guard-0x", "GUARD 0x7f3a2c000000 4096");
@@ -359,6 +360,7 @@ void agentCorpus(CorpusWriter &w)
 	w.put(a, "reply-err", "ERR 22 TRACK: range 0x1000 +0 is empty, not page-aligned or wraps");
 	// Near-valid.
 	w.put(a, "ping-args", "PING now");
+	w.put(a, "probe-args", "PROBE x");
 	w.put(a, "track-unaligned", "TRACK 7f3a2c000001 4096");
 	w.put(a, "track-wraps", "TRACK fffffffffffff000 8192");
 	w.put(a, "track-huge-length", "GUARD 1000 99999999999999999999999");

@@ -5,6 +5,12 @@
 
 #include <gtest/gtest.h>
 
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <string>
+
 #include "ferry/dirty/tracker.h"
 #include "ferry/sys/pagemap_scan.h"
 #include "ferry/sys/userfaultfd.h"
@@ -27,4 +33,22 @@
 		if (!::ferry::PagemapScanner::supported())                                     \
 			GTEST_SKIP() << "PAGEMAP_SCAN not supported by this kernel";           \
 		REQUIRE_UFFD(::ferry::kWpAsyncFeatures);                                       \
+	} while (0)
+
+// Root becoming `nobody` to see what an unprivileged QEMU would get: skip unless this host
+// refuses full userfaultfds to unprivileged users (vm.unprivileged_userfaultfd=0 and
+// /dev/userfaultfd not open to all), the case the test is about.
+#define REQUIRE_USERFAULTFD_PRIVILEGED()                                                       \
+	do {                                                                                   \
+		if (::geteuid() != 0)                                                          \
+			GTEST_SKIP() << "needs root to become another user";                   \
+		FILE *f_ = std::fopen("/proc/sys/vm/unprivileged_userfaultfd", "r");          \
+		int unprivileged_ = f_ ? std::fgetc(f_) - '0' : -1;                            \
+		if (f_)                                                                        \
+			std::fclose(f_);                                                       \
+		struct stat dev_ {};                                                           \
+		if (unprivileged_ != 0 || (::stat("/dev/userfaultfd", &dev_) == 0 && (dev_.st_mode & 0006))) \
+			GTEST_SKIP() << "this host lets unprivileged users have userfaultfds "  \
+				     << "(vm.unprivileged_userfaultfd=" << unprivileged_        \
+				     << ", or /dev/userfaultfd open to all)";                   \
 	} while (0)

@@ -3,13 +3,19 @@
 
 #include <gtest/gtest.h>
 
+#include <fcntl.h>
+#include <grp.h>
 #include <poll.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <cstring>
 #include <thread>
 
+#include "ferry/dirty/tracker.h"
 #include "ferry/sys/mapping.h"
+#include "ferry/sys/pagemap_scan.h"
 #include "ferry/sys/scm.h"
 
 #include "support/child_process.h"
@@ -314,4 +320,131 @@ TEST(Userfaultfd, OperationsOnExitedProcessAreGone)
 	auto r = uffd.copy(reinterpret_cast<void *>(addr), src.data(), page);
 	ASSERT_TRUE(r.ok()) << r.error().message();
 	EXPECT_EQ(*r, UffdOutcome::Gone);
+}
+
+namespace {
+
+// A raw userfaultfd with UFFD_USER_MODE_ONLY (what an unprivileged user may always have).
+Result<Userfaultfd> userModeOnly(uint64_t features)
+{
+	int fd = static_cast<int>(::syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY));
+	if (fd < 0)
+		return Error::fromErrno("userfaultfd(UFFD_USER_MODE_ONLY)");
+	return Userfaultfd::adopt(UniqueFd(fd), features, true);
+}
+
+// A pipe holding one page of `seed`'s pattern, for a read() that lands in registered memory:
+// the kernel's own access (copy_to_user), not the process's.
+struct PagePipe {
+	UniqueFd r, w;
+	std::vector<uint8_t> bytes;
+};
+PagePipe pagePipe(uint32_t seed)
+{
+	int p[2];
+	EXPECT_EQ(::pipe2(p, O_CLOEXEC), 0);
+	PagePipe pp{UniqueFd(p[0]), UniqueFd(p[1]), std::vector<uint8_t>(pageSize())};
+	fillPattern(pp.bytes.data(), pp.bytes.size(), seed);
+	EXPECT_EQ(::write(pp.w.get(), pp.bytes.data(), pp.bytes.size()), ssize_t(pp.bytes.size()));
+	return pp;
+}
+
+} // namespace
+
+// The fact UffdScope rests on: a read() into a page that is not there yet is reported to an
+// ordinary userfaultfd (and lands once served), but a user-mode-only one fails it with EFAULT
+// and reports nothing, so post-copy with one would hand the guest I/O errors.
+TEST(Userfaultfd, UserModeOnlyFailsAKernelAccessInsteadOfReportingIt)
+{
+	REQUIRE_UFFD(0);
+	const size_t page = pageSize();
+	{
+		auto registered = test::registeredAnonymous(4);
+		ASSERT_TRUE(registered.ok()) << registered.error().message();
+		auto &[uffd, area] = *registered;
+		PagePipe pp = pagePipe(3);
+		std::vector<uint8_t> source(4 * page);
+		fillPattern(source.data(), source.size(), 9);
+		ssize_t got = -1;
+		std::thread reader([&] { got = ::read(pp.r.get(), area.data() + page, page); });
+		size_t served = serveMissing(uffd, area.data(), source.data(), 1);
+		reader.join();
+		EXPECT_EQ(served, 1u);
+		ASSERT_EQ(got, ssize_t(page)) << std::strerror(errno);
+		EXPECT_EQ(std::memcmp(area.data() + page, pp.bytes.data(), page), 0);
+	}
+	auto uffd = userModeOnly(0);
+	if (!uffd.ok())
+		GTEST_SKIP() << uffd.error().message();
+	auto area = Mapping::anonymous(4 * page);
+	ASSERT_TRUE(area.ok());
+	ASSERT_TRUE(uffd->registerRange(area->data(), area->size(), static_cast<uint32_t>(UffdMode::Missing)).ok());
+	PagePipe pp = pagePipe(4);
+	errno = 0;
+	EXPECT_EQ(::read(pp.r.get(), area->data() + page, page), -1);
+	EXPECT_EQ(errno, EFAULT);
+	pollfd p{uffd->fd(), POLLIN, 0};
+	EXPECT_EQ(::poll(&p, 1, 100), 0) << "the kernel's access was reported after all";
+}
+
+// ...while write-protect tracking with WP_ASYNC sees the kernel's writes through a
+// user-mode-only userfaultfd too: the kernel resolves them itself and PAGEMAP_SCAN reports
+// the page written.
+TEST(Userfaultfd, UserModeOnlyWpAsyncTracksTheKernelsWrites)
+{
+	REQUIRE_WP_ASYNC();
+	const size_t page = pageSize();
+	auto area = Mapping::anonymous(8 * page);
+	ASSERT_TRUE(area.ok());
+	std::memset(area->data(), 1, area->size());
+	auto uffd = userModeOnly(kWpAsyncFeatures);
+	if (!uffd.ok())
+		GTEST_SKIP() << uffd.error().message();
+	ASSERT_TRUE(uffd->registerRange(area->data(), area->size(), static_cast<uint32_t>(UffdMode::WriteProtect)).ok());
+	auto wp = uffd->writeProtect(area->data(), area->size(), true);
+	ASSERT_TRUE(wp.ok() && *wp == UffdOutcome::Done);
+	PagePipe pp = pagePipe(5);
+	ASSERT_EQ(::read(pp.r.get(), area->data() + 5 * page, page), ssize_t(page)) << std::strerror(errno);
+	EXPECT_EQ(std::memcmp(area->data() + 5 * page, pp.bytes.data(), page), 0);
+	auto scanner = PagemapScanner::open(0);
+	ASSERT_TRUE(scanner.ok());
+	std::vector<PageRange> ranges;
+	const uintptr_t base = reinterpret_cast<uintptr_t>(area->data());
+	ASSERT_TRUE(scanner->scanWritten(base, area->size(), true, ranges).ok());
+	ASSERT_EQ(ranges.size(), 1u);
+	EXPECT_EQ(ranges[0].start, base + 5 * page);
+	EXPECT_EQ(ranges[0].end, base + 6 * page);
+}
+
+// An unprivileged user (here `nobody`, with vm.unprivileged_userfaultfd=0 and /dev/userfaultfd
+// closed to it) gets a user-mode-only userfaultfd for tracking, and for post-copy an EPERM that
+// names the fixes instead of one that would fail the kernel's accesses.
+TEST(Userfaultfd, AnUnprivilegedUserIsRefusedPostCopyWithTheFixesNamed)
+{
+	REQUIRE_WP_ASYNC();
+	REQUIRE_USERFAULTFD_PRIVILEGED();
+	auto child = test::forkChild([](int sock) -> int {
+		if (::setgroups(0, nullptr) != 0 || ::setresgid(65534, 65534, 65534) != 0 ||
+		    ::setresuid(65534, 65534, 65534) != 0)
+			return 10;
+		auto full = Userfaultfd::create(0);
+		if (full.ok())
+			return 20; // one that would fail the kernel's accesses
+		std::string msg = full.error().message();
+		(void)::write(sock, msg.data(), msg.size());
+		if (full.error().code() != EPERM)
+			return 11;
+		auto tracking = Userfaultfd::create(kWpAsyncFeatures, UffdScope::UserModeOnlyAllowed);
+		return tracking.ok() ? 0 : 12;
+	});
+	ASSERT_TRUE(child.ok()) << child.error().message();
+	auto code = test::waitChild(*child);
+	ASSERT_TRUE(code.ok());
+	EXPECT_NE(*code, 20) << "nobody was given a userfaultfd for post-copy (user-mode-only)";
+	char buf[1024] = {};
+	(void)::read(child->sock.get(), buf, sizeof(buf) - 1);
+	ASSERT_EQ(*code, 0) << "child exit " << *code << ": " << buf;
+	std::string msg = buf;
+	EXPECT_NE(msg.find("/dev/userfaultfd"), std::string::npos) << msg;
+	EXPECT_NE(msg.find("vm.unprivileged_userfaultfd=1"), std::string::npos) << msg;
 }

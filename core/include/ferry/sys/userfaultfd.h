@@ -47,6 +47,14 @@ enum class UffdOutcome { Done, Exists, Retry, Gone };
 
 const char *toString(UffdOutcome outcome);
 
+// Which faults a userfaultfd must report. Post-copy (MISSING, MINOR) needs the kernel's own
+// accesses too: a syscall such as read() landing in memory that is not there yet, or KVM
+// touching guest RAM; a UFFD_USER_MODE_ONLY userfaultfd fails those with EFAULT instead
+// (tests/sys: UserModeOnlyFailsAKernelAccessInsteadOfReportingIt), which would hand a
+// guest I/O errors. Write-protect tracking with WP_ASYNC is resolved by the kernel and never
+// reported, so a user-mode-only userfaultfd serves it as well.
+enum class UffdScope { UserAndKernel, UserModeOnlyAllowed };
+
 class Userfaultfd {
 public:
 	Userfaultfd() = default;
@@ -55,10 +63,12 @@ public:
 	Userfaultfd(const Userfaultfd &) = delete;
 	Userfaultfd &operator=(const Userfaultfd &) = delete;
 
-	// userfaultfd(O_CLOEXEC|O_NONBLOCK) (falling back to UFFD_USER_MODE_ONLY when
-	// vm.unprivileged_userfaultfd=0 refuses us, then to /dev/userfaultfd) + UFFDIO_API with
-	// `features`. If the kernel lacks some, the error (ENOTSUP) names them.
-	static Result<Userfaultfd> create(uint64_t features);
+	// userfaultfd(O_CLOEXEC|O_NONBLOCK), falling back to /dev/userfaultfd when
+	// vm.unprivileged_userfaultfd=0 refuses this user, then (if `scope` allows) to
+	// UFFD_USER_MODE_ONLY; + UFFDIO_API with `features`. If the kernel lacks some, the error
+	// (ENOTSUP) names them; if the user may not have a userfaultfd of that scope, the error
+	// (EPERM) names the fixes.
+	static Result<Userfaultfd> create(uint64_t features, UffdScope scope = UffdScope::UserAndKernel);
 	// Wraps an fd created elsewhere (e.g. received over SCM_RIGHTS). UFFDIO_API may be done
 	// only once per uffd: pass needApi=false when the creator already did it; `features`
 	// then only records what the creator enabled.
