@@ -87,9 +87,11 @@ void checkUserfaultfd(Report &r, const std::string &user, uid_t uid, gid_t gid)
 	}
 	struct stat st;
 	if (::stat("/dev/userfaultfd", &st) == 0) {
-		bool readable = (st.st_uid == uid && (st.st_mode & S_IRUSR)) ||
-				(st.st_gid == gid && (st.st_mode & S_IRGRP)) || (st.st_mode & S_IROTH);
-		if (readable) {
+		// Opened O_RDWR: read and write permission both.
+		bool open = (st.st_uid == uid && (st.st_mode & S_IRUSR) && (st.st_mode & S_IWUSR)) ||
+			    (st.st_gid == gid && (st.st_mode & S_IRGRP) && (st.st_mode & S_IWGRP)) ||
+			    ((st.st_mode & S_IROTH) && (st.st_mode & S_IWOTH));
+		if (open) {
 			r.ok(fmt::format("/dev/userfaultfd is open to QEMU's user {}", user));
 			return;
 		}
