@@ -51,6 +51,7 @@ Status FaultService::start(FaultTarget target, std::optional<Connection> channel
 	stopFd_.reset(::eventfd(0, EFD_CLOEXEC));
 	if (!stopFd_)
 		return Error::fromErrno("eventfd");
+	started_.store(true, std::memory_order_release);
 	faultThread_ = std::thread([this] {
 		// Its sleeps before a reply is due end on time, not up to 50 µs late (the default slack).
 		(void)::prctl(PR_SET_TIMERSLACK, 1UL);
@@ -126,6 +127,13 @@ Status FaultService::resolveChunk(uint32_t index, std::span<const uintptr_t> wai
 
 void FaultService::onChunkLocal(uint32_t index)
 {
+	// Landed before start() finished (the puller's callback is installed first, so that no
+	// chunk a fault waits for can land unnoticed): no fault can wait on it yet, and the
+	// premap thread, which starts after, maps it with the other Local chunks. Before this
+	// check such a chunk was mapped at the region's offset from address 0 (UFFDIO_CONTINUE
+	// failed with ENOENT), or through a uffd_ not yet there.
+	if (!started_.load(std::memory_order_acquire))
+		return;
 	std::lock_guard g(faultLock_);
 	std::vector<uintptr_t> waiters = takeWaiters(index);
 	// Install the whole chunk now, so the application never faults on it again.

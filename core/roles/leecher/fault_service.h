@@ -87,6 +87,9 @@ private:
 	// Field order is teardown order: the threads (stopped in stop()) before the uffd closes.
 	std::optional<Userfaultfd> uffd_;
 	uintptr_t appBase_ = 0;
+	// Set (release) once start() has set uffd_ and appBase_: the puller may land a chunk
+	// and call onChunkLocal() before that, which must then leave the chunk to the premap.
+	std::atomic<bool> started_{false};
 	UniqueFd stopFd_;
 	std::mutex faultLock_; // orders fault registration against chunk completion
 	std::unordered_map<uint32_t, std::vector<uintptr_t>> waiters_;
