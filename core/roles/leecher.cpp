@@ -320,8 +320,11 @@ Result<FinalizedMsg> Leecher::Impl::finalize(LeecherReport &rep)
 	FERRY_ASSIGN(std::vector<uint8_t> fin, session_.request(MsgType::Finalize, MsgType::Finalized, encode(ask)));
 	rep.switchedOverAtFinalize = (ask.flags & FinalizeMsg::kFlagSwitchOver) != 0;
 	FERRY_ASSIGN(FinalizedMsg finalized, decodeFinalized(fin, region_.chunkCount));
-	map_->setOrder(opts_.backgroundPull || opts_.mode == MigrationMode::PreCopy ? ChunkMap::Order::StaleFirst
-										 : ChunkMap::Order::UrgentOnly);
+	// Hybrid: only what faults ask for until the application resumes. The device state is on
+	// its way meanwhile, over the same link and into the same CPUs: a background pull of the
+	// stale chunks now would delay it, and with it the end of the downtime (runPhases lets
+	// the background pull go after resume()).
+	map_->setOrder(opts_.mode == MigrationMode::PreCopy ? ChunkMap::Order::StaleFirst : ChunkMap::Order::UrgentOnly);
 	map_->markDirty(finalized.chunks, finalized.pageMasks);
 	map_->setPaused(false);
 	const ChunkCounts c = map_->counts();
@@ -382,6 +385,8 @@ Result<LeecherReport> Leecher::Impl::runPhases()
 		FERRY_TRY_CTX(session_.request(MsgType::SwitchOver, MsgType::SwitchOverAck), "switch over");
 	FERRY_TRY(hooks_.resume().context("resume the application"));
 	const int64_t resumedNs = monotonicNs();
+	if (opts_.mode == MigrationMode::Hybrid && opts_.backgroundPull)
+		map_->setOrder(ChunkMap::Order::StaleFirst);
 	rep.downtimeMs = finalized.suspendedAtUnixNs ? double(realtimeNs() - int64_t(finalized.suspendedAtUnixNs)) / 1e6
 						     : msBetween(finalizeNs, resumedNs);
 
