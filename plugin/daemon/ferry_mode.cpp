@@ -26,6 +26,9 @@ constexpr uint32_t kChunkSize = 16 * 1024;
 // From the hold's release to the destination QEMU's incoming migration ending: the relay
 // connects, QEMU reads ~0.3 MB of device state (milliseconds; FINDINGS §5).
 constexpr auto kIncomingLoadTimeout = std::chrono::seconds(60);
+// From the hold's release to libvirt's `cont` on the destination: the device state loads,
+// then libvirt's Finish step (milliseconds; docs/benchmarks.md section 15).
+constexpr auto kResumeWait = std::chrono::milliseconds(10000);
 
 // libvirt restores only the capabilities it knows: ferry's must be cleared by ferry.
 void clearIgnoreShared(QmpClient &qmp, const std::string &domain, const char *side)
@@ -192,9 +195,16 @@ Result<LeecherReport> runFerryDestination(const DaemonConfig &config, const Peer
 		lo.tls = creds.client;
 		VmReceiveOptions ro;
 		ro.configure = true;
-		ro.resume = [&hold, &domain]() -> Status {
+		ro.resume = [&hold, &domain, &qmp]() -> Status {
 			FERRY_LOG(Info, kLog, "domain {}: device state may load now", domain);
 			hold.release();
+			// Until libvirt resumes the guest only faults are pulled (the device state has
+			// the link and the CPUs); a migration libvirt abandons here just lets the
+			// background pull start a little later.
+			auto resumed = qmp.waitEvent("RESUME", kResumeWait);
+			if (!resumed.ok())
+				FERRY_LOG(Warn, kLog, "domain {}: no RESUME from the incoming QEMU within {} s: {}", domain,
+					  kResumeWait.count() / 1000, resumed.error().message());
 			return {};
 		};
 		auto rep = receiveVm({&qmp, paths.agent}, std::move(lo), ro);
