@@ -70,6 +70,50 @@ size_t readStream(int fd, const std::vector<uint8_t> &block, bool *spotOk)
 	return total;
 }
 
+std::vector<uint8_t> patternBlock()
+{
+	std::vector<uint8_t> block(kWriteBytes);
+	for (size_t i = 0; i < block.size(); i++)
+		block[i] = uint8_t(i * 131 + 7);
+	return block;
+}
+
+// Streams kStreamBytes from a connection to `to` into one `sink` accepts, once per iteration
+// of `state`; then reports the bytes moved (or an error, if any stream arrived short or
+// altered).
+void streamEachIteration(benchmark::State &state, const Endpoint &to, Listener &sink)
+{
+	const auto block = patternBlock();
+	size_t moved = 0;
+	bool intact = true;
+	for (auto _ : state) {
+		size_t got = 0;
+		bool ok = false;
+		std::thread qemu([&] {
+			auto c = sink.accept(20000);
+			if (!c.ok())
+				return;
+			UniqueFd fd = c->releaseFd();
+			got = readStream(fd.get(), block, &ok);
+		});
+		auto conn = connectTo(to, 5000);
+		if (!conn.ok()) {
+			qemu.detach();
+			state.SkipWithError("connect to the stream's destination");
+			return;
+		}
+		UniqueFd fd = conn->releaseFd();
+		writeStream(fd.get(), block);
+		qemu.join();
+		if (got != kStreamBytes || !ok)
+			intact = false;
+		moved += got;
+	}
+	if (!intact)
+		state.SkipWithError("the stream did not arrive whole");
+	state.SetBytesProcessed(int64_t(moved));
+}
+
 struct RunningDaemon {
 	std::unique_ptr<Daemon> daemon;
 	std::thread thread;
@@ -95,14 +139,6 @@ std::unique_ptr<RunningDaemon> startDaemon(DaemonConfig c, std::vector<LocalDoma
 	r->daemon = std::move(*d);
 	r->thread = std::thread([p = r.get()] { (void)p->daemon->run(); });
 	return r;
-}
-
-std::vector<uint8_t> patternBlock()
-{
-	std::vector<uint8_t> block(kWriteBytes);
-	for (size_t i = 0; i < block.size(); i++)
-		block[i] = uint8_t(i * 131 + 7);
-	return block;
 }
 
 void BM_StreamRelay(benchmark::State &state)
@@ -153,35 +189,7 @@ void BM_StreamRelay(benchmark::State &state)
 		state.SkipWithError("incoming listener");
 		return;
 	}
-	const auto block = patternBlock();
-	size_t moved = 0;
-	bool intact = true;
-	for (auto _ : state) {
-		size_t got = 0;
-		bool ok = false;
-		std::thread qemu([&] {
-			auto c = sink->accept(20000);
-			if (!c.ok())
-				return;
-			UniqueFd fd = c->releaseFd();
-			got = readStream(fd.get(), block, &ok);
-		});
-		auto conn = connectTo(Endpoint::unixPath(source), 5000);
-		if (!conn.ok()) {
-			qemu.detach();
-			state.SkipWithError("connect to the migrate socket");
-			return;
-		}
-		UniqueFd fd = conn->releaseFd();
-		writeStream(fd.get(), block);
-		qemu.join();
-		if (got != kStreamBytes || !ok)
-			intact = false;
-		moved += got;
-	}
-	if (!intact)
-		state.SkipWithError("the stream did not arrive whole");
-	state.SetBytesProcessed(int64_t(moved));
+	streamEachIteration(state, Endpoint::unixPath(source), *sink);
 	state.SetLabel(tls ? "mutual TLS" : "plain relay");
 	a.reset();
 	b.reset();
@@ -196,35 +204,7 @@ void BM_StreamDirect(benchmark::State &state)
 		state.SkipWithError("listen");
 		return;
 	}
-	const auto block = patternBlock();
-	size_t moved = 0;
-	bool intact = true;
-	for (auto _ : state) {
-		size_t got = 0;
-		bool ok = false;
-		std::thread qemu([&] {
-			auto c = l->accept(20000);
-			if (!c.ok())
-				return;
-			UniqueFd fd = c->releaseFd();
-			got = readStream(fd.get(), block, &ok);
-		});
-		auto conn = connectTo(l->boundEndpoint(), 5000);
-		if (!conn.ok()) {
-			qemu.detach();
-			state.SkipWithError("connect");
-			return;
-		}
-		UniqueFd fd = conn->releaseFd();
-		writeStream(fd.get(), block);
-		qemu.join();
-		if (got != kStreamBytes || !ok)
-			intact = false;
-		moved += got;
-	}
-	if (!intact)
-		state.SkipWithError("the stream did not arrive whole");
-	state.SetBytesProcessed(int64_t(moved));
+	streamEachIteration(state, l->boundEndpoint(), *l);
 }
 BENCHMARK(BM_StreamDirect)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(3);
 

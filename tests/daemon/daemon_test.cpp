@@ -168,6 +168,24 @@ protected:
 		});
 	}
 
+	// b with no domains, then a running vm1 prepared for ferry (its QMP and agent sockets
+	// absent), a's configuration adjusted by `adjust`.
+	static constexpr const char *kVm1Uuid = "11111111-2222-3333-4444-555555555555";
+	void startWithPreparedVm1(const std::function<void(DaemonConfig &)> &adjust)
+	{
+		{
+			std::lock_guard lock(mu_);
+			domainsA_ = {localDomain("vm1", kVm1Uuid, true, dir_ + "/nowhere.qmp", dir_ + "/nowhere-agent.sock")};
+		}
+		b_ = start(configFor("b", "a", 1), [] { return std::vector<LocalDomain>{}; });
+		DaemonConfig ca = configFor("a", "b", b_->daemon->peerEndpoint().port);
+		adjust(ca);
+		a_ = start(ca, [this] {
+			std::lock_guard lock(mu_);
+			return domainsA_;
+		});
+	}
+
 	std::string sourcePath(const std::string &domain) { return a_->config().migrateSocketPath("b", domain); }
 	std::string incomingPath(const std::string &domain) { return b_->config().migrateSocketPath("b", domain); }
 
@@ -501,12 +519,7 @@ Result<UniqueFd> blockingConnectUnix(const std::string &path)
 
 TEST_F(Daemons, APreparedDomainsMigrationWaitsAtTheGateAndAFailedFerryOfferFailsIt)
 {
-	{
-		std::lock_guard lock(mu_);
-		domainsA_ = {localDomain("vm1", "11111111-2222-3333-4444-555555555555", true, dir_ + "/nowhere.qmp",
-					 dir_ + "/nowhere-agent.sock")};
-	}
-	startPair();
+	startWithPreparedVm1([](DaemonConfig &) {});
 	ASSERT_TRUE(waitForPath(sourcePath("vm1"), true));
 	std::atomic<int> stage{0};
 	std::vector<uint8_t> got;
@@ -527,7 +540,7 @@ TEST_F(Daemons, APreparedDomainsMigrationWaitsAtTheGateAndAFailedFerryOfferFails
 	ASSERT_TRUE(creds.ok());
 	auto conn = callPeer(asB, asB.peers[0], *creds);
 	ASSERT_TRUE(conn.ok()) << conn.error().message();
-	ASSERT_TRUE(conn->send(MsgType::FerryOffer, 0, encode(RelayOpenMsg{"vm1", "11111111-2222-3333-4444-555555555555"})).ok());
+	ASSERT_TRUE(conn->send(MsgType::FerryOffer, 0, encode(RelayOpenMsg{"vm1", kVm1Uuid})).ok());
 	auto reply = recvFrame(*conn, 4096, 10000);
 	ASSERT_TRUE(reply.ok());
 	EXPECT_EQ(reply->header.type, MsgType::Error);
@@ -567,17 +580,8 @@ namespace {
 // closed, so a peer can let through only a stream libvirt sends to it.
 TEST_F(Daemons, AFerryDeclineOpensTheGateTowardsTheCallerOnly)
 {
-	const std::string uuid = "11111111-2222-3333-4444-555555555555";
-	{
-		std::lock_guard lock(mu_);
-		domainsA_ = {localDomain("vm1", uuid, true, dir_ + "/nowhere.qmp", dir_ + "/nowhere-agent.sock")};
-	}
-	b_ = start(configFor("b", "a", 1), [] { return std::vector<LocalDomain>{}; });
-	DaemonConfig ca = configFor("a", "b", b_->daemon->peerEndpoint().port);
-	ca.peers.push_back({"c", Endpoint::tcp("127.0.0.1", 1)}); // configured, never reached
-	a_ = start(ca, [this] {
-		std::lock_guard lock(mu_);
-		return domainsA_;
+	startWithPreparedVm1([](DaemonConfig &ca) {
+		ca.peers.push_back({"c", Endpoint::tcp("127.0.0.1", 1)}); // configured, never reached
 	});
 	const std::string towardsC = a_->config().migrateSocketPath("c", "vm1");
 	ASSERT_TRUE(waitForPath(sourcePath("vm1"), true));
@@ -604,7 +608,7 @@ TEST_F(Daemons, AFerryDeclineOpensTheGateTowardsTheCallerOnly)
 	DaemonConfig asB = configFor("b", "a", a_->daemon->peerEndpoint().port);
 	auto creds = PeerCredentials::load(asB.tls);
 	ASSERT_TRUE(creds.ok());
-	auto reply = askPeer(asB, asB.peers[0], *creds, MsgType::FerryDecline, RelayOpenMsg{"vm1", uuid});
+	auto reply = askPeer(asB, asB.peers[0], *creds, MsgType::FerryDecline, RelayOpenMsg{"vm1", kVm1Uuid});
 	ASSERT_TRUE(reply.ok()) << reply.error().message();
 	EXPECT_EQ(reply->header.type, MsgType::RelayReady);
 
@@ -641,23 +645,12 @@ TEST_F(Daemons, AFerryDeclineOpensTheGateTowardsTheCallerOnly)
 // leave the gate open, or the domain's next migration would pass it without ferry mode.
 TEST_F(Daemons, AGateOpenedByADeclineClosesAgainWhenNoMigrationComes)
 {
-	const std::string uuid = "11111111-2222-3333-4444-555555555555";
-	{
-		std::lock_guard lock(mu_);
-		domainsA_ = {localDomain("vm1", uuid, true, dir_ + "/nowhere.qmp", dir_ + "/nowhere-agent.sock")};
-	}
-	b_ = start(configFor("b", "a", 1), [] { return std::vector<LocalDomain>{}; });
-	DaemonConfig ca = configFor("a", "b", b_->daemon->peerEndpoint().port);
-	ca.gateWindowMs = 1000;
-	a_ = start(ca, [this] {
-		std::lock_guard lock(mu_);
-		return domainsA_;
-	});
+	startWithPreparedVm1([](DaemonConfig &ca) { ca.gateWindowMs = 1000; });
 	ASSERT_TRUE(waitForPath(sourcePath("vm1"), true));
 	DaemonConfig asB = configFor("b", "a", a_->daemon->peerEndpoint().port);
 	auto creds = PeerCredentials::load(asB.tls);
 	ASSERT_TRUE(creds.ok());
-	auto reply = askPeer(asB, asB.peers[0], *creds, MsgType::FerryDecline, RelayOpenMsg{"vm1", uuid});
+	auto reply = askPeer(asB, asB.peers[0], *creds, MsgType::FerryDecline, RelayOpenMsg{"vm1", kVm1Uuid});
 	ASSERT_TRUE(reply.ok()) << reply.error().message();
 	ASSERT_EQ(reply->header.type, MsgType::RelayReady);
 
