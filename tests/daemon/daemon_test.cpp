@@ -517,6 +517,23 @@ Result<UniqueFd> blockingConnectUnix(const std::string &path)
 	return fd;
 }
 
+// libvirtd connecting to a migrate socket on a thread of its own: `through` once its connect
+// completed; it then reads until the far end closes (a failed gate, the daemon stopping).
+struct WaitingLibvirtd {
+	std::atomic<bool> through{false};
+	std::thread thread;
+	explicit WaitingLibvirtd(std::string path)
+		: thread([this, path] {
+			  auto fd = blockingConnectUnix(path);
+			  through = true;
+			  if (fd.ok())
+				  readToEof(fd->get());
+		  })
+	{
+	}
+	~WaitingLibvirtd() { thread.join(); }
+};
+
 TEST_F(Daemons, APreparedDomainsMigrationWaitsAtTheGateAndAFailedFerryOfferFailsIt)
 {
 	startWithPreparedVm1([](DaemonConfig &) {});
@@ -597,13 +614,7 @@ TEST_F(Daemons, AFerryDeclineOpensTheGateTowardsTheCallerOnly)
 		UniqueFd fd = c->releaseFd();
 		got = readToEof(fd.get());
 	});
-	std::atomic<bool> throughC{false};
-	std::thread libvirtdToC([&] {
-		auto fd = blockingConnectUnix(towardsC);
-		throughC = true;
-		if (fd.ok())
-			readToEof(fd->get()); // until the gate fails or the daemon stops
-	});
+	WaitingLibvirtd libvirtdToC(towardsC);
 
 	DaemonConfig asB = configFor("b", "a", a_->daemon->peerEndpoint().port);
 	auto creds = PeerCredentials::load(asB.tls);
@@ -625,20 +636,12 @@ TEST_F(Daemons, AFerryDeclineOpensTheGateTowardsTheCallerOnly)
 	EXPECT_EQ(*m.getString("phase"), "done");
 
 	// The gate closed behind that one stream: the next migration waits again.
-	std::atomic<bool> throughB{false};
-	std::thread nextLibvirtd([&] {
-		auto next = blockingConnectUnix(sourcePath("vm1"));
-		throughB = true;
-		if (next.ok())
-			readToEof(next->get());
-	});
+	WaitingLibvirtd nextLibvirtd(sourcePath("vm1"));
 	std::this_thread::sleep_for(300ms);
-	EXPECT_FALSE(throughC.load()) << "the gate towards c opened too";
-	EXPECT_FALSE(throughB.load()) << "the gate towards b stayed open after its stream";
+	EXPECT_FALSE(libvirtdToC.through.load()) << "the gate towards c opened too";
+	EXPECT_FALSE(nextLibvirtd.through.load()) << "the gate towards b stayed open after its stream";
 	JsonValue abort = ask(*a_, R"({"cmd":"abort","domain":"vm1"})"); // fails the gates: the waiters end
 	EXPECT_TRUE(*abort.getBool("ok"));
-	libvirtdToC.join();
-	nextLibvirtd.join();
 }
 
 // A FerryDecline whose migration never comes (libvirt gave up on the destination, say) must not
@@ -656,18 +659,13 @@ TEST_F(Daemons, AGateOpenedByADeclineClosesAgainWhenNoMigrationComes)
 
 	std::this_thread::sleep_for(2500ms); // the window, and the gate's re-creation
 	ASSERT_TRUE(waitForPath(sourcePath("vm1"), true));
-	std::atomic<bool> through{false};
-	std::thread libvirtd([&] {
-		auto fd = blockingConnectUnix(sourcePath("vm1"));
-		through = true;
-		if (fd.ok())
-			readToEof(fd->get());
-	});
-	std::this_thread::sleep_for(500ms);
-	EXPECT_FALSE(through.load()) << "the gate a FerryDecline opened was still open after its window";
-	JsonValue abort = ask(*a_, R"({"cmd":"abort","domain":"vm1"})");
-	EXPECT_TRUE(*abort.getBool("ok"));
-	libvirtd.join();
+	{
+		WaitingLibvirtd libvirtd(sourcePath("vm1"));
+		std::this_thread::sleep_for(500ms);
+		EXPECT_FALSE(libvirtd.through.load()) << "the gate a FerryDecline opened was still open after its window";
+		JsonValue abort = ask(*a_, R"({"cmd":"abort","domain":"vm1"})");
+		EXPECT_TRUE(*abort.getBool("ok"));
+	}
 	JsonValue status = ask(*a_, R"({"cmd":"status","domain":"vm1"})");
 	EXPECT_EQ(status.get("migrations")->size(), 0u) << "a stream passed: " << status.toString();
 }
