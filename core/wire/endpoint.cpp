@@ -122,14 +122,15 @@ bool unixSocketIsStale(const std::string &path)
 }
 
 // Nonblocking connect with a deadline; the returned socket is back in blocking mode.
-Result<UniqueFd> connectOne(int family, const sockaddr *sa, socklen_t len, int timeoutMs)
+Result<UniqueFd> connectOne(int family, const sockaddr *sa, socklen_t len, int timeoutMs,
+			   TcpBuffers buffers = TcpBuffers::Large)
 {
 	UniqueFd fd(::socket(family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
 	if (!fd)
 		return Error::fromErrno("socket");
 	if (family != AF_UNIX) {
 		// Buffer sizes must be set before connect to take part in window scaling.
-		FERRY_TRY(tuneStreamSocket(fd.get()));
+		FERRY_TRY(tuneStreamSocket(fd.get(), buffers));
 	}
 	if (::connect(fd.get(), sa, len) < 0) {
 		if (errno != EINPROGRESS && errno != EAGAIN)
@@ -273,7 +274,7 @@ Result<Endpoint> parseEndpoint(std::string_view s)
 	return Endpoint::tcp(std::string(host), uint16_t(value));
 }
 
-Status tuneStreamSocket(int fd)
+Status tuneStreamSocket(int fd, TcpBuffers buffers)
 {
 	sockaddr_storage ss{};
 	socklen_t len = sizeof(ss);
@@ -283,6 +284,8 @@ Status tuneStreamSocket(int fd)
 		return {};
 	// Requests are tiny and latency-bound; Nagle would hold them back for an ACK.
 	FERRY_TRY(setIntOpt(fd, IPPROTO_TCP, TCP_NODELAY, 1, "TCP_NODELAY"));
+	if (buffers == TcpBuffers::Autotuned)
+		return {};
 	// Large buffers from the start, so one connection can fill a high bandwidth-delay link.
 	FERRY_TRY(setSocketBuffer(fd, SocketBuffer::Send, kSocketBufferBytes));
 	FERRY_TRY(setSocketBuffer(fd, SocketBuffer::Receive, kSocketBufferBytes));
@@ -321,6 +324,7 @@ Listener &Listener::operator=(Listener &&o) noexcept
 		close();
 		fd_ = std::move(o.fd_);
 		bound_ = std::move(o.bound_);
+		buffers_ = o.buffers_;
 		unixDev_ = std::exchange(o.unixDev_, 0);
 		unixIno_ = std::exchange(o.unixIno_, 0);
 	}
@@ -423,7 +427,7 @@ Result<Connection> Listener::accept(int timeoutMs)
 						     bound_.str());
 			return Error::fromErrno(fmt::format("accept on {}", bound_.str()));
 		}
-		FERRY_TRY_CTX(tuneStreamSocket(fd.get()), "accept on {}", bound_.str());
+		FERRY_TRY_CTX(tuneStreamSocket(fd.get(), buffers_), "accept on {}", bound_.str());
 		return Connection(std::move(fd));
 	}
 }
@@ -449,7 +453,7 @@ void Listener::close()
 	unixIno_ = 0;
 }
 
-Result<Connection> connectTo(const Endpoint &ep, int timeoutMs)
+Result<Connection> connectTo(const Endpoint &ep, int timeoutMs, TcpBuffers buffers)
 {
 	if (ep.kind == Endpoint::Kind::Unix) {
 		FERRY_ASSIGN(sockaddr_un sa, unixAddress(ep.path));
@@ -461,7 +465,7 @@ Result<Connection> connectTo(const Endpoint &ep, int timeoutMs)
 	FERRY_ASSIGN(AddrInfoPtr ai, resolve(ep, false));
 	Error last(EADDRNOTAVAIL, "no address");
 	for (addrinfo *a = ai.get(); a; a = a->ai_next) {
-		auto fd = connectOne(a->ai_family, a->ai_addr, a->ai_addrlen, timeoutMs);
+		auto fd = connectOne(a->ai_family, a->ai_addr, a->ai_addrlen, timeoutMs, buffers);
 		if (fd.ok())
 			return Connection(std::move(fd).value());
 		last = fd.error();

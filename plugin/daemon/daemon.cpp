@@ -77,6 +77,9 @@ Result<std::unique_ptr<Daemon>> Daemon::create(DaemonConfig config, PeerCredenti
 		return Error::fromErrno("eventfd");
 	FERRY_TRY(d->prepareSocketDir());
 	FERRY_ASSIGN(d->peerListener_, Listener::listen(d->config_.listen).context("peer listener"));
+	// A relay's far end is QEMU loading the stream, slower than the link: large fixed buffers
+	// would fill in front of it and drain inside the downtime (wire/endpoint.h).
+	d->peerListener_.setTcpBuffers(TcpBuffers::Autotuned);
 	FERRY_ASSIGN(d->controlListener_,
 		     Listener::listen(Endpoint::unixPath(d->config_.controlSocketPath())).context("control socket"));
 	if (::chmod(d->config_.controlSocketPath().c_str(), 0600) != 0)

@@ -48,7 +48,8 @@ Result<PeerCredentials> PeerCredentials::load(const TlsConfig &config)
 Result<Connection> callPeer(const DaemonConfig &config, const PeerConfig &peer, const PeerCredentials &creds)
 {
 	auto body = [&]() -> Result<Connection> {
-		FERRY_ASSIGN(Connection conn, connectTo(peer.address, kPeerHandshakeTimeoutMs));
+		// Autotuned: a stream-mode relay feeds a QEMU that loads slower than the link.
+		FERRY_ASSIGN(Connection conn, connectTo(peer.address, kPeerHandshakeTimeoutMs, TcpBuffers::Autotuned));
 		FERRY_TRY(startTls(conn, creds.client));
 		PeerHelloMsg hello;
 		hello.name = config.name;

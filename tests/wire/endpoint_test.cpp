@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 #include <gtest/gtest.h>
 #include <linux/capability.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -209,4 +211,56 @@ TEST(SocketBuffers, WithoutNetAdminUnderStockCapsATcpSocketKeepsAutotuning)
 	// UNIX has no autotuning: it gets the cap.
 	EXPECT_FALSE(*unix);
 	EXPECT_EQ(unixSnd, 2 * 212992);
+}
+
+// A relay's peer link (ferryd) leaves TCP to autotune: no buffer set on either end, so the
+// kernel sizes the window by what the receiver takes, rather than fixed 4 MiB buffers filling
+// up in front of a QEMU that loads slower than the link.
+TEST(SocketBuffers, AutotunedSetsNoBufferWhereLargeSetsBoth)
+{
+	auto fresh = [] { return UniqueFd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)); };
+	UniqueFd reference = fresh(), autotuned = fresh();
+	ASSERT_TRUE(reference && autotuned);
+	ASSERT_TRUE(tuneStreamSocket(autotuned.get(), TcpBuffers::Autotuned).ok());
+	// Unconnected, so nothing autotunes yet: the kernel's defaults, exactly.
+	EXPECT_EQ(bufferOf(autotuned.get(), SO_SNDBUF), bufferOf(reference.get(), SO_SNDBUF));
+	EXPECT_EQ(bufferOf(autotuned.get(), SO_RCVBUF), bufferOf(reference.get(), SO_RCVBUF));
+	if (::geteuid() == 0) { // the FORCE options: exactly what was asked, doubled
+		UniqueFd large = fresh();
+		ASSERT_TRUE(tuneStreamSocket(large.get(), TcpBuffers::Large).ok());
+		EXPECT_EQ(bufferOf(large.get(), SO_SNDBUF), 2 * kSocketBufferBytes);
+		EXPECT_EQ(bufferOf(large.get(), SO_RCVBUF), 2 * kSocketBufferBytes);
+	}
+}
+
+// ...and connectTo and a Listener pass the choice on, to both ends of a connection.
+TEST(SocketBuffers, AutotunedConnectionsSetNoBufferOnEitherEnd)
+{
+	if (::geteuid() != 0)
+		GTEST_SKIP() << "needs root: without the FORCE options a Large buffer may be left unset too";
+	long wmemMax = 0;
+	{
+		std::ifstream in("/proc/sys/net/ipv4/tcp_wmem");
+		long lo = 0, mid = 0;
+		in >> lo >> mid >> wmemMax;
+	}
+	if (wmemMax >= 2L * kSocketBufferBytes)
+		GTEST_SKIP() << "tcp_wmem's maximum (" << wmemMax << ") lets autotuning reach what a set buffer reads";
+	auto l = Listener::listen(Endpoint::tcp("127.0.0.1", 0));
+	ASSERT_TRUE(l.ok()) << l.error().message();
+	l->setTcpBuffers(TcpBuffers::Autotuned);
+	auto c = connectTo(l->boundEndpoint(), 5000, TcpBuffers::Autotuned);
+	ASSERT_TRUE(c.ok()) << c.error().message();
+	auto s = l->accept(5000);
+	ASSERT_TRUE(s.ok()) << s.error().message();
+	for (int fd : {c->fd(), s->fd()}) {
+		const char *side = fd == c->fd() ? "connecting end" : "accepted end";
+		// Autotuning grows the send buffer up to tcp_wmem's maximum at most; a set one reads
+		// twice what was set.
+		EXPECT_NE(bufferOf(fd, SO_SNDBUF), 2 * kSocketBufferBytes) << side;
+		int nodelay = 0;
+		socklen_t len = sizeof(nodelay);
+		ASSERT_EQ(::getsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &nodelay, &len), 0);
+		EXPECT_EQ(nodelay, 1) << side;
+	}
 }

@@ -35,9 +35,14 @@ struct Endpoint {
 // For every endpoint it accepts, parseEndpoint(e.str()) gives e back.
 Result<Endpoint> parseEndpoint(std::string_view s);
 
-// Stream sockets get: TCP_NODELAY (requests are small and latency-bound), and 4 MiB
-// SO_SNDBUF/SO_RCVBUF so a window covers high bandwidth-delay links (setSocketBuffer).
+// Stream sockets get TCP_NODELAY (requests are small and latency-bound) and, by default,
+// 4 MiB SO_SNDBUF/SO_RCVBUF so a window covers high bandwidth-delay links (setSocketBuffer):
+// what ferry's pull wants, its receiver keeping up with the link. A relay whose receiver is
+// slower than the link (QEMU loading a migration stream) wants TCP's autotuning instead:
+// fixed large buffers fill up in front of it, and what they hold must drain through the
+// receiver before the stream's last byte arrives (docs/benchmarks.md section 18).
 inline constexpr int kSocketBufferBytes = 4 << 20;
+enum class TcpBuffers { Large, Autotuned };
 
 enum class SocketBuffer { Send, Receive };
 
@@ -62,6 +67,8 @@ public:
 	// TCP: SO_REUSEADDR. UNIX: a stale socket file (nobody accepting) is removed first; a live
 	// one is EADDRINUSE. The UNIX path is unlinked again by close() if it is still ours.
 	static Result<Listener> listen(const Endpoint &ep, int backlog = 128);
+	// The buffers of the TCP connections accept() returns (default Large).
+	void setTcpBuffers(TcpBuffers b) { buffers_ = b; }
 
 	// timeoutMs < 0 waits forever; ETIMEDOUT on expiry.
 	Result<Connection> accept(int timeoutMs = -1);
@@ -75,13 +82,14 @@ public:
 private:
 	UniqueFd fd_;
 	Endpoint bound_;
+	TcpBuffers buffers_ = TcpBuffers::Large;
 	// Identity of the UNIX socket file we created, so close() never unlinks a successor's.
 	dev_t unixDev_ = 0;
 	ino_t unixIno_ = 0;
 };
 
 // Connects with a timeout (ETIMEDOUT); tries every address the host resolves to.
-Result<Connection> connectTo(const Endpoint &ep, int timeoutMs = 5000);
+Result<Connection> connectTo(const Endpoint &ep, int timeoutMs = 5000, TcpBuffers buffers = TcpBuffers::Large);
 
 // The remote end of a connected stream socket, for logs and per-peer limits: `host` is the
 // numeric address ("127.0.0.1", "::1") or "unix" for a UNIX socket (which has no address),
@@ -93,7 +101,7 @@ struct PeerAddress {
 };
 Result<PeerAddress> peerAddress(const Connection &c);
 
-// Applies the TCP options above to a connected socket (no-op for UNIX sockets).
-Status tuneStreamSocket(int fd);
+// Applies the TCP options above to a socket (no-op for UNIX sockets).
+Status tuneStreamSocket(int fd, TcpBuffers buffers = TcpBuffers::Large);
 
 } // namespace ferry
