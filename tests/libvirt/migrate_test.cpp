@@ -19,6 +19,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <iostream>
 #include <optional>
 #include <thread>
 
@@ -215,8 +216,15 @@ protected:
 	}
 
 	// Migrates and checks; returns virsh's output.
+	// `bootAgain` (stream mode only, where QEMU's own migration carries the RAM): boots the
+	// guest on `from` afresh. A guest that then arrives with its kernel panicked is QEMU 7.2
+	// TCG's migration bug (docs/libvirt.md "Limits"; a few percent of such migrations here),
+	// not the relay's, whose bytes the daemon tests check byte for byte: it is said so, and
+	// the migration runs once more from a fresh guest. Any other failure fails at once, and
+	// so does a second panic.
 	void migrate(const std::string &from, const std::string &to, const std::string &domain,
-		     const std::string &flags = "", const std::string &mode = "stream")
+		     const std::string &flags = "", const std::string &mode = "stream",
+		     const std::function<void()> &bootAgain = {})
 	{
 		auto src = watch(from, domain);
 		ASSERT_TRUE(src.ok());
@@ -225,7 +233,32 @@ protected:
 		ASSERT_EQ(r.status, 0) << r.output;
 		ASSERT_TRUE(src->poll().ok());
 		ASSERT_TRUE(src->lastHeartbeat().has_value());
+		if (bootAgain && mode == "stream" && qemuCrashedTheGuest(from, to, domain, src->lastHeartbeat()->seq)) {
+			bootAgain();
+			migrate(from, to, domain, flags, mode);
+			return;
+		}
 		expectArrived(from, to, domain, src->lastHeartbeat()->seq, mode);
+	}
+
+	// Whether `domain` arrived on `to` with its guest kernel panicked instead of running on;
+	// if so it is destroyed there and both hosts' console logs of it are set aside.
+	bool qemuCrashedTheGuest(const std::string &from, const std::string &to, const std::string &domain,
+				 uint64_t lastSeqOnSource)
+	{
+		auto dest = watch(to, domain);
+		if (!dest.ok() || dest->waitHeartbeat(30s, lastSeqOnSource + 1).ok() || dest->errorLineCount() == 0)
+			return false;
+		std::cout << "[ QEMU BUG ] " << domain << " arrived on " << to
+			  << " with its kernel panicked after QEMU's own migration (docs/libvirt.md \"Limits\"): "
+			  << dest->lastLines(3) << "; migrating a fresh guest once more" << std::endl;
+		RecordProperty("qemu_migration_crash", domain);
+		virsh(to, "destroy " + domain);
+		for (const std::string &h : {from, to}) {
+			std::error_code ec;
+			fs::rename(consoleLog(h, domain), consoleLog(h, domain) + ".qemu-crash", ec);
+		}
+		return true;
 	}
 
 	// Starts a slow migration of `domain` from a to b (1 MiB/s: the stream takes minutes, so
@@ -255,7 +288,7 @@ protected:
 		EXPECT_NE(virsh("a", "domstate " + domain).output.find("running"), std::string::npos);
 		EXPECT_EQ(virsh("b", "list --name").output.find(domain), std::string::npos) << "a copy runs on b";
 		repair();
-		migrate("a", "b", domain);
+		migrate("a", "b", domain, "", "stream", [&] { boot("a", domain, false, kIdleWorkload); });
 		virsh("b", "destroy " + domain);
 	}
 
@@ -330,8 +363,8 @@ protected:
 TEST_F(LibvirtMigration, StreamModeCarriesAnUnpreparedDomainThereAndBack)
 {
 	boot("a", "lv-stream");
-	migrate("a", "b", "lv-stream");
-	migrate("b", "a", "lv-stream");
+	migrate("a", "b", "lv-stream", "", "stream", [&] { boot("a", "lv-stream"); });
+	migrate("b", "a", "lv-stream", "", "stream", [&] { boot("b", "lv-stream"); });
 	virsh("a", "destroy lv-stream");
 }
 
@@ -485,7 +518,7 @@ TEST_F(LibvirtMigration, FerryModePrecopyMovesAPreparedDomain)
 TEST_F(LibvirtMigration, PostcopyOnAPreparedDomainFallsBackToStreamMode)
 {
 	boot("a", "lv-decline-pc", true, kIdleWorkload);
-	migrate("a", "b", "lv-decline-pc", "--postcopy", "stream");
+	migrate("a", "b", "lv-decline-pc", "--postcopy", "stream", [&] { boot("a", "lv-decline-pc", true, kIdleWorkload); });
 	migrate("b", "a", "lv-decline-pc", "", "ferry-hybrid");
 	virsh("a", "destroy lv-decline-pc");
 }
@@ -494,7 +527,7 @@ TEST_F(LibvirtMigration, DestinationWithFerryModeOffTakesAPreparedDomainAsAStrea
 {
 	configureB("\"ferry_mode\": \"off\"");
 	boot("a", "lv-decline-off", true, kIdleWorkload);
-	migrate("a", "b", "lv-decline-off", "", "stream");
+	migrate("a", "b", "lv-decline-off", "", "stream", [&] { boot("a", "lv-decline-off", true, kIdleWorkload); });
 	configureB("");
 	migrate("b", "a", "lv-decline-off", "", "ferry-hybrid");
 	virsh("a", "destroy lv-decline-off");
