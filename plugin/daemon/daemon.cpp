@@ -161,7 +161,7 @@ Status Daemon::run()
 		}
 		int64_t wakeAt = nextResync;
 		for (auto &[key, sock] : migrateSockets_)
-			if (sock.gate == MigrateSocket::Gate::Open || sock.gate == MigrateSocket::Gate::FailNext)
+			if (sock.windowed())
 				wakeAt = std::min(wakeAt, sock.sinceNs + int64_t(config_.gateWindowMs) * 1000000);
 		int timeout = int(std::max<int64_t>(0, (wakeAt - monotonicNs()) / 1000000)) + 1;
 		int n = ::poll(fds.data(), fds.size(), timeout);

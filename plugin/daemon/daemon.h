@@ -109,6 +109,7 @@ private:
 		Gate gate = Gate::None;
 		int64_t sinceNs = 0; // Open, FailNext: a connection that does not come within the
 				     // config's gateWindowMs is not waited for (the gate closes again)
+		bool windowed() const { return gate == Gate::Open || gate == Gate::FailNext; }
 	};
 	struct GateRequest {
 		enum class Action { Open, Fail };
@@ -169,7 +170,6 @@ private:
 	UniqueFd incomingWatch_; // inotify on SOCKET_DIR/migrate/SELF
 	std::list<Worker> workers_; // loop thread
 	std::thread gateWatcher_;   // watchGates()
-	std::map<std::string, int64_t> waitingSinceNs_; // gateWatcher_: domain -> first seen waiting
 
 	mutable std::mutex mu_; // guards the members below
 	std::condition_variable stopped_; // stop() wakes watchGates()

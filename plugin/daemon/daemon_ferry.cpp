@@ -239,6 +239,7 @@ void Daemon::ferryIncoming(std::string domain)
 
 void Daemon::watchGates()
 {
+	std::map<std::string, int64_t> waitingSinceNs; // domain -> first seen waiting
 	std::unique_lock lock(mu_);
 	while (!stopping_) {
 		stopped_.wait_for(lock, kGateWatchInterval, [this] { return stopping_.load(); });
@@ -262,10 +263,10 @@ void Daemon::watchGates()
 			if (waits.ok() && *waits)
 				waiting.insert(d.name);
 		}
-		std::erase_if(waitingSinceNs_, [&](const auto &w) { return !waiting.count(w.first); });
+		std::erase_if(waitingSinceNs, [&](const auto &w) { return !waiting.count(w.first); });
 		const int64_t now = monotonicNs();
 		for (const std::string &domain : waiting) {
-			int64_t since = waitingSinceNs_.try_emplace(domain, now).first->second;
+			int64_t since = waitingSinceNs.try_emplace(domain, now).first->second;
 			if (now - since < int64_t(config_.offerWaitMs) * 1000000)
 				continue;
 			FERRY_LOG(Error, kLog, "domain {}: libvirt's migration has waited {:.0f} s at the gate and no peer "
@@ -274,7 +275,7 @@ void Daemon::watchGates()
 					       "running here", domain, (now - since) / 1e9);
 			for (const PeerConfig &p : config_.peers)
 				requestGate(p.name + "/" + domain, GateRequest::Action::Fail);
-			waitingSinceNs_.erase(domain);
+			waitingSinceNs.erase(domain);
 		}
 		lock.lock();
 	}
@@ -341,8 +342,7 @@ void Daemon::applyGateRequests()
 	const int64_t window = int64_t(config_.gateWindowMs) * 1000000;
 	for (auto it = migrateSockets_.begin(); it != migrateSockets_.end();) {
 		const MigrateSocket &sock = it->second;
-		if ((sock.gate != MigrateSocket::Gate::Open && sock.gate != MigrateSocket::Gate::FailNext) ||
-		    monotonicNs() - sock.sinceNs <= window) {
+		if (!sock.windowed() || monotonicNs() - sock.sinceNs <= window) {
 			++it;
 			continue;
 		}

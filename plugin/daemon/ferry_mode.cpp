@@ -28,7 +28,7 @@ constexpr uint32_t kChunkSize = 16 * 1024;
 constexpr auto kIncomingLoadTimeout = std::chrono::seconds(60);
 // From the hold's release to libvirt's `cont` on the destination: the device state loads,
 // then libvirt's Finish step (milliseconds; docs/benchmarks.md section 15).
-constexpr auto kResumeWait = std::chrono::milliseconds(10000);
+constexpr auto kResumeWait = std::chrono::seconds(10);
 
 // libvirt restores only the capabilities it knows: ferry's must be cleared by ferry.
 void clearIgnoreShared(QmpClient &qmp, const std::string &domain, const char *side)
@@ -204,7 +204,7 @@ Result<LeecherReport> runFerryDestination(const DaemonConfig &config, const Peer
 			auto resumed = qmp.waitEvent("RESUME", kResumeWait);
 			if (!resumed.ok())
 				FERRY_LOG(Warn, kLog, "domain {}: no RESUME from the incoming QEMU within {} s: {}", domain,
-					  kResumeWait.count() / 1000, resumed.error().message());
+					  kResumeWait.count(), resumed.error().message());
 			return {};
 		};
 		auto rep = receiveVm({&qmp, paths.agent}, std::move(lo), ro);
