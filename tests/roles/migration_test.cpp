@@ -4,9 +4,11 @@
 // pulling over TCP (optionally through the link emulator), and a destination application
 // whose page faults the leecher serves. Every test checks the result byte for byte.
 #include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -714,6 +716,61 @@ TEST(Leecher, RejectsASeederThatSpeaksGarbage)
 	fake.join();
 	ASSERT_FALSE(rep.ok());
 	EXPECT_FALSE(rep.error().message().empty());
+}
+
+// A destination that runs out of memory mid-pull (its memory file on a full tmpfs: the
+// guest RAM's memfd under a memory limit fails the same way) is not a network hiccup: the
+// leecher gives up at once with the file's error, before any switch-over, and the source
+// goes on running, never suspended.
+TEST(Leecher, ADestinationOutOfMemoryFailsBeforeTheSwitchOverAndLeavesTheSourceRunning)
+{
+	requireKernelFeatures();
+	constexpr uint64_t kSize = 32ull << 20;
+	char dir[] = "/tmp/ferry-full-tmpfs-XXXXXX";
+	ASSERT_NE(::mkdtemp(dir), nullptr) << std::strerror(errno);
+	if (::mount("tmpfs", dir, "tmpfs", 0, "size=8m") != 0) {
+		int e = errno;
+		::rmdir(dir);
+		GTEST_SKIP() << "cannot mount a small tmpfs (needs root): " << std::strerror(e);
+	}
+	struct Unmount {
+		const char *dir;
+		~Unmount()
+		{
+			::umount2(dir, MNT_DETACH);
+			::rmdir(dir);
+		}
+	} unmount{dir};
+	for (MigrationMode mode : {MigrationMode::PreCopy, MigrationMode::Hybrid}) {
+		SCOPED_TRACE(mode == MigrationMode::PreCopy ? "precopy" : "hybrid");
+		const std::string path = std::string(dir) + "/region";
+		::unlink(path.c_str());
+		UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+		ASSERT_TRUE(fd.valid()) << std::strerror(errno);
+		ASSERT_EQ(::ftruncate(fd.get(), kSize), 0) << std::strerror(errno); // sparse: fits
+		Migration m;
+		ASSERT_OK(m.start(sourceApp(kSize, 5)));
+		Mapping map;
+		LeecherHooks hooks;
+		hooks.prepare = [&](uint64_t size, uint32_t) -> Result<DestinationRegion> {
+			FERRY_ASSIGN(map, Mapping::map(fd.get(), size, PROT_READ | PROT_WRITE, MAP_SHARED));
+			return DestinationRegion{map.data(), fd.get()};
+		};
+		bool resumed = false;
+		hooks.resume = [&] {
+			resumed = true;
+			return Status();
+		};
+		Leecher leecher(std::move(hooks), m.options(mode));
+		auto rep = leecher.run();
+		ASSERT_FALSE(rep.ok()) << "32 MiB pulled into an 8 MiB tmpfs";
+		EXPECT_EQ(rep.error().code(), ENOSPC) << rep.error().message();
+		EXPECT_NE(rep.error().message().find("destination's memory file"), std::string::npos) << rep.error().message();
+		EXPECT_FALSE(resumed) << "nothing may run on a destination that lacks its memory";
+		EXPECT_EQ(m.seed.switchOvers.load(), 0);
+		EXPECT_EQ(m.seed.seeder->state(), SeederState::Tracking) << "the source must not be suspended";
+		EXPECT_TRUE(processAlive(m.seed.app->pid())) << "the source application must keep running";
+	}
 }
 
 namespace {
