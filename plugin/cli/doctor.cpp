@@ -9,7 +9,9 @@
 
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <regex>
+#include <set>
 
 #include "cli/commands.h"
 #include "daemon/config.h"
@@ -19,6 +21,8 @@
 #include "libvirt/domain_prep.h"
 
 namespace ferry {
+
+namespace fs = std::filesystem;
 
 namespace {
 
@@ -47,17 +51,39 @@ private:
 	bool failed_ = false;
 };
 
-// The `user = "..."` of qemu.conf (the user QEMU runs as); Debian's default when not set.
-std::string qemuUser(const std::string &qemuConf)
+// qemu.conf without its comments (a path there never holds '#').
+std::string qemuConfSettings(const std::string &qemuConf)
 {
 	std::ifstream in(qemuConf);
-	std::string line, user = "libvirt-qemu";
-	std::regex re(R"(^\s*user\s*=\s*"([^"]*)\")");
-	std::smatch m;
+	std::string line, text;
 	while (std::getline(in, line))
-		if (std::regex_search(line, m, re))
-			user = m[1];
+		text += line.substr(0, line.find('#')) + "\n";
+	return text;
+}
+
+// The `user = "..."` of qemu.conf (the user QEMU runs as); Debian's default when not set.
+std::string qemuUser(const std::string &settings)
+{
+	std::string user = "libvirt-qemu";
+	std::regex re(R"((^|\n)\s*user\s*=\s*"([^"]*)\")");
+	for (std::sregex_iterator it(settings.begin(), settings.end(), re), end; it != end; ++it)
+		user = (*it)[2];
 	return user;
+}
+
+// The strings of a list setting of qemu.conf (`KEY = [ "a", "b" ]`); nullopt when not set.
+std::optional<std::vector<std::string>> qemuConfList(const std::string &settings, const std::string &key)
+{
+	std::regex re("(^|\n)\\s*" + key + R"(\s*=\s*\[([^\]]*)\])");
+	std::smatch m;
+	if (!std::regex_search(settings, m, re))
+		return std::nullopt;
+	std::vector<std::string> items;
+	std::string body = m[2];
+	std::regex item("\"([^\"]*)\"");
+	for (std::sregex_iterator it(body.begin(), body.end(), item), end; it != end; ++it)
+		items.push_back((*it)[1]);
+	return items;
 }
 
 // Whether uid/gid may write (and search) a directory, by its mode bits (no ACLs).
@@ -72,7 +98,7 @@ bool mayWrite(const struct stat &st, uid_t uid, gid_t gid)
 	return (st.st_mode & S_IWOTH) && (st.st_mode & S_IXOTH);
 }
 
-void checkUserfaultfd(Report &r, const std::string &user, uid_t uid, gid_t gid)
+void checkUserfaultfd(Report &r, const std::string &settings, const std::string &user, uid_t uid, gid_t gid)
 {
 	if (uid == 0) {
 		r.ok(fmt::format("QEMU runs as root: its userfaultfds work (ferry mode's agent, post-copy)"));
@@ -91,17 +117,31 @@ void checkUserfaultfd(Report &r, const std::string &user, uid_t uid, gid_t gid)
 		bool open = (st.st_uid == uid && (st.st_mode & S_IRUSR) && (st.st_mode & S_IWUSR)) ||
 			    (st.st_gid == gid && (st.st_mode & S_IRGRP) && (st.st_mode & S_IWGRP)) ||
 			    ((st.st_mode & S_IROTH) && (st.st_mode & S_IWOTH));
-		if (open) {
-			r.ok(fmt::format("/dev/userfaultfd is open to QEMU's user {}", user));
+		if (!open) {
+			r.fail(fmt::format("QEMU's user {} may not create userfaultfds (vm.unprivileged_userfaultfd=0, "
+					   "/dev/userfaultfd mode {:o} owner {}:{})",
+					   user, st.st_mode & 07777, st.st_uid, st.st_gid),
+			       fmt::format("one of: `chgrp kvm /dev/userfaultfd && chmod 0660 /dev/userfaultfd` (with {} "
+					   "in group kvm; a udev rule keeps it); `sysctl vm.unprivileged_userfaultfd=1`; "
+					   "or user = \"root\" in qemu.conf",
+					   user));
 			return;
 		}
-		r.fail(fmt::format("QEMU's user {} may not create userfaultfds (vm.unprivileged_userfaultfd=0, "
-				   "/dev/userfaultfd mode {:o} owner {}:{})",
-				   user, st.st_mode & 07777, st.st_uid, st.st_gid),
-		       fmt::format("one of: `chgrp kvm /dev/userfaultfd && chmod 0660 /dev/userfaultfd` (with {} in "
-				   "group kvm; a udev rule keeps it); `sysctl vm.unprivileged_userfaultfd=1`; or "
-				   "user = \"root\" in qemu.conf",
-				   user));
+		// libvirt gives each QEMU a private /dev (namespaces = [ "mount" ], the default)
+		// holding only the devices of cgroup_device_acl, which by default lacks this one.
+		auto namespaces = qemuConfList(settings, "namespaces");
+		auto acl = qemuConfList(settings, "cgroup_device_acl");
+		bool privateDev = !namespaces || !namespaces->empty();
+		if (privateDev && !(acl && std::find(acl->begin(), acl->end(), "/dev/userfaultfd") != acl->end())) {
+			r.fail("/dev/userfaultfd is open to QEMU's user " + user +
+				       ", but QEMU's private /dev will not hold it (qemu.conf: cgroup_device_acl lacks it)",
+			       "in qemu.conf, cgroup_device_acl = [ \"/dev/null\", \"/dev/full\", \"/dev/zero\", "
+			       "\"/dev/random\", \"/dev/urandom\", \"/dev/ptmx\", \"/dev/kvm\", \"/dev/userfaultfd\" ] "
+			       "(libvirt's defaults and this one), then restart libvirtd");
+			return;
+		}
+		r.ok(fmt::format("/dev/userfaultfd is open to QEMU's user {}{}", user,
+				 privateDev ? " and in its private /dev (cgroup_device_acl)" : ""));
 		return;
 	}
 	r.fail(fmt::format("QEMU's user {} may not create userfaultfds and there is no /dev/userfaultfd", user),
@@ -135,22 +175,26 @@ int runDoctor(const DoctorArgs &a)
 	else
 		r.fail(reply.error().message(), "start it: `ferryd` (systemd: plugin/daemon/ferryd.service)");
 
-	std::string user = qemuUser(a.qemuConf);
+	const std::string settings = qemuConfSettings(a.qemuConf);
+	const std::string user = qemuUser(settings);
 	struct passwd *pw = ::getpwnam(user.c_str());
+	// Whether QEMU's user may create sockets in `dir` (made by ferryd when it is one of its).
+	auto checkQemuMayCreate = [&](const std::string &dir, std::string_view what) {
+		struct stat st;
+		if (::stat(dir.c_str(), &st) != 0)
+			r.fail(fmt::format("{} does not exist: {}", dir, what), "start ferryd (it creates it)");
+		else if (!mayWrite(st, pw->pw_uid, pw->pw_gid))
+			r.fail(fmt::format("{} is not writable by QEMU's user {}: {}", dir, user, what),
+			       fmt::format("\"qemu_user\": \"{}\" in {} (ferryd then makes it that user's)", user, a.config));
+		else
+			r.ok(fmt::format("QEMU's user {} may create sockets in {}", user, dir));
+	};
 	if (!pw) {
 		r.fail(fmt::format("QEMU's user '{}' (from {}) does not exist", user, a.qemuConf), "fix user = in qemu.conf");
 	} else {
-		std::string incoming = config->migrateDir(config->name);
-		struct stat st;
-		if (::stat(incoming.c_str(), &st) != 0)
-			r.fail(fmt::format("{} does not exist: incoming QEMUs cannot listen there", incoming),
-			       "start ferryd (it creates it)");
-		else if (!mayWrite(st, pw->pw_uid, pw->pw_gid))
-			r.fail(fmt::format("{} is not writable by QEMU's user {}", incoming, user),
-			       fmt::format("\"qemu_user\": \"{}\" in {} (ferryd then owns it to that user)", user, a.config));
-		else
-			r.ok(fmt::format("incoming migrations can listen in {} (QEMU user {})", incoming, user));
-		checkUserfaultfd(r, user, pw->pw_uid, pw->pw_gid);
+		checkQemuMayCreate(config->migrateDir(config->name), "incoming QEMUs cannot listen there");
+		checkQemuMayCreate(config->domainSocketDir(), "prepared domains' QEMUs cannot create their sockets there");
+		checkUserfaultfd(r, settings, user, pw->pw_uid, pw->pw_gid);
 	}
 
 	if (!a.skipPeers && creds.ok()) {
@@ -181,10 +225,15 @@ int runDoctor(const DoctorArgs &a)
 		auto ready = xml.ok() ? virt::inspectDomain(*xml) : Result<virt::FerryReadiness>(xml.error());
 		if (!ready.ok())
 			r.fail(fmt::format("domain {}: {}", name, ready.error().message()), "-");
-		else if (ready->ready())
+		else if (ready->ready()) {
 			r.ok(fmt::format("domain {}: prepared for ferry (agent {}, qmp {})", name, ready->agentSocket,
 					 ready->qmpSocket));
-		else
+			std::set<std::string> dirs{fs::path(ready->agentSocket).parent_path(),
+						   fs::path(ready->qmpSocket).parent_path()};
+			for (const std::string &dir : dirs)
+				if (pw && dir != config->domainSocketDir())
+					checkQemuMayCreate(dir, fmt::format("domain {} cannot start", name));
+		} else
 			r.warn(fmt::format("domain {}: not prepared for ferry ({}): it migrates in stream mode", name,
 					   fmt::join(ready->missing(), ", ")),
 			       fmt::format("`ferry prepare-domain {}`, then shut it down and start it", name));

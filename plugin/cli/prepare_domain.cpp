@@ -132,7 +132,13 @@ int run(const PrepareArgs &a)
 			   p.domain);
 	else
 		fmt::print("the change takes effect when {} next starts\n", p.domain);
-	fmt::print("QEMU's user must be able to create its sockets in {}\n", a.opts.socketDir);
+	if (a.opts.socketDir == virt::kDefaultDomainSocketDir)
+		fmt::print("its QEMU creates its sockets in {}, which ferryd makes QEMU's user's (\"qemu_user\" in "
+			   "ferryd.conf; `ferry doctor {}` checks)\n",
+			   a.opts.socketDir, p.domain);
+	else
+		fmt::print("QEMU's user must be able to create its sockets in {} (`ferry doctor {}` checks)\n",
+			   a.opts.socketDir, p.domain);
 	return 0;
 }
 

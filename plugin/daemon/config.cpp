@@ -51,6 +51,8 @@ const PeerConfig *DaemonConfig::findPeer(std::string_view peerName) const
 
 std::string DaemonConfig::controlSocketPath() const { return socketDir + "/ferryd.sock"; }
 
+std::string DaemonConfig::domainSocketDir() const { return socketDir + "/qemu"; }
+
 std::string DaemonConfig::migrateDir(std::string_view peerName) const
 {
 	return fmt::format("{}/migrate/{}", socketDir, peerName);

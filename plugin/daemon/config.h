@@ -47,7 +47,7 @@ struct DaemonConfig {
 	std::string socketDir{kDefaultSocketDir};
 	std::string libvirtUri = "qemu:///system";
 	TlsConfig tls; // x509 in /etc/pki/ferry unless configured
-	std::string qemuUser; // owner of the incoming socket directory; "" leaves it root's
+	std::string qemuUser; // owner of the incoming and domain socket directories; "" leaves them root's
 	// Domains prepared for ferry: "hybrid" or "precopy" (ferry mode, decided by the
 	// destination daemon), or "off" (stream mode like any domain). "finalize" is the policy
 	// that picks the moment of the switch-over (ferry leech --finalize).
@@ -68,6 +68,9 @@ struct DaemonConfig {
 	// PEER == name, where incoming QEMUs listen).
 	std::string migrateDir(std::string_view peerName) const;
 	std::string migrateSocketPath(std::string_view peerName, std::string_view domain) const;
+	// SOCKET_DIR/qemu: where prepared domains' QEMUs create their private QMP and agent
+	// sockets (`ferry prepare-domain`'s default --socket-dir); QEMU's user owns it.
+	std::string domainSocketDir() const;
 };
 
 // Parses the JSON text; errors name the key and what is wrong with it.

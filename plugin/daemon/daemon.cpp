@@ -100,15 +100,19 @@ Status Daemon::prepareSocketDir()
 	FERRY_TRY(makeDir(config_.socketDir + "/migrate", 0755));
 	for (const PeerConfig &p : config_.peers)
 		FERRY_TRY(makeDir(config_.migrateDir(p.name), 0700));
-	// Incoming QEMUs create their listening sockets here: it must be writable by QEMU's user.
+	// QEMUs create sockets in two directories, which must be writable by QEMU's user: incoming
+	// QEMUs their listening sockets, prepared domains' QEMUs their QMP and agent sockets (the
+	// latter only QEMU's user and root may enter: those sockets control the guest).
 	std::string incoming = config_.migrateDir(config_.name);
 	FERRY_TRY(makeDir(incoming, 0755));
+	FERRY_TRY(makeDir(config_.domainSocketDir(), 0700));
 	if (!config_.qemuUser.empty()) {
 		struct passwd *pw = ::getpwnam(config_.qemuUser.c_str());
 		if (!pw)
 			return Error::format(ENOENT, "\"qemu_user\" '{}' is not a user on this host", config_.qemuUser);
-		if (::chown(incoming.c_str(), pw->pw_uid, pw->pw_gid) != 0)
-			return Error::fromErrno(fmt::format("chown {} to {}", incoming, config_.qemuUser));
+		for (const std::string &dir : {incoming, config_.domainSocketDir()})
+			if (::chown(dir.c_str(), pw->pw_uid, pw->pw_gid) != 0)
+				return Error::fromErrno(fmt::format("chown {} to {}", dir, config_.qemuUser));
 	}
 	return {};
 }

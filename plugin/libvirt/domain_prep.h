@@ -30,10 +30,12 @@
 namespace ferry::virt {
 
 inline constexpr const char *kQemuNamespace = "http://libvirt.org/schemas/domain/qemu/1.0";
-inline constexpr const char *kDefaultSocketDir = "/run/ferry";
+// ferryd's socket_dir + "/qemu" (daemon::DaemonConfig::domainSocketDir), which ferryd makes
+// QEMU's user's.
+inline constexpr const char *kDefaultDomainSocketDir = "/run/ferry/qemu";
 
 struct PrepareOptions {
-	std::string socketDir = kDefaultSocketDir;
+	std::string socketDir = kDefaultDomainSocketDir;
 	std::string agentLib; // "": agentLibraryPath() (plugin/vm)
 };
 

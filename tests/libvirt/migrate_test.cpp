@@ -9,6 +9,7 @@
 // names the domain, phase "done", with the stream's bytes).
 #include <gtest/gtest.h>
 
+#include <pwd.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -79,8 +80,12 @@ const std::string kIdleWorkload = "--mode idle --wss 16";
 
 class LibvirtMigration : public ::testing::Test {
 protected:
-	static void SetUpTestSuite()
+	static void SetUpTestSuite() { bringUp(""); }
+	// Brings a bed up with `upOptions` for `scripts/testbed up` (after any left over).
+	static void bringUp(const std::string &upOptions)
 	{
+		skip_.clear();
+		up_ = false;
 		if (::geteuid() != 0) {
 			skip_ = "needs root (network namespaces, libvirtd)";
 			return;
@@ -94,7 +99,7 @@ protected:
 			return;
 		}
 		shell(testbed("down")); // a bed left over by an interrupted run
-		Shell up = shell(testbed(fmt::format("up --ferryd {0}/plugin/ferryd --ferry {0}/plugin/ferry", kBuild)));
+		Shell up = shell(testbed(fmt::format("up --ferryd {0}/plugin/ferryd --ferry {0}/plugin/ferry {1}", kBuild, upOptions)));
 		up_ = up.status == 0;
 		upLog_ = up.output;
 	}
@@ -658,4 +663,138 @@ TEST_F(LibvirtMigration, PartlyPreparedDomainFallsBackToStreamMode)
 	EXPECT_NE(text.find("domain lv-partial: running here (not prepared for ferry: no memfd memory backing"),
 		  std::string::npos) << text;
 	virsh("b", "destroy lv-partial");
+}
+
+// The same bed with every QEMU running as libvirt-qemu, the user Debian's libvirt runs QEMU as,
+// instead of root. Prepared domains' QEMUs create their sockets in ferryd's /run/ferry/qemu,
+// which ferryd makes that user's ("qemu_user"); the bed's qemu.conf lists /dev/userfaultfd in
+// cgroup_device_acl, so that QEMU's private /dev holds it.
+class LibvirtUnprivilegedQemu : public LibvirtMigration {
+protected:
+	static void SetUpTestSuite()
+	{
+		if (!::getpwnam(kQemuUser)) {
+			skip_ = fmt::format("no user {} here (libvirt-daemon-system makes it)", kQemuUser);
+			return;
+		}
+		bringUp(fmt::format("--qemu-user {}", kQemuUser));
+	}
+	void SetUp() override
+	{
+		LibvirtMigration::SetUp();
+		if (IsSkipped() || HasFatalFailure())
+			return;
+		if (::access("/dev/userfaultfd", F_OK) != 0)
+			GTEST_SKIP() << "no /dev/userfaultfd (kernel < 6.1): these tests grant QEMU's user that device";
+		int unprivileged = 0;
+		std::ifstream("/proc/sys/vm/unprivileged_userfaultfd") >> unprivileged;
+		if (unprivileged != 0)
+			GTEST_SKIP() << "vm.unprivileged_userfaultfd=1: any user may create userfaultfds here, so QEMU's "
+					"user cannot be refused one";
+	}
+
+	// Every QEMU of the bed runs as kQemuUser (else the test would test root's QEMU).
+	void expectQemusUnprivileged()
+	{
+		const uid_t uid = ::getpwnam(kQemuUser)->pw_uid;
+		int seen = 0;
+		for (const auto &p : fs::directory_iterator("/proc")) {
+			std::ifstream comm(p.path() / "comm");
+			std::string name;
+			if (!(comm >> name) || name.rfind("qemu-system", 0) != 0)
+				continue;
+			struct stat st;
+			if (::stat(p.path().c_str(), &st) != 0)
+				continue;
+			seen++;
+			EXPECT_EQ(st.st_uid, uid) << "QEMU pid " << p.path().filename() << " runs as uid " << st.st_uid;
+		}
+		EXPECT_GT(seen, 0) << "no QEMU running";
+	}
+
+	// `ferry doctor` on host h, its checks of this host only.
+	Shell doctor(const std::string &host, const std::string &domain = "")
+	{
+		return shell(testbed(fmt::format("exec {} {}/plugin/ferry doctor --skip-peers {}", host, kBuild, domain)));
+	}
+
+	static constexpr const char *kQemuUser = "libvirt-qemu";
+};
+
+// /dev/userfaultfd opened to group kvm (libvirt-qemu's) for the guard's lifetime, as the docs
+// tell an operator; restored after.
+class DevUserfaultfdGrant {
+public:
+	DevUserfaultfdGrant()
+	{
+		saved_ = ::stat(kPath, &before_) == 0;
+		ok_ = saved_ && ::chown(kPath, 0, kvmGid()) == 0 && ::chmod(kPath, 0660) == 0;
+	}
+	~DevUserfaultfdGrant()
+	{
+		if (!saved_)
+			return;
+		(void)::chown(kPath, before_.st_uid, before_.st_gid);
+		(void)::chmod(kPath, before_.st_mode & 07777);
+	}
+	bool ok() const { return ok_; }
+
+private:
+	static gid_t kvmGid()
+	{
+		struct passwd *pw = ::getpwnam("libvirt-qemu");
+		return pw ? pw->pw_gid : 0;
+	}
+	static constexpr const char *kPath = "/dev/userfaultfd";
+	struct stat before_ {};
+	bool saved_ = false;
+	bool ok_ = false;
+};
+
+// A non-root QEMU that may not create a userfaultfd that sees the kernel's accesses cannot
+// serve ferry's post-copy: `ferry doctor` says so and names the fixes, and a prepared domain
+// still migrates, in stream mode, the destination's ferryd warning with the fixes named. (Its
+// guest is idle: QEMU's own TCG migration carries its RAM, see interruptedMigration.)
+TEST_F(LibvirtUnprivilegedQemu, WithoutUserfaultfdAPreparedDomainMigratesInStreamModeWithTheFixNamed)
+{
+	Shell doc = doctor("b");
+	EXPECT_NE(doc.status, 0) << doc.output;
+	EXPECT_NE(doc.output.find("FAIL  QEMU's user libvirt-qemu may not create userfaultfds"), std::string::npos)
+		<< doc.output;
+	EXPECT_NE(doc.output.find("chmod 0660 /dev/userfaultfd"), std::string::npos) << doc.output;
+	EXPECT_NE(doc.output.find("ok    QEMU's user libvirt-qemu may create sockets in /run/ferry/qemu"), std::string::npos)
+		<< doc.output;
+
+	boot("a", "lv-nouffd", true, kIdleWorkload);
+	expectQemusUnprivileged();
+	migrate("a", "b", "lv-nouffd", "", "stream", [&] { boot("a", "lv-nouffd", true, kIdleWorkload); });
+	expectQemusUnprivileged();
+	std::ifstream log(fmt::format("{}/hosts/b/ferryd.log", kBed));
+	std::string text(std::istreambuf_iterator<char>(log), {});
+	EXPECT_NE(text.find("domain lv-nouffd: not in ferry mode: the incoming QEMU cannot serve ferry's post-copy"),
+		  std::string::npos) << text;
+	EXPECT_NE(text.find("chmod 0660 /dev/userfaultfd"), std::string::npos) << text;
+	virsh("b", "destroy lv-nouffd");
+}
+
+// With /dev/userfaultfd open to QEMU's group and in QEMU's private /dev, a non-root QEMU gets
+// ferry mode both ways: the source's agent tracks writes, the destination's serves post-copy.
+TEST_F(LibvirtUnprivilegedQemu, WithDevUserfaultfdAPreparedDomainMigratesInFerryModeThereAndBack)
+{
+	DevUserfaultfdGrant grant;
+	ASSERT_TRUE(grant.ok()) << "cannot change /dev/userfaultfd: " << std::strerror(errno);
+	Shell doc = doctor("b");
+	EXPECT_NE(doc.output.find("ok    /dev/userfaultfd is open to QEMU's user libvirt-qemu and in its private /dev"),
+		  std::string::npos) << doc.output;
+	EXPECT_EQ(doc.output.find("FAIL"), std::string::npos) << doc.output;
+
+	boot("a", "lv-uffd", true); // after the grant: QEMU's private /dev copies the node at start
+	expectQemusUnprivileged();
+	Shell docDomain = doctor("a", "lv-uffd");
+	EXPECT_NE(docDomain.output.find("ok    domain lv-uffd: prepared for ferry (agent /run/ferry/qemu/lv-uffd-agent.sock"),
+		  std::string::npos) << docDomain.output;
+	migrate("a", "b", "lv-uffd", "", "ferry-hybrid");
+	migrate("b", "a", "lv-uffd", "", "ferry-hybrid");
+	expectQemusUnprivileged();
+	virsh("a", "destroy lv-uffd");
 }
