@@ -385,6 +385,8 @@ Result<LeecherReport> Leecher::Impl::runPhases()
 		FERRY_TRY_CTX(session_.request(MsgType::SwitchOver, MsgType::SwitchOverAck), "switch over");
 	FERRY_TRY(hooks_.resume().context("resume the application"));
 	const int64_t resumedNs = monotonicNs();
+	if (faults_)
+		faults_->startPremap();
 	if (opts_.mode == MigrationMode::Hybrid && opts_.backgroundPull)
 		map_->setOrder(ChunkMap::Order::StaleFirst);
 	rep.downtimeMs = finalized.suspendedAtUnixNs ? double(realtimeNs() - int64_t(finalized.suspendedAtUnixNs)) / 1e6

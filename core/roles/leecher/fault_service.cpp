@@ -57,8 +57,13 @@ Status FaultService::start(FaultTarget target, std::optional<Connection> channel
 		(void)::prctl(PR_SET_TIMERSLACK, 1UL);
 		faultLoop();
 	});
-	premapThread_ = std::thread([this] { premapLoop(); });
 	return {};
+}
+
+void FaultService::startPremap()
+{
+	if (started_.load(std::memory_order_acquire) && !premapThread_.joinable() && !stopping_)
+		premapThread_ = std::thread([this] { premapLoop(); });
 }
 
 void FaultService::stop()
@@ -129,7 +134,7 @@ void FaultService::onChunkLocal(uint32_t index)
 {
 	// Landed before start() finished (the puller's callback is installed first, so that no
 	// chunk a fault waits for can land unnoticed): no fault can wait on it yet, and the
-	// premap thread, which starts after, maps it with the other Local chunks. Before this
+	// premap thread, which starts later, maps it with the other Local chunks. Before this
 	// check such a chunk was mapped at the region's offset from address 0 (UFFDIO_CONTINUE
 	// failed with ENOENT), or through a uffd_ not yet there.
 	if (!started_.load(std::memory_order_acquire))

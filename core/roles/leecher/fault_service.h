@@ -6,9 +6,10 @@
 // fault thread sends the request and reads the reply itself, busy-polling the userfaultfd and
 // the channel for a moment after each event, so a fault costs one round trip and no thread
 // hand-off; without one (or once it broke), the request goes through `request` (the puller).
-// A chunk that arrives on a data connection is installed by onChunkLocal. A premap thread
-// installs the chunks that were already Local at the switch-over, in large batches, while
-// post-copy lasts; finish() stops it and unregisters, after which the kernel maps the rest.
+// A chunk that arrives on a data connection is installed by onChunkLocal. A premap thread,
+// started once the application runs, installs the chunks that were already Local at the
+// switch-over, in large batches, while post-copy lasts; finish() stops it and unregisters,
+// after which the kernel maps the rest.
 //
 // Threads: start()/finish()/stop() from run()'s thread; onChunkLocal() from the puller's
 // receivers. A fault-thread error is latched in the FailureLatch (the migration fails).
@@ -46,6 +47,11 @@ public:
 
 	// channel: a connection of the session opened with HelloMsg::kFeatureFaultChannel, or none.
 	Status start(FaultTarget target, std::optional<Connection> channel = std::nullopt);
+	// Starts the premap thread (after start(), once the application runs). Mapping a GiB
+	// takes it ~0.37 s of a core: started with the service, it ran through the downtime,
+	// beside the application's own loading (a VM's device state) and, under libvirt, the
+	// switch-over's steps, on the same cores (docs/benchmarks.md section 20).
+	void startPremap();
 	void onChunkLocal(uint32_t index);
 	// Every chunk is Local: installs what is still unmapped, stops the threads and unregisters
 	// the region (the application then never faults to us again).
