@@ -17,6 +17,8 @@
 #include <benchmark/benchmark.h>
 #include <chrono>
 #include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <functional>
@@ -31,6 +33,7 @@
 
 #include "../common/raw_tcp.h"
 #include "baselines.h"
+#include "ferry/base/log.h"
 #include "ferry/dirty/tracker.h"
 #include "ferry/link/link_emulator.h"
 #include "ferry/roles/leecher.h"
@@ -664,4 +667,20 @@ BENCHMARK(BM_PullTls)
 BENCHMARK(BM_TlsStream)->ArgNames({"tls"})->Arg(0)->Arg(1)->Arg(2)
 	->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(5);
 
-BENCHMARK_MAIN();
+// FERRY_LOG_LEVEL=debug (or info, warn, error, off; default warn): ferry's own log lines
+// during the benchmarks, e.g. `--compress auto`'s decisions.
+int main(int argc, char **argv)
+{
+	ferry::LogLevel level = ferry::LogLevel::Warn;
+	if (const char *env = std::getenv("FERRY_LOG_LEVEL"); env && !ferry::parseLogLevel(env, &level)) {
+		std::fprintf(stderr, "FERRY_LOG_LEVEL=%s: not debug, info, warn, error or off\n", env);
+		return 2;
+	}
+	ferry::setLogLevel(level);
+	benchmark::Initialize(&argc, argv);
+	if (benchmark::ReportUnrecognizedArguments(argc, argv))
+		return 1;
+	benchmark::RunSpecifiedBenchmarks();
+	benchmark::Shutdown();
+	return 0;
+}
