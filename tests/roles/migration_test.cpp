@@ -98,6 +98,18 @@ struct Migration {
 	}
 };
 
+// A leecher's hooks that pull into the file `fd` (a destination's memory file), mapped into
+// `map`; no application (resume: set it).
+LeecherHooks hooksIntoFile(int fd, Mapping &map)
+{
+	LeecherHooks hooks;
+	hooks.prepare = [fd, &map](uint64_t size, uint32_t) -> Result<DestinationRegion> {
+		FERRY_ASSIGN(map, Mapping::map(fd, size, PROT_READ | PROT_WRITE, MAP_SHARED));
+		return DestinationRegion{map.data(), fd};
+	};
+	return hooks;
+}
+
 // `count` free 2 MiB huge pages for a test: the pool grows through vm.nr_hugepages when it
 // lacks them (as root) and shrinks back when the test ends.
 class HugePagePool {
@@ -547,11 +559,7 @@ TEST(Leecher, PullsIntoAFileWithoutAWritePathThroughItsMapping)
 	Migration m;
 	ASSERT_OK(m.start(sourceApp(kSize, 0)));
 	Mapping map;
-	LeecherHooks hooks;
-	hooks.prepare = [&](uint64_t size, uint32_t) -> Result<DestinationRegion> {
-		FERRY_ASSIGN(map, Mapping::map(fd.get(), size, PROT_READ | PROT_WRITE, MAP_SHARED));
-		return DestinationRegion{map.data(), fd.get()};
-	};
+	LeecherHooks hooks = hooksIntoFile(fd.get(), map);
 	hooks.resume = [] { return Status(); };
 	Leecher leecher(std::move(hooks), m.options(MigrationMode::PreCopy));
 	auto rep = leecher.run();
@@ -751,11 +759,7 @@ TEST(Leecher, ADestinationOutOfMemoryFailsBeforeTheSwitchOverAndLeavesTheSourceR
 		Migration m;
 		ASSERT_OK(m.start(sourceApp(kSize, 5)));
 		Mapping map;
-		LeecherHooks hooks;
-		hooks.prepare = [&](uint64_t size, uint32_t) -> Result<DestinationRegion> {
-			FERRY_ASSIGN(map, Mapping::map(fd.get(), size, PROT_READ | PROT_WRITE, MAP_SHARED));
-			return DestinationRegion{map.data(), fd.get()};
-		};
+		LeecherHooks hooks = hooksIntoFile(fd.get(), map);
 		bool resumed = false;
 		hooks.resume = [&] {
 			resumed = true;
