@@ -178,14 +178,15 @@ int runDoctor(const DoctorArgs &a)
 	const std::string settings = qemuConfSettings(a.qemuConf);
 	const std::string user = qemuUser(settings);
 	struct passwd *pw = ::getpwnam(user.c_str());
-	// Whether QEMU's user may create sockets in `dir` (made by ferryd when it is one of its).
-	auto checkQemuMayCreate = [&](const std::string &dir, std::string_view what) {
+	// Whether QEMU's user may create sockets in `dir`; `fix`: "" for one of ferryd's own.
+	auto checkQemuMayCreate = [&](const std::string &dir, std::string_view what, std::string fix = "") {
+		if (fix.empty())
+			fix = fmt::format("\"qemu_user\": \"{}\" in {} (ferryd then makes it that user's)", user, a.config);
 		struct stat st;
 		if (::stat(dir.c_str(), &st) != 0)
 			r.fail(fmt::format("{} does not exist: {}", dir, what), "start ferryd (it creates it)");
 		else if (!mayWrite(st, pw->pw_uid, pw->pw_gid))
-			r.fail(fmt::format("{} is not writable by QEMU's user {}: {}", dir, user, what),
-			       fmt::format("\"qemu_user\": \"{}\" in {} (ferryd then makes it that user's)", user, a.config));
+			r.fail(fmt::format("{} is not writable by QEMU's user {}: {}", dir, user, what), fix);
 		else
 			r.ok(fmt::format("QEMU's user {} may create sockets in {}", user, dir));
 	};
@@ -232,7 +233,10 @@ int runDoctor(const DoctorArgs &a)
 						   fs::path(ready->qmpSocket).parent_path()};
 			for (const std::string &dir : dirs)
 				if (pw && dir != config->domainSocketDir())
-					checkQemuMayCreate(dir, fmt::format("domain {} cannot start", name));
+					checkQemuMayCreate(dir, fmt::format("domain {} cannot start", name),
+							   fmt::format("`ferry prepare-domain {}` (its sockets then go to {}), "
+								       "or make {} that user's",
+								       name, config->domainSocketDir(), dir));
 		} else
 			r.warn(fmt::format("domain {}: not prepared for ferry ({}): it migrates in stream mode", name,
 					   fmt::join(ready->missing(), ", ")),
