@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <optional>
@@ -96,6 +97,35 @@ bool mayWrite(const struct stat &st, uid_t uid, gid_t gid)
 	if (st.st_gid == gid)
 		return (st.st_mode & S_IWGRP) && (st.st_mode & S_IXGRP);
 	return (st.st_mode & S_IWOTH) && (st.st_mode & S_IXOTH);
+}
+
+// Whether uid/gid may read the file `path`: every directory on the way searchable and the
+// file readable, by their mode bits (no ACLs). Otherwise what stops it.
+std::optional<std::string> cannotRead(const fs::path &path, uid_t uid, gid_t gid)
+{
+	if (uid == 0)
+		return std::nullopt;
+	auto allows = [&](const struct stat &st, mode_t user, mode_t group, mode_t other) {
+		if (st.st_uid == uid)
+			return (st.st_mode & user) != 0;
+		if (st.st_gid == gid)
+			return (st.st_mode & group) != 0;
+		return (st.st_mode & other) != 0;
+	};
+	struct stat st;
+	fs::path dir;
+	for (const fs::path &part : path.parent_path()) {
+		dir /= part;
+		if (::stat(dir.c_str(), &st) != 0)
+			return fmt::format("{}: {}", dir.string(), std::strerror(errno));
+		if (!allows(st, S_IXUSR, S_IXGRP, S_IXOTH))
+			return fmt::format("directory {} is not searchable by it (mode {:o})", dir.string(), st.st_mode & 07777);
+	}
+	if (::stat(path.c_str(), &st) != 0)
+		return fmt::format("{}: {}", path.string(), std::strerror(errno));
+	if (!allows(st, S_IRUSR, S_IRGRP, S_IROTH))
+		return fmt::format("the file is not readable by it (mode {:o})", st.st_mode & 07777);
+	return std::nullopt;
 }
 
 void checkUserfaultfd(Report &r, const std::string &settings, const std::string &user, uid_t uid, gid_t gid)
@@ -231,6 +261,19 @@ int runDoctor(const DoctorArgs &a)
 					 ready->qmpSocket));
 			std::set<std::string> dirs{fs::path(ready->agentSocket).parent_path(),
 						   fs::path(ready->qmpSocket).parent_path()};
+			// QEMU's dynamic loader skips a preload it cannot read and starts without the
+			// agent: ferry mode would then be declined at every migration.
+			if (pw && fs::path(ready->agentLibrary).is_absolute()) {
+				if (auto why = cannotRead(ready->agentLibrary, pw->pw_uid, pw->pw_gid))
+					r.fail(fmt::format("domain {}: QEMU's user {} cannot load the agent {}: {}", name, user,
+							   ready->agentLibrary, *why),
+					       fmt::format("install the agent where {} can read it, then `ferry prepare-domain {} "
+							   "--agent-lib PATH`",
+							   user, name));
+				else
+					r.ok(fmt::format("domain {}: QEMU's user {} can load the agent {}", name, user,
+							 ready->agentLibrary));
+			}
 			for (const std::string &dir : dirs)
 				if (pw && dir != config->domainSocketDir())
 					checkQemuMayCreate(dir, fmt::format("domain {} cannot start", name),

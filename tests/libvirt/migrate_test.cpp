@@ -765,6 +765,20 @@ TEST_F(LibvirtUnprivilegedQemu, WithoutUserfaultfdAPreparedDomainMigratesInStrea
 	EXPECT_NE(doc.output.find("ok    QEMU's user libvirt-qemu may create sockets in /run/ferry/qemu"), std::string::npos)
 		<< doc.output;
 
+	// An agent QEMU's user cannot read (QEMU's loader would skip it and start without it).
+	fs::path hidden = fs::path(kBed) / "root-only";
+	fs::create_directories(hidden);
+	fs::permissions(hidden, fs::perms::owner_all, fs::perm_options::replace);
+	fs::copy_file(kBuild + "/plugin/agent/libferry-agent.so", hidden / "libferry-agent.so",
+		      fs::copy_options::overwrite_existing);
+	Shell def = shell(testbed(fmt::format("define a lv-hidden-agent --prepared --agent {}", (hidden / "libferry-agent.so").string())));
+	ASSERT_EQ(def.status, 0) << def.output;
+	Shell hiddenDoc = doctor("a", "lv-hidden-agent");
+	EXPECT_NE(hiddenDoc.output.find("FAIL  domain lv-hidden-agent: QEMU's user libvirt-qemu cannot load the agent"),
+		  std::string::npos) << hiddenDoc.output;
+	EXPECT_NE(hiddenDoc.output.find("is not searchable by it"), std::string::npos) << hiddenDoc.output;
+	virsh("a", "undefine lv-hidden-agent");
+
 	boot("a", "lv-nouffd", true, kIdleWorkload);
 	expectQemusUnprivileged();
 	migrate("a", "b", "lv-nouffd", "", "stream", [&] { boot("a", "lv-nouffd", true, kIdleWorkload); });
@@ -792,6 +806,8 @@ TEST_F(LibvirtUnprivilegedQemu, WithDevUserfaultfdAPreparedDomainMigratesInFerry
 	expectQemusUnprivileged();
 	Shell docDomain = doctor("a", "lv-uffd");
 	EXPECT_NE(docDomain.output.find("ok    domain lv-uffd: prepared for ferry (agent /run/ferry/qemu/lv-uffd-agent.sock"),
+		  std::string::npos) << docDomain.output;
+	EXPECT_NE(docDomain.output.find("ok    domain lv-uffd: QEMU's user libvirt-qemu can load the agent"),
 		  std::string::npos) << docDomain.output;
 	migrate("a", "b", "lv-uffd", "", "ferry-hybrid");
 	migrate("b", "a", "lv-uffd", "", "ferry-hybrid");
