@@ -87,16 +87,19 @@ std::optional<std::vector<std::string>> qemuConfList(const std::string &settings
 	return items;
 }
 
-// Whether uid/gid may write (and search) a directory, by its mode bits (no ACLs).
+// Whether uid/gid (not root) has every permission of `want` (R_OK, W_OK, X_OK) on what `st`
+// describes, by its mode bits as the kernel picks them: the owner's, else the group's (primary
+// group only), else the others'. No ACLs.
+bool permits(const struct stat &st, uid_t uid, gid_t gid, int want)
+{
+	const int shift = st.st_uid == uid ? 6 : st.st_gid == gid ? 3 : 0;
+	return ((int(st.st_mode) >> shift) & want) == want;
+}
+
+// Whether uid/gid may create entries in a directory.
 bool mayWrite(const struct stat &st, uid_t uid, gid_t gid)
 {
-	if (uid == 0)
-		return true;
-	if (st.st_uid == uid)
-		return (st.st_mode & S_IWUSR) && (st.st_mode & S_IXUSR);
-	if (st.st_gid == gid)
-		return (st.st_mode & S_IWGRP) && (st.st_mode & S_IXGRP);
-	return (st.st_mode & S_IWOTH) && (st.st_mode & S_IXOTH);
+	return uid == 0 || permits(st, uid, gid, W_OK | X_OK);
 }
 
 // Whether uid/gid may read the file `path`: every directory on the way searchable and the
@@ -105,25 +108,18 @@ std::optional<std::string> cannotRead(const fs::path &path, uid_t uid, gid_t gid
 {
 	if (uid == 0)
 		return std::nullopt;
-	auto allows = [&](const struct stat &st, mode_t user, mode_t group, mode_t other) {
-		if (st.st_uid == uid)
-			return (st.st_mode & user) != 0;
-		if (st.st_gid == gid)
-			return (st.st_mode & group) != 0;
-		return (st.st_mode & other) != 0;
-	};
 	struct stat st;
 	fs::path dir;
 	for (const fs::path &part : path.parent_path()) {
 		dir /= part;
 		if (::stat(dir.c_str(), &st) != 0)
 			return fmt::format("{}: {}", dir.string(), std::strerror(errno));
-		if (!allows(st, S_IXUSR, S_IXGRP, S_IXOTH))
+		if (!permits(st, uid, gid, X_OK))
 			return fmt::format("directory {} is not searchable by it (mode {:o})", dir.string(), st.st_mode & 07777);
 	}
 	if (::stat(path.c_str(), &st) != 0)
 		return fmt::format("{}: {}", path.string(), std::strerror(errno));
-	if (!allows(st, S_IRUSR, S_IRGRP, S_IROTH))
+	if (!permits(st, uid, gid, R_OK))
 		return fmt::format("the file is not readable by it (mode {:o})", st.st_mode & 07777);
 	return std::nullopt;
 }
@@ -143,11 +139,7 @@ void checkUserfaultfd(Report &r, const std::string &settings, const std::string 
 	}
 	struct stat st;
 	if (::stat("/dev/userfaultfd", &st) == 0) {
-		// Opened O_RDWR: read and write permission both.
-		bool open = (st.st_uid == uid && (st.st_mode & S_IRUSR) && (st.st_mode & S_IWUSR)) ||
-			    (st.st_gid == gid && (st.st_mode & S_IRGRP) && (st.st_mode & S_IWGRP)) ||
-			    ((st.st_mode & S_IROTH) && (st.st_mode & S_IWOTH));
-		if (!open) {
+		if (!permits(st, uid, gid, R_OK | W_OK)) { // it is opened O_RDWR
 			r.fail(fmt::format("QEMU's user {} may not create userfaultfds (vm.unprivileged_userfaultfd=0, "
 					   "/dev/userfaultfd mode {:o} owner {}:{})",
 					   user, st.st_mode & 07777, st.st_uid, st.st_gid),

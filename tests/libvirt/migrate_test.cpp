@@ -721,14 +721,14 @@ protected:
 	static constexpr const char *kQemuUser = "libvirt-qemu";
 };
 
-// /dev/userfaultfd opened to group kvm (libvirt-qemu's) for the guard's lifetime, as the docs
-// tell an operator; restored after.
+// /dev/userfaultfd opened to `group` (kvm, libvirt-qemu's) for the guard's lifetime, as the
+// docs tell an operator; restored after.
 class DevUserfaultfdGrant {
 public:
-	DevUserfaultfdGrant()
+	explicit DevUserfaultfdGrant(gid_t group)
 	{
 		saved_ = ::stat(kPath, &before_) == 0;
-		ok_ = saved_ && ::chown(kPath, 0, kvmGid()) == 0 && ::chmod(kPath, 0660) == 0;
+		ok_ = saved_ && ::chown(kPath, 0, group) == 0 && ::chmod(kPath, 0660) == 0;
 	}
 	~DevUserfaultfdGrant()
 	{
@@ -740,11 +740,6 @@ public:
 	bool ok() const { return ok_; }
 
 private:
-	static gid_t kvmGid()
-	{
-		struct passwd *pw = ::getpwnam("libvirt-qemu");
-		return pw ? pw->pw_gid : 0;
-	}
 	static constexpr const char *kPath = "/dev/userfaultfd";
 	struct stat before_ {};
 	bool saved_ = false;
@@ -795,7 +790,7 @@ TEST_F(LibvirtUnprivilegedQemu, WithoutUserfaultfdAPreparedDomainMigratesInStrea
 // ferry mode both ways: the source's agent tracks writes, the destination's serves post-copy.
 TEST_F(LibvirtUnprivilegedQemu, WithDevUserfaultfdAPreparedDomainMigratesInFerryModeThereAndBack)
 {
-	DevUserfaultfdGrant grant;
+	DevUserfaultfdGrant grant(::getpwnam(kQemuUser)->pw_gid);
 	ASSERT_TRUE(grant.ok()) << "cannot change /dev/userfaultfd: " << std::strerror(errno);
 	Shell doc = doctor("b");
 	EXPECT_NE(doc.output.find("ok    /dev/userfaultfd is open to QEMU's user libvirt-qemu and in its private /dev"),
