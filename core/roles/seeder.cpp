@@ -260,6 +260,8 @@ Status Seeder::handleFrame(Worker &w, ConnState &cs, const FrameHeader &h)
 		if ((hello.features & HelloMsg::kFeatureZstd) && opts_.compression.enabled()) {
 			cs.chunks.enableCompression(opts_.compression);
 			reply.flags |= HelloReplyMsg::kFlagZstd;
+			if (opts_.compression.adaptive)
+				reply.flags |= HelloReplyMsg::kFlagAdaptiveZstd;
 		}
 		cs.faultChannel = (hello.features & HelloMsg::kFeatureFaultChannel) != 0;
 		cs.zeroRuns = (hello.features & HelloMsg::kFeatureZeroRuns) != 0;

@@ -44,6 +44,9 @@ struct Puller::Worker {
 	int borrowers = 0;                             // threads sending on *current outside lock
 	bool dead = false;                             // current connection is going away
 	std::atomic<bool> zstd{false};                 // current connection may send ChunkZstd
+	// The seeder decides compression by measuring the link: one request in flight until
+	// its range has arrived, then the whole window (HelloReplyMsg::kFlagAdaptiveZstd).
+	bool probing = false;
 	ChunkReplyReader replies;                      // receiver thread only
 
 	Worker(unsigned id, LocalRegion &region) : id(id), replies(region) {}
@@ -84,7 +87,12 @@ void Puller::stop()
 			w->thread.join();
 }
 
-bool Puller::hasRoom(const Worker &w) const { return w.inflightUnits + refill_ * kUnits <= opts_.depth * kUnits; }
+bool Puller::hasRoom(const Worker &w) const
+{
+	if (w.probing)
+		return w.inflightUnits == 0;
+	return w.inflightUnits + refill_ * kUnits <= opts_.depth * kUnits;
+}
 
 void Puller::setOnChunkLocal(std::function<void(uint32_t)> fn)
 {
@@ -196,8 +204,10 @@ Status Puller::receiveReply(Worker *w, Connection &conn, const FrameHeader &h)
 		w->inflightUnits -= it->second.units;
 		w->denseShare = 0.95 * w->denseShare + (h.type == MsgType::ChunkZero ? 0 : 0.05);
 		w->unitsPerChunk = std::clamp<uint32_t>(uint32_t(w->denseShare * kUnits + 0.5), 1, kUnits);
-		if (++it->second.received == it->second.req.count)
+		if (++it->second.received == it->second.req.count) {
 			w->pending.erase(it);
+			w->probing = false;
+		}
 		room = hasRoom(*w);
 	}
 	if (room)
@@ -238,6 +248,7 @@ void Puller::workerLoop(Worker *w)
 			w->current = &conn;
 			w->dead = false;
 			w->zstd = (reply.flags & HelloReplyMsg::kFlagZstd) != 0;
+			w->probing = w->zstd && (reply.flags & HelloReplyMsg::kFlagAdaptiveZstd);
 		}
 		// stop() may have looked for w->current while this connection was being set up; it
 		// set stopping_ first, so seeing it here means nobody will wake the receiver.

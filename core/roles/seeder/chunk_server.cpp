@@ -26,7 +26,8 @@ constexpr double kUsefulRatio = 0.9;   // data that shrinks less than this is no
 constexpr uint32_t kTrialEvery = 4;    // ranges between trial compressions while raw
 constexpr uint32_t kTrialEveryCpuBound = 32; // ... while the compressor alone is too slow to pay
 constexpr uint32_t kJudgeAfterRanges = 3; // compressed ranges before their rate is trusted
-constexpr int64_t kMaxWaitNs = 200'000'000;
+constexpr int64_t kMaxWaitNs = 200'000'000;     // a wait longer than this (and 4x expected) is a pause
+constexpr int64_t kMaxProbeNs = 10'000'000'000; // the first sample's limit
 
 
 } // namespace
@@ -46,30 +47,45 @@ bool CompressionChoice::trialNext()
 	return true;
 }
 
+void CompressionChoice::requestArrived(int64_t nowNs)
+{
+	// The previous range went raw: it was delivered by the time this request came (the
+	// destination asks again when a range's worth of its window is free). A much longer wait
+	// than the link needs (the destination paused its pull, or asked for its dirty set) says
+	// nothing about the link; the first sample, the probe's, has nothing to compare with and
+	// may take long on a slow link (1 MiB at 50 Mbit/s: 0.17 s). The first range of a
+	// connection has no previous one: its own serving time is memory speed, never a sample.
+	const double expectNs = raw_.rate() > 0 ? double(rawBytes_) / raw_.rate() : 0;
+	const double maxWaitNs = rawRanges_ == 0 ? double(kMaxProbeNs) : std::max(double(kMaxWaitNs), 4 * expectNs);
+	if (rawBytes_ > 0 && nowNs > rawStartNs_ && double(nowNs - rawStartNs_) < maxWaitNs) {
+		raw_.add(double(rawBytes_), double(nowNs - rawStartNs_));
+		rawRanges_++;
+		if (holdOff_ > 0)
+			holdOff_--;
+	}
+	rawBytes_ = 0;
+	decide();
+}
+
 void CompressionChoice::rangeServed(bool compressed, uint64_t regionBytes, int64_t startNs, int64_t endNs)
 {
-	// From the previous range's end: the wait for this request belongs to the rate.
-	// A longer wait (the destination paused its pull, or asked for its dirty set) says
-	// nothing about the link.
-	const int64_t from = lastEndNs_ && startNs - lastEndNs_ < kMaxWaitNs ? lastEndNs_ : startNs;
-	lastEndNs_ = endNs;
-	if (regionBytes == 0 || endNs <= from)
-		return decide();
-	if (compressed) {
-		// Serving time only: compressed, the pull can go no faster than this, whatever
-		// the link does (and the wait before it belongs to the raw ranges still draining).
-		compressed_.add(double(regionBytes), double(endNs - startNs));
-		compressedRanges_++;
-		// The ratio of a compressed range as one sample: guest memory mixes compressible
-		// and incompressible chunks, and a few of the latter in a row must not switch off
-		// a compression that pays over the range.
-		if (rangeBefore_ > 0)
-			ratio_ = 0.75 * ratio_ + 0.25 * rangeAfter_ / rangeBefore_;
-		rangeBefore_ = rangeAfter_ = 0;
-	} else {
-		raw_.add(double(regionBytes), double(endNs - from));
-		rawRanges_++;
+	if (!compressed) {
+		rawBytes_ = regionBytes; // measured when the next request arrives
+		rawStartNs_ = startNs;
+		return;
 	}
+	if (regionBytes == 0 || endNs <= startNs)
+		return decide();
+	// Serving time only: compressed, the pull can go no faster than this, whatever the link
+	// does (and the wait before it belongs to the raw ranges still draining).
+	compressed_.add(double(regionBytes), double(endNs - startNs));
+	compressedRanges_++;
+	// The ratio of a compressed range as one sample: guest memory mixes compressible and
+	// incompressible chunks, and a few of the latter in a row must not switch off a
+	// compression that pays over the range.
+	if (rangeBefore_ > 0)
+		ratio_ = 0.75 * ratio_ + 0.25 * rangeAfter_ / rangeBefore_;
+	rangeBefore_ = rangeAfter_ = 0;
 	if (holdOff_ > 0)
 		holdOff_--;
 	decide();
@@ -91,7 +107,7 @@ void CompressionChoice::chunkCompressed(size_t before, size_t after, int64_t ns)
 
 void CompressionChoice::decide()
 {
-	if (rawRanges_ < 3 || trials_ < 2)
+	if (rawRanges_ < 1 || trials_ < 1)
 		return; // not measured yet: raw
 	const double rawRate = raw_.rate(), compressorRate = compressor_.rate();
 	// What compression could deliver: no faster than the compressor, nor than the link
@@ -195,10 +211,12 @@ Result<SeederStats> ChunkServer::range(Connection &conn, uint64_t reqId, uint32_
 		size_t arenaOff = 0, len = 0;
 	};
 	const bool adaptive = compress && compressor_ && choice_;
+	const int64_t startNs = adaptive ? monotonicNs() : 0;
+	if (adaptive)
+		choice_->requestArrived(startNs);
 	const bool compressThis = compress && compressor_ && (!choice_ || choice_->compressNext());
 	bool trial = adaptive && !compressThis && choice_->trialNext();
 	ChunkCompressor *comp = compressThis || trial ? &*compressor_ : nullptr;
-	const int64_t startNs = adaptive ? monotonicNs() : 0;
 	const size_t bound = comp ? ChunkCompressor::bound(chunkSize_) : 0;
 	if (comp && arena_.size() < kCompressBatchBytes + bound)
 		arena_.resize(kCompressBatchBytes + bound);

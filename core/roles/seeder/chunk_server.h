@@ -28,21 +28,33 @@ std::vector<ChunkRun> zeroChunkRuns(int fd, uint64_t size, uint32_t chunkSize, s
 
 // "auto" compression of one connection: compress only while that moves the region faster,
 // i.e. while the link, not the CPU, is the bottleneck, and only data that compresses. It
-// measures three things: the connection's delivery rate in raw mode (region bytes over the
-// wall time from one range's end to the next's, waiting for requests included: with a
-// window-limited pull that wait is the link's), the compressor's speed (input bytes per
-// second of compressing), and the ratio it achieves (a trial chunk now and then while raw).
-// Compressed, the pull can go no faster than the compressor, nor than the link divided by the
-// ratio; it switches to compression when that beats the raw rate by a margin, and back when
-// the data stops compressing or serving compressed ranges is clearly slower than the raw
-// pull delivered (each such broken promise waits twice as long before compression is tried again).
+// measures three things: the connection's delivery rate in raw mode (a raw range's region
+// bytes over the wall time from its request to the next request: with a window-limited pull
+// the next request comes when the destination has room again, so that wait is the link's),
+// the compressor's speed (input bytes per second of compressing), and the ratio it achieves
+// (a trial chunk now and then while raw). Compressed, the pull can go no faster than the
+// compressor, nor than the link divided by the ratio; it switches to compression when that
+// beats the raw rate by a margin, and back when the data stops compressing or serving
+// compressed ranges is clearly slower than the raw pull delivered (each such broken promise
+// waits twice as long before compression is tried again).
+//
+// One raw range and one trial decide. A leecher that is told so (HelloReplyMsg::
+// kFlagAdaptiveZstd) asks for a single range first and the rest of its window when that range
+// has arrived: the first request after it then measures the link, and everything from the
+// second range on can go compressed. Without that probe the whole first window goes out
+// before any request can say how fast the link is (its bytes fill socket buffers and the
+// link's queue at memory speed), and on a 1 Gbit/s link those raw bytes cost a tenth of a
+// pull of text (docs/benchmarks.md 21).
 class CompressionChoice {
 public:
+	// The next range's request arrived (before compressNext and trialNext are asked).
+	void requestArrived(int64_t nowNs);
 	// Whether the next range is compressed, and whether its first data chunk should be
 	// compressed on trial (to measure; the range goes raw).
 	bool compressNext() const { return compressing_; }
 	bool trialNext();
-	// A range was served (region bytes in data chunks, its end time).
+	// A range was served (region bytes in data chunks, when its request arrived and when it
+	// was sent).
 	void rangeServed(bool compressed, uint64_t regionBytes, int64_t startNs, int64_t endNs);
 	// A chunk was compressed: its size before and after (after = before when it did not
 	// shrink enough to be sent compressed), and how long that took.
@@ -59,7 +71,7 @@ private:
 		double rate() const { return ns > 0 ? bytes / ns : 0; }
 	};
 	bool compressing_ = false;
-	Rate raw_;        // region bytes per ns, raw, waits included
+	Rate raw_;        // region bytes per ns, raw, request to next request
 	Rate compressor_; // input bytes per ns of compressing
 	Rate compressed_; // region bytes per ns of serving compressed ranges (since the switch)
 	uint32_t compressedRanges_ = 0;
@@ -71,7 +83,9 @@ private:
 	double ratio_ = 1;          // bytes after / before (EWMA of trial chunks and compressed ranges)
 	double rangeBefore_ = 0, rangeAfter_ = 0; // the compressed range being served
 	uint32_t rawRanges_ = 0, trials_ = 0, rangesSinceTrial_ = 0;
-	int64_t lastEndNs_ = 0;
+	// The last raw range with data, waiting for the next request to measure its delivery.
+	uint64_t rawBytes_ = 0;
+	int64_t rawStartNs_ = 0;
 };
 
 class ChunkServer {

@@ -185,6 +185,10 @@ struct HelloReplyMsg {
 	static constexpr uint32_t kFlagZstd = 1u << 2;
 	// The seeder takes FinalizeMsg::kFlagSwitchOver (a one-round-trip handover).
 	static constexpr uint32_t kFlagSwitchOverAtFinalize = 1u << 3;
+	// With kFlagZstd: whether to compress is decided per range by measuring the link
+	// ("auto"), so the leecher should ask for one range first and the rest of its window
+	// once that has arrived (the seeder learns the link's rate from the second request).
+	static constexpr uint32_t kFlagAdaptiveZstd = 1u << 4;
 
 	uint32_t version = kProtocolVersion;
 	uint64_t sessionId = 0;
