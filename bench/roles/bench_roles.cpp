@@ -4,6 +4,9 @@
 //    byte of every chunk, none of which is local (pure post-copy, no background pull), so
 //    every touch is a userfaultfd fault served by fetching the chunk from the seeder.
 //    Reports latency p50/p99 (µs, seen by the faulting thread) and throughput (GB/s).
+//    BM_FaultServiceStale: the same faults on chunks the destination holds an older copy of
+//    (pulled once, then written at the source before the switch-over), a hybrid migration's
+//    usual post-copy fault.
 //  - BM_Pull: pre-copy pull throughput through the link emulator for a given RTT, bandwidth
 //    cap and requests in flight, next to BM_RawStream, a plain TCP stream through the same
 //    emulated link (the ceiling any protocol can reach), and BM_RawStreamIntoMemory, the same
@@ -72,6 +75,8 @@ struct LocalSeeder {
 	std::unique_ptr<Seeder> seeder;
 	std::optional<Listener> listener;
 	std::thread thread;
+	// Called when the seeder suspends the "application", before it takes the final dirty set.
+	std::function<void()> onSuspend;
 
 	Status start(uint64_t size, uint32_t chunk, bool text = false, CompressionSpec compression = {},
 		     std::shared_ptr<const TlsCredentials> tls = {})
@@ -90,7 +95,13 @@ struct LocalSeeder {
 		so.compression = compression;
 		so.tls = std::move(tls);
 		seeder = std::make_unique<Seeder>(region.data(), size, std::move(tracker),
-						  SeederHooks{[] { return Status(); }, [] { return Status(); }, [] {}, {}}, so);
+						  SeederHooks{[this] {
+								      if (onSuspend)
+									      onSuspend();
+								      return Status();
+							      },
+							      [] { return Status(); }, [] {}, {}},
+						  so);
 		FERRY_ASSIGN(Listener l, Listener::listen(Endpoint::tcp("127.0.0.1", 0)));
 		listener.emplace(std::move(l));
 		thread = std::thread([this] { (void)seeder->serve(*listener); });
@@ -108,8 +119,11 @@ struct LocalSeeder {
 // The fault-service benchmarks' body: `threads` threads touch one byte of every chunk of a
 // region of `chunks` chunks (0: 256 MiB, at least 256 chunks) in random order, through a link
 // of `rttMs` (0: straight loopback), with the fault channel or, for comparison, with faults
-// sharing the data connection.
-void runFaultService(benchmark::State &state, uint32_t chunk, int threads, int rttMs, bool channel, uint32_t regionChunks)
+// sharing the data connection. stale: the destination pulls the whole region first, and the
+// source writes every page of it as it suspends, so each fault is on a chunk the destination
+// holds an older copy of (its pages allocated); otherwise none was ever pulled.
+void runFaultService(benchmark::State &state, uint32_t chunk, int threads, int rttMs, bool channel, uint32_t regionChunks,
+		     bool stale = false)
 {
 	const uint64_t size = regionChunks ? uint64_t(chunk) * regionChunks : std::max<uint64_t>(256ull << 20, uint64_t(chunk) * 256);
 	auto f = Userfaultfd::probeFeatures();
@@ -121,6 +135,11 @@ void runFaultService(benchmark::State &state, uint32_t chunk, int threads, int r
 	double totalSec = 0, bytes = 0;
 	for (auto _ : state) {
 		LocalSeeder src;
+		if (stale)
+			src.onSuspend = [&] {
+				for (uint64_t off = 0; off < size; off += 4096)
+					src.region.data()[off]++;
+			};
 		if (auto st = src.start(size, chunk); !st.ok()) {
 			state.SkipWithError(st.error().message().c_str());
 			return;
@@ -147,7 +166,7 @@ void runFaultService(benchmark::State &state, uint32_t chunk, int threads, int r
 		lo.seeder = link ? link->endpoint() : src.listener->boundEndpoint();
 		lo.faultChannel = channel;
 		lo.mode = MigrationMode::Hybrid;
-		lo.postcopyOnly = true;
+		lo.postcopyOnly = !stale; // stale: one pre-copy pass, then finalize ("immediate")
 		lo.backgroundPull = false;
 		lo.connections = 1;
 		lo.depth = 64;
@@ -199,6 +218,12 @@ void runFaultService(benchmark::State &state, uint32_t chunk, int threads, int r
 void BM_FaultService(benchmark::State &state)
 {
 	runFaultService(state, uint32_t(state.range(0)) * 1024, int(state.range(1)), 0, true, 0);
+}
+
+// BM_FaultService's faults on chunks the destination holds an older copy of.
+void BM_FaultServiceStale(benchmark::State &state)
+{
+	runFaultService(state, uint32_t(state.range(0)) * 1024, int(state.range(1)), 0, true, 0, true);
 }
 
 // BM_FaultService's faults sharing the data connection (the path before the fault channel).
@@ -624,6 +649,9 @@ void BM_TlsStream(benchmark::State &state)
 BENCHMARK(BM_FaultService)
 	->ArgsProduct({{4, 16, 64, 256, 1024, 2048}, {1}})
 	->Args({64, 4})
+	->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(2);
+BENCHMARK(BM_FaultServiceStale)
+	->Args({4, 1})->Args({64, 1})->Args({64, 4})
 	->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(2);
 BENCHMARK(BM_FaultServiceShared)
 	->Args({64, 1})->Args({64, 4})
