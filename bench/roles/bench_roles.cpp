@@ -10,7 +10,8 @@
 //  - BM_Pull: pre-copy pull throughput through the link emulator for a given RTT, bandwidth
 //    cap and requests in flight, next to BM_RawStream, a plain TCP stream through the same
 //    emulated link (the ceiling any protocol can reach), and BM_RawStreamIntoMemory, the same
-//    stream landing in fresh memory as a pull's does.
+//    stream landing in fresh memory as a pull's does (BM_RawStreamIntoHeldMemory: in memory
+//    allocated and mapped beforehand, the landing's cost without the allocation).
 //  - BM_RawRoundTrip: the floor under BM_FaultService: a plain TCP request (32 bytes) and reply
 //    (one chunk) between two threads on loopback, blocking or busy-polling, with no protocol.
 //  - BM_PullTls: the pull of BM_Pull (no delay) plaintext or over mutual TLS (x509), with
@@ -493,7 +494,7 @@ void BM_CompressChunk(benchmark::State &state)
 // reused 1 MiB buffer, or (intoMemory) into a fresh memfd of the stream's size, as a pull
 // lands its bytes in a destination that has never held them: every page is then faulted,
 // allocated and cleared before the bytes are copied in.
-void runRawStream(benchmark::State &state, bool intoMemory)
+void runRawStream(benchmark::State &state, bool intoMemory, bool held = false)
 {
 	const int rttMs = int(state.range(0));
 	const double mbit = double(state.range(1));
@@ -521,6 +522,10 @@ void runRawStream(benchmark::State &state, bool intoMemory)
 				return;
 			}
 			dest = std::move(m).value();
+			if (held && ::madvise(dest.data(), size, MADV_POPULATE_WRITE) != 0) {
+				state.SkipWithError("MADV_POPULATE_WRITE failed");
+				return;
+			}
 		}
 		auto t0 = Clock::now();
 		std::thread sender([&] { bench::sendRawStream((*link)->endpoint(), buf, size); });
@@ -553,6 +558,7 @@ void runRawStream(benchmark::State &state, bool intoMemory)
 
 void BM_RawStream(benchmark::State &state) { runRawStream(state, false); }
 void BM_RawStreamIntoMemory(benchmark::State &state) { runRawStream(state, true); }
+void BM_RawStreamIntoHeldMemory(benchmark::State &state) { runRawStream(state, true, true); }
 
 // One Connection streaming 256 KiB Chunk frames over loopback TCP, plaintext or TLS 1.3 (x509
 // negotiates AES-256-GCM, PSK AES-128-GCM: an external PSK is bound to SHA-256). One run gives
@@ -683,6 +689,7 @@ BENCHMARK(BM_RawStream)
 	->ArgsProduct({{0, 2, 10, 20, 40}, {1000, 0}})
 	->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(2);
 BENCHMARK(BM_RawStreamIntoMemory)->Args({0, 0})->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(2);
+BENCHMARK(BM_RawStreamIntoHeldMemory)->Args({0, 0})->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(2);
 // Mbit/s cap (0 = none), connections, TLS (0 plaintext, 1 x509), zstd (1: text memory, level 1)
 BENCHMARK(BM_PullTls)
 	->ArgNames({"mbit", "conns", "tls", "zstd"})
