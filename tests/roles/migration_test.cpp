@@ -282,7 +282,7 @@ TEST(Compression, TextRegionArrivesByteIdenticalInAFractionOfItsSize)
 // a 100 Mbit/s link, text memory crosses in well under half its size, byte for byte. And it
 // decides after one range: each data connection asks for a single range first, the seeder
 // measures the link by the next request, and everything after that first range goes
-// compressed (without the probe, a connection's whole first window went raw: 64 chunks).
+// compressed (without the probe, a connection's whole first window went raw: here 32 chunks).
 TEST(Compression, AutoCompressesTextOverASlowLinkFromEachConnectionsSecondRange)
 {
 	requireKernelFeatures();
