@@ -79,7 +79,11 @@ struct LocalSeeder {
 	// Called when the seeder suspends the "application", before it takes the final dirty set.
 	std::function<void()> onSuspend;
 
-	Status start(uint64_t size, uint32_t chunk, bool text = false, CompressionSpec compression = {},
+	// compression: none unless a benchmark asks (a default-constructed CompressionSpec is zstd
+	// level 1, which BM_Pull, "no compression", ran with until 2026-11-30: every chunk of its
+	// random region was copied and compressed, then sent raw as it did not shrink;
+	// docs/benchmarks.md 21).
+	Status start(uint64_t size, uint32_t chunk, bool text = false, CompressionSpec compression = {0},
 		     std::shared_ptr<const TlsCredentials> tls = {})
 	{
 		FERRY_ASSIGN(region, MemfdMapping::create("bench-source", size));
