@@ -202,6 +202,10 @@ Result<bool> Direction::readOnce(int64_t now)
 			return false;
 		return Error::fromErrno(fmt::format("{}: recv", name_));
 	}
+	// Stamped when the bytes were taken, not when this pass of the relay began: a pass that
+	// first writes the other direction may find bytes here that arrived after its start, and
+	// stamping those with the pass's start would release them that much before their delay.
+	now = std::max(now, monotonicNs());
 	if (n == 0) {
 		inEof_ = true;
 		finAt_ = std::max(now, txFree_.load()) + delayNs_;

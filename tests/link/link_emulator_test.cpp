@@ -185,7 +185,12 @@ TEST(LinkEmulator, HoldsTheSetRoundTripTime)
 	RecordProperty("rtt_median_ms", std::to_string(median));
 	std::printf("RTT min %.3f ms, median %.3f ms, max %.3f ms (set: 20 ms)\n", rttMs.front(), median,
 		    rttMs.back());
-	EXPECT_GE(rttMs.front(), 20.0) << "a byte left the link before its delay";
+	// 0.2 ms of slack for the measurement, not for the relay: one CI run read 19.915 ms. The
+	// relay then stamped bytes with the start of its pass, not when it took them, which let
+	// bytes taken late in a pass leave that much early (fixed: Direction::readOnce); the
+	// client's two clock reads, on a 2-vCPU VM whose threads move between CPUs, may also
+	// differ by some microseconds from the relay's.
+	EXPECT_GE(rttMs.front(), 20.0 - 0.2) << "a byte left the link before its delay";
 	EXPECT_LE(median, 23.0);
 }
 
